@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine (Python >= 3.10 and pip): `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_LINK_MODE ?= copy
+
+.PHONY: demo test lint bench clean-venv
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/ffx demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check ffx tests
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check ffx tests
+
+.tools/bin/uv:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools uv==$(UV_VERSION)
+
+# The lock is `uv pip compile` output: exact versions, no index or download address.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
+	test -x $(VENV)/bin/python || $(UV) venv --python $(PYTHON) $(VENV)
+	$(UV) pip sync --python $(VENV)/bin/python requirements.lock
+	$(UV) pip install --python $(VENV)/bin/python --no-deps -e .
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV) .tools

@@ -1,0 +1,3 @@
+"""ffx: reproducible face-forgery datasets."""
+
+__version__ = "0.1.0"

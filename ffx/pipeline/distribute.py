@@ -1,0 +1,42 @@
+"""Deterministic work partitions: `--part i/n`, or Slurm array variables when no part is given."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ffx.errors import FfxError
+
+_PART = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part `index` of `count` (0-based); item j of the sorted item list belongs to part j % count."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:05d}-of-{self.count:05d}"
+
+    def select(self, keys: Sequence[str]) -> list[str]:
+        """This part's share of `keys`, round robin over their sorted order."""
+        return sorted(keys)[self.index :: self.count]
+
+
+def parse_part(text: str | None, environ: Mapping[str, str] | None = None) -> Part:
+    """`i/n` from the command line, else SLURM_ARRAY_TASK_ID/COUNT, else the whole job."""
+    environ = os.environ if environ is None else environ
+    if text is None and "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
+        task_id = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        text = f"{task_id}/{environ['SLURM_ARRAY_TASK_COUNT']}"
+    if text is None:
+        return Part()
+    match = _PART.match(text)
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise FfxError(f"--part expects i/n with 0 <= i < n (e.g. 0/4), got {text!r}")
+    return Part(int(match.group(1)), int(match.group(2)))

@@ -1,0 +1,68 @@
+"""Table schemas, item statuses and key rules: the contract between stages, kept in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import Enum
+
+import pyarrow as pa
+
+
+class Status(str, Enum):
+    """Outcome of one item in a stage table; every item gets exactly one."""
+
+    OK = "ok"
+    PARTIAL = "partial"  # some output before a failure (truncated video)
+    SHORT = "short"  # fewer frames than the sampling asked for
+    NO_FACE = "no_face"
+    LOW_PROB = "low_prob"
+    DECODE_ERROR = "decode_error"
+    TIMEOUT = "timeout"
+    MISSING = "missing"  # input file or upstream item absent
+    ERROR = "error"  # anything else, with the message in `error`
+
+
+UNKNOWN_LABEL = -1
+UNKNOWN_LABEL_NAME = "unknown"
+SPLITS = ("train", "val", "test")
+
+VIDEOS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # relative to the dataset root, POSIX
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),  # UNKNOWN_LABEL when not labelled
+        pa.field("label_name", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),  # manipulation method, or "original"
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),  # identity group: never straddles splits
+        pa.field("original_key", pa.string(), nullable=True),  # a fake's source video
+        pa.field("size_bytes", pa.int64(), nullable=False),
+    ]
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+SEGMENT_JOIN = "__"
+
+
+def key_from_path(relative_path: str) -> str:
+    """A stable key safe for file names and WebDataset: [A-Za-z0-9_-] only, no dots.
+
+    Path segments join with "__" and the extension is dropped. When a character had to be
+    replaced, 8 hex digits of the path's sha1 are appended so different paths stay distinct.
+    """
+    segments = relative_path.split("/")
+    stem, dot, _extension = segments[-1].rpartition(".")
+    segments[-1] = stem if dot and stem else segments[-1]
+    cleaned = [_UNSAFE.sub("-", segment) for segment in segments]
+    lossy = cleaned != segments or any(SEGMENT_JOIN in segment for segment in segments)
+    key = SEGMENT_JOIN.join(cleaned)
+    if lossy:
+        key += "-" + hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:8]
+    return key
+
+
+def is_safe_key(key: str) -> bool:
+    """True when `key` can name a file and a WebDataset sample (no dots, slashes or `..`)."""
+    return bool(key) and _UNSAFE.search(key) is None

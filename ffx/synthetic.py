@@ -1,0 +1,63 @@
+"""Synthetic videos whose frames encode their own index: for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BITS = 12  # frame indices up to 4095
+# Eight colours far apart in RGB, so a BGR/RGB swap or a one-off frame is visible.
+PALETTE = np.array(
+    [
+        [255, 0, 0],
+        [0, 255, 0],
+        [0, 0, 255],
+        [255, 255, 0],
+        [255, 0, 255],
+        [0, 255, 255],
+        [255, 255, 255],
+        [0, 0, 0],
+    ],
+    dtype=np.uint8,
+)
+
+
+def index_frame(frame_index: int, width: int, height: int) -> np.ndarray:
+    """An RGB frame: a top band of BITS black/white blocks spelling `frame_index` in binary,
+    and a lower body in PALETTE[frame_index % 8]."""
+    frame = np.empty((height, width, 3), dtype=np.uint8)
+    frame[:] = PALETTE[frame_index % len(PALETTE)]
+    band = height // 3
+    block = width // BITS
+    for bit in range(BITS):
+        value = 255 if (frame_index >> bit) & 1 else 0
+        frame[:band, bit * block : (bit + 1) * block] = value
+    return frame
+
+
+def decode_frame_index(frame: np.ndarray) -> int:
+    """Read back the index spelled by `index_frame` (robust to lossy compression)."""
+    height, width = frame.shape[:2]
+    band, block = height // 3, width // BITS
+    index = 0
+    for bit in range(BITS):
+        cell = frame[band // 4 : band * 3 // 4, bit * block + block // 4 : (bit + 1) * block - block // 4]
+        if cell.mean() > 127:
+            index |= 1 << bit
+    return index
+
+
+def write_index_video(
+    path: Path, frames: int, width: int = 96, height: int = 64, fps: float = 25.0, fourcc: str = "mp4v"
+) -> Path:
+    """Write a video of `frames` index frames with OpenCV; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {fourcc} video to {path}")
+    for frame_index in range(frames):
+        writer.write(cv2.cvtColor(index_frame(frame_index, width, height), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path

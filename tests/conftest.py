@@ -1,0 +1,45 @@
+"""Shared fixtures: generated dataset trees (empty files are enough: the index does not decode)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+
+
+def touch(root: Path, relative: str, content: bytes = b"\0") -> Path:
+    """Create a small file at root/relative (parents included)."""
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+# Ten FF++ ids in five pairs: 3 train pairs, 1 val, 1 test (official-style split files).
+FFPP_PAIRS = {
+    "train": [["000", "003"], ["001", "004"], ["002", "005"]],
+    "val": [["006", "007"]],
+    "test": [["008", "009"]],
+}
+FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+
+
+@pytest.fixture
+def ffpp_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A FaceForensics++ c23 tree with both a_b and b_a fakes, plus official split files."""
+    root = tmp_path / "ffpp"
+    for pairs in FFPP_PAIRS.values():
+        for first, second in pairs:
+            for video_id in (first, second):
+                touch(root, f"original_sequences/youtube/c23/videos/{video_id}.mp4")
+            for method in FFPP_METHODS:
+                touch(root, f"manipulated_sequences/{method}/c23/videos/{first}_{second}.mp4")
+                touch(root, f"manipulated_sequences/{method}/c23/videos/{second}_{first}.mp4")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for split, pairs in FFPP_PAIRS.items():
+        (splits / f"{split}.json").write_text(json.dumps(pairs))
+    return root, splits
