@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # long paths and errors stay on one line in logs
 error_console = Console(stderr=True)
 
 ManifestArg = Annotated[
@@ -79,6 +79,87 @@ def index(
         console.print(f"  [yellow]note:[/] {note}")
 
 
+PartOpt = Annotated[
+    str | None,
+    typer.Option("--part", help="Do part i of n (e.g. 0/4); default: SLURM_ARRAY_TASK_ID/COUNT, else all."),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Worker processes (default: all cores).")
+]
+
+
+@app.command()
+def extract(
+    build: BuildArg,
+    part: PartOpt = None,
+    workers: WorkersOpt = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            "--sample",
+            help="first:N | stride:S:O[:MAX] | linspace:N | all (default: the manifest's, first:30).",
+        ),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option("--backend", help="Decoders to try in order, comma-separated (decord,pyav,opencv)."),
+    ] = "decord,pyav,opencv",
+    png_level: Annotated[int, typer.Option("--png-level", help="PNG zlib level 0-9 (lossless at any).")] = 1,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds without a decoded frame before a decoder counts as hung."),
+    ] = 60.0,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="Dataset root, if it moved since `ffx index`.")
+    ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Redo videos that failed before (partial, decode_error, ...)."),
+    ] = False,
+    fail_on_error: Annotated[
+        bool, typer.Option("--fail-on-error", help="Exit 1 if any video failed (anything but ok or short).")
+    ] = False,
+) -> None:
+    """Decode the sampled frames of every video into BUILD/frames/ (PNG) and frames.parquet."""
+    from ffx.pipeline.distribute import parse_part
+    from ffx.pipeline.extract import run_extract
+
+    report = run_extract(
+        build,
+        part=parse_part(part),
+        workers=workers,
+        sampling=sample,
+        backends=tuple(name.strip() for name in backend.split(",") if name.strip()),
+        png_level=png_level,
+        stall_seconds=timeout,
+        root=root,
+        retry_failed=retry_failed,
+        show_progress=console.is_terminal,
+    )
+    print_stage_report("extract", report)
+    if fail_on_error and report.failed:
+        raise typer.Exit(1)
+
+
+def print_stage_report(stage: str, report) -> None:
+    """One line of counts, the failed items (at most 20), and whether the table is merged."""
+    rate = report.videos_done / report.seconds if report.seconds else 0.0
+    counts = (
+        ", ".join(f"{status} {count}" for status, count in sorted(report.by_status.items()))
+        or "nothing to do"
+    )
+    console.print(
+        f"{stage}: {report.videos} videos in this part, {report.skipped} already done; "
+        f"this run: {counts}; {report.frames} frames in {report.seconds:.1f} s ({rate:.1f} videos/s)"
+    )
+    for key, status, error in report.failed[:20]:
+        console.print(f"  [red]{status}[/] {key}: {error}", highlight=False)
+    if len(report.failed) > 20:
+        console.print(f"  … and {len(report.failed) - 20} more (see `ffx status`)")
+    if not report.merged:
+        console.print("  table not merged yet: other parts are still missing (run again when they finish)")
+
+
 @app.command()
 def status(build: BuildArg) -> None:
     """Show items per stage and status."""
@@ -112,29 +193,30 @@ def demo(
     from ffx.demo import run_demo
     from ffx.pipeline.status import build_status
 
-    report = run_demo(workdir)
+    report = run_demo(workdir, show_progress=console.is_terminal)
     console.print(f"demo data: {report.data}  build: {report.build}")
     console.print(
         f"indexed {report.index.videos} videos: "
         + ", ".join(f"{k} {v}" for k, v in report.index.by_split.items())
     )
+    print_stage_report("extract", report.extract)
     print_status(build_status(report.build), title="demo build")
 
 
 def print_status(statuses, title: str) -> None:
-    """A rich table: one row per stage and status."""
+    """A rich table: one row per stage and status, with videos and rows (frames, faces)."""
     table = Table(title=title)
     table.add_column("stage")
     table.add_column("status / split")
+    table.add_column("videos", justify="right")
     table.add_column("rows", justify="right")
-    table.add_column("items", justify="right")
     for stage in statuses:
         state = "" if stage.merged else " (in progress)"
-        for position, (name, count) in enumerate(sorted(stage.counts.items())):
-            first = position == 0
-            table.add_row(
-                stage.stage + state if first else "", name, str(count), str(stage.items) if first else ""
-            )
+        for position, (name, count) in enumerate(sorted(stage.items.items())):
+            label = stage.stage + state if position == 0 else ""
+            table.add_row(label, name, str(count), str(stage.rows[name]))
+        if len(stage.items) > 1:
+            table.add_row("", "[bold]total", str(sum(stage.items.values())), str(sum(stage.rows.values())))
     console.print(table)
 
 
@@ -142,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: one red line for an FfxError (traceback with FFX_DEBUG=1), exit code back."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="ffx", standalone_mode=False)
+        # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
+        code = command.main(args=argv, prog_name="ffx", standalone_mode=False)
     except FfxError as error:
         if os.environ.get("FFX_DEBUG") == "1":
             raise
@@ -156,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         error_console.print("[red]aborted[/]")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ffx.pipeline.extract import ExtractReport, run_extract
 from ffx.pipeline.index import IndexReport, run_index
 from ffx.pipeline.manifest import load_manifest
 from ffx.synthetic import write_index_video
@@ -20,6 +21,7 @@ class DemoReport:
     data: Path
     build: Path
     index: IndexReport
+    extract: ExtractReport
 
 
 def make_demo_data(data: Path, frames: int = DEMO_FRAMES) -> Path:
@@ -32,9 +34,10 @@ def make_demo_data(data: Path, frames: int = DEMO_FRAMES) -> Path:
     return data
 
 
-def run_demo(workdir: Path) -> DemoReport:
+def run_demo(workdir: Path, show_progress: bool = True) -> DemoReport:
     """Generate the demo clips under `workdir/data` and build them into `workdir/build`."""
     data = make_demo_data(Path(workdir) / "data")
     build = Path(workdir) / "build"
     index = run_index(load_manifest("demo"), data, build)
-    return DemoReport(data, build, index)
+    extract = run_extract(build, show_progress=show_progress)
+    return DemoReport(data, build, index, extract)

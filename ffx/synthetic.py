@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -60,4 +61,35 @@ def write_index_video(
     for frame_index in range(frames):
         writer.write(cv2.cvtColor(index_frame(frame_index, width, height), cv2.COLOR_RGB2BGR))
     writer.release()
+    return path
+
+
+def write_h264_index_video(
+    path: Path,
+    frames: int,
+    width: int = 96,
+    height: int = 64,
+    fps: int = 25,
+    rotation: int = 0,
+    timestamps: list[float] | None = None,
+) -> Path:
+    """Write index frames as H.264 with PyAV: moov first (so a truncated copy still decodes up to
+    the cut), an optional display rotation (degrees) and optional per-frame times (variable rate)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "12", "preset": "veryfast", "bf": "0"}
+        if timestamps is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for frame_index in range(frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(frame_index, width, height), format="rgb24")
+            if timestamps is not None:
+                frame.pts, frame.time_base = round(timestamps[frame_index] * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return path

@@ -50,4 +50,7 @@ def test_demo(tmp_path, capsys):
     rows = pq.read_table(tmp_path / "demo/build/videos.parquet").to_pylist()
     assert len(rows) == 12
     assert {row["label_name"] for row in rows} == {"real", "fake"}
-    assert "demo build" in capsys.readouterr().out
+    frames = pq.read_table(tmp_path / "demo/build/frames.parquet").to_pylist()
+    assert len(frames) == 12 * 30 and {row["status"] for row in frames} == {"ok"}
+    out = capsys.readouterr().out
+    assert "demo build" in out and "this run: ok 12; 360 frames" in out

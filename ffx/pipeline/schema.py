@@ -66,3 +66,27 @@ def key_from_path(relative_path: str) -> str:
 def is_safe_key(key: str) -> bool:
     """True when `key` can name a file and a WebDataset sample (no dots, slashes or `..`)."""
     return bool(key) and _UNSAFE.search(key) is None
+
+
+# One row per extracted frame; a video that gave no frame has one row with frame_index -1.
+# Video-level facts (status, backend, container metadata) repeat on each of its rows.
+NO_FRAME = -1
+FRAMES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),  # in decode order, from 0
+        pa.field("timestamp", pa.float64(), nullable=True),  # presentation time, seconds
+        pa.field("width", pa.int32(), nullable=False),  # upright frame size
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # PNG relative to the build; "" if none
+        pa.field("status", pa.string(), nullable=False),  # the video's status
+        pa.field("error", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),  # decoder that produced the frames
+        pa.field("frames_asked", pa.int32(), nullable=False),  # -1: as many as the video has
+        pa.field("frames_got", pa.int32(), nullable=False),
+        pa.field("video_frames", pa.int32(), nullable=False),  # container's count; -1 unknown
+        pa.field("fps", pa.float64(), nullable=False),
+        pa.field("codec", pa.string(), nullable=False),
+        pa.field("rotation", pa.int16(), nullable=False),
+    ]
+)

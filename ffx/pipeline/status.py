@@ -18,11 +18,11 @@ STAGE_TABLES = ("frames", "faces")
 
 @dataclass
 class StageStatus:
-    """Counts of one stage: rows per status, distinct items, and whether it is merged yet."""
+    """Counts of one stage: items (videos) and rows (frames, faces) per status; merged or not."""
 
     stage: str
-    counts: dict[str, int]
-    items: int
+    items: dict[str, int]
+    rows: dict[str, int]
     merged: bool
 
 
@@ -42,14 +42,17 @@ def build_status(build: Path) -> list[StageStatus]:
     if not videos_path.is_file():
         raise BuildError(f"{build} is not a build directory (no {VIDEOS_TABLE}): run `ffx index` first")
     videos = pq.read_table(videos_path, columns=["key", "split"])
-    statuses = [
-        StageStatus("index", dict(Counter(videos.column("split").to_pylist())), videos.num_rows, True)
-    ]
+    by_split = dict(Counter(videos.column("split").to_pylist()))
+    statuses = [StageStatus("index", by_split, by_split, True)]
     for stage in STAGE_TABLES:
         rows = _stage_rows(build, stage)
         if rows is None:
             continue
-        counts = Counter(rows.column("status").to_pylist())
+        pairs = list(zip(rows.column("key").to_pylist(), rows.column("status").to_pylist()))
+        # An item retried after a failure has rows from both runs until the merge; the latest counts.
+        latest = dict(pairs)
+        items = Counter(latest.values())
+        row_counts = Counter(status for key, status in pairs if latest[key] == status)
         merged = not (build / f"{stage}.parts").exists()
-        statuses.append(StageStatus(stage, dict(counts), len(set(rows.column("key").to_pylist())), merged))
+        statuses.append(StageStatus(stage, dict(items), dict(row_counts), merged))
     return statuses

@@ -8,6 +8,7 @@ all rows into `BUILD/{stage}.parquet`: one run and any number of parts give the 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -113,6 +114,22 @@ class Ledger:
         if self.parts_dir.exists():
             shutil.rmtree(self.parts_dir)
         return table
+
+    def merge_when_complete(self, keys: Iterable[str]) -> bool:
+        """Merge once every key has rows, whichever part gets there last (a lock keeps two parts
+        from merging at once); True when the merged table is complete."""
+        keys = set(keys)
+        self.build.mkdir(parents=True, exist_ok=True)
+        with open(self.build / f".{self.stage}.merge.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another part is merging right now
+            if not keys <= self.done_keys():
+                return False
+            if self.parts_dir.exists():
+                self.merge()
+            return True
 
 
 def _latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:
