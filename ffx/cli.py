@@ -141,6 +141,110 @@ def extract(
         raise typer.Exit(1)
 
 
+@app.command()
+def crop(
+    build: BuildArg,
+    part: PartOpt = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
+    workers: WorkersOpt = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Frames per MTCNN batch (default: 8 CPU, 32 GPU)."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="mcx-api | square-1.3 (default: the recipe's crop.preset).")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", min=16, help="Output side in pixels (default: the recipe's).")
+    ] = None,
+    scale: Annotated[float, typer.Option("--scale", help="square-1.3: box side / longer face side.")] = 1.3,
+    min_prob: Annotated[
+        float | None,
+        typer.Option("--min-prob", help="Least MTCNN probability of a face (recipe default 0.99)."),
+    ] = None,
+    detect_max_side: Annotated[
+        int, typer.Option("--detect-max-side", min=32, help="Detect on a copy with at most this long side.")
+    ] = 640,
+    min_face_ratio: Annotated[
+        float,
+        typer.Option(
+            "--min-face-ratio", help="Skip faces smaller than this share of frame 0's largest (0: none)."
+        ),
+    ] = 0.5,
+    all_faces: Annotated[
+        bool, typer.Option("--all-faces", help="Keep every face track, not only the main one.")
+    ] = False,
+    boxes_from_original: Annotated[
+        bool,
+        typer.Option("--boxes-from-original", help="Fakes reuse their original video's boxes (FF++, DFDC)."),
+    ] = False,
+) -> None:
+    """Detect faces (MTCNN) in BUILD's frames and write crops to BUILD/faces/ plus faces.parquet."""
+    from ffx.pipeline.crop import crop_settings_for, run_crop
+    from ffx.pipeline.distribute import parse_part
+
+    settings = crop_settings_for(
+        build,
+        preset=preset,
+        size=size,
+        scale=scale,
+        min_prob=min_prob,
+        detect_max_side=detect_max_side,
+        min_face_ratio=min_face_ratio,
+        all_faces=all_faces,
+        boxes_from_original=boxes_from_original,
+    )
+    report = run_crop(
+        build,
+        settings=settings,
+        part=parse_part(part),
+        device=device,
+        workers=workers,
+        batch_size=batch_size,
+        show_progress=console.is_terminal,
+    )
+    print_crop_report(report)
+
+
+@app.command()
+def qa(
+    build: BuildArg,
+    videos: Annotated[int, typer.Option("--videos", min=1, help="How many videos get a contact sheet.")] = 24,
+) -> None:
+    """Contact sheets of the crops (BUILD/qa/*.png), the most faceless videos first."""
+    from ffx.pipeline.qa import write_qa
+
+    report = write_qa(build, videos=videos)
+    console.print(f"qa: {len(report.sheets)} contact sheets in {report.folder}; every video in worst.tsv")
+    for key, missing, frames in report.worst[:10]:
+        if missing:
+            console.print(f"  {key}: {missing} of {frames} frames without a face")
+
+
+def print_crop_report(report) -> None:
+    """Counts per frame status, detections saved, and the videos without any face."""
+    counts = (
+        ", ".join(f"{status} {count}" for status, count in sorted(report.frames.items())) or "nothing to do"
+    )
+    console.print(
+        f"crop: {report.videos} videos in this part, {report.skipped} already done; "
+        f"this run: frames {counts}; {report.faces} crops, {report.detected_frames} frames detected, "
+        f"{report.reused_frames} boxes reused in {report.seconds:.1f} s"
+    )
+    for key, status, error in report.failed[:20]:
+        console.print(f"  [yellow]{status} upstream[/] {key}: {error}", highlight=False)
+    if report.videos_without_faces:
+        shown = ", ".join(report.videos_without_faces[:20])
+        more = (
+            f" and {len(report.videos_without_faces) - 20} more"
+            if len(report.videos_without_faces) > 20
+            else ""
+        )
+        console.print(f"  [red]{len(report.videos_without_faces)} videos without any face:[/] {shown}{more}")
+    if not report.merged:
+        console.print("  table not merged yet: other parts are still missing (run again when they finish)")
+
+
 def print_stage_report(stage: str, report) -> None:
     """One line of counts, the failed items (at most 20), and whether the table is merged."""
     rate = report.videos_done / report.seconds if report.seconds else 0.0
@@ -216,7 +320,7 @@ def print_status(statuses, title: str) -> None:
             label = stage.stage + state if position == 0 else ""
             table.add_row(label, name, str(count), str(stage.rows[name]))
         if len(stage.items) > 1:
-            table.add_row("", "[bold]total", str(sum(stage.items.values())), str(sum(stage.rows.values())))
+            table.add_row("", "[bold]total", str(stage.videos), str(sum(stage.rows.values())))
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -73,21 +74,36 @@ def write_h264_index_video(
     rotation: int = 0,
     timestamps: list[float] | None = None,
 ) -> Path:
-    """Write index frames as H.264 with PyAV: moov first (so a truncated copy still decodes up to
-    the cut), an optional display rotation (degrees) and optional per-frame times (variable rate)."""
+    """Write index frames as H.264; see `write_h264_video` for the options."""
+    pictures = (index_frame(frame_index, width, height) for frame_index in range(frames))
+    return write_h264_video(path, pictures, fps, rotation, timestamps)
+
+
+def write_h264_video(
+    path: Path,
+    pictures: Iterable[np.ndarray],
+    fps: int = 25,
+    rotation: int = 0,
+    timestamps: list[float] | None = None,
+) -> Path:
+    """Write RGB frames as near-lossless H.264 with PyAV: moov first (so a truncated copy still
+    decodes up to the cut), an optional display rotation (degrees) and optional per-frame times
+    in seconds (variable frame rate)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "12", "preset": "veryfast", "bf": "0"}
         if timestamps is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         if rotation:
             stream.set_display_rotation(rotation)
-        for frame_index in range(frames):
-            frame = av.VideoFrame.from_ndarray(index_frame(frame_index, width, height), format="rgb24")
+        for frame_index, picture in enumerate(pictures):
+            if frame_index == 0:
+                stream.height, stream.width = picture.shape[:2]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
             if timestamps is not None:
                 frame.pts, frame.time_base = round(timestamps[frame_index] * 1000), Fraction(1, 1000)
             container.mux(stream.encode(frame))

@@ -23,9 +23,13 @@ class Part:
     def name(self) -> str:
         return f"part-{self.index:05d}-of-{self.count:05d}"
 
-    def select(self, keys: Sequence[str]) -> list[str]:
-        """This part's share of `keys`, round robin over their sorted order."""
-        return sorted(keys)[self.index :: self.count]
+    def select(self, keys: Sequence[str], group_of: Mapping[str, str] | None = None) -> list[str]:
+        """This part's share of `keys`, round robin over their sorted order; with `group_of`,
+        round robin over sorted groups, so the keys of one group stay in one part."""
+        if group_of is None:
+            return sorted(keys)[self.index :: self.count]
+        groups = set(sorted({group_of[key] for key in keys})[self.index :: self.count])
+        return sorted(key for key in keys if group_of[key] in groups)
 
 
 def parse_part(text: str | None, environ: Mapping[str, str] | None = None) -> Part:

@@ -11,26 +11,24 @@ final name, and the video's rows reach the ledger only after that rename.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ffx.errors import BuildError, FfxError, InputError
+from ffx.errors import FfxError, InputError
 from ffx.pipeline import store
 from ffx.pipeline.decode import BACKENDS, DEFAULT_BACKENDS, DecodeFailure, VideoInfo, count_frames, probe
 from ffx.pipeline.distribute import Part
+from ffx.pipeline.images import encode_png
 from ffx.pipeline.index import INDEX_FILE, MANIFEST_FILE, VIDEOS_TABLE
 from ffx.pipeline.manifest import load_manifest
 from ffx.pipeline.progress import stage_progress
 from ffx.pipeline.sampling import FramePlan, parse_sampling
 from ffx.pipeline.schema import FRAMES_SCHEMA, NO_FRAME, Status
-from ffx.pipeline.workers import Stalled, run_tasks
+from ffx.pipeline.workers import Stalled, available_cores, run_tasks
 
 STAGE = "frames"
 FRAMES_DIR = "frames"
-SETTINGS_FILE = "frames.json"
 FAILED = (Status.PARTIAL, Status.DECODE_ERROR, Status.TIMEOUT, Status.MISSING, Status.ERROR)
 
 
@@ -60,14 +58,6 @@ class Attempt:
     status: Status = Status.OK
 
 
-def png_params(level: int) -> list[int]:
-    """PNG settings: zlib `level` with the Up filter only, which measured ~1.4x faster than
-    OpenCV's default at 1080p with smaller files (see bench/extract.py)."""
-    import cv2
-
-    return [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-
-
 def frame_file(key: str, frame_index: int) -> str:
     """A frame's PNG path relative to the build; zero-padded so sorting gives frame order."""
     return f"{FRAMES_DIR}/{key}/{frame_index:06d}.png"
@@ -77,7 +67,7 @@ def extract_video(task: VideoTask, report) -> list[dict]:
     """Worker entry point: decode one video, publish its frames, return its ledger rows."""
     source = Path(task.source)
     frames_root = Path(task.frames_root)
-    _remove_temps(frames_root, task.key)
+    store.remove_item_temps(frames_root, task.key)
     if not source.exists():
         return _rows_without_frames(task, Status.MISSING, f"file not found: {source}")
     if source.is_dir():
@@ -109,8 +99,8 @@ def extract_video(task: VideoTask, report) -> list[dict]:
         if attempt.status == Status.OK:
             break
     chosen = max(attempts, key=lambda attempt: len(attempt.frames))  # first of the best on ties
-    _publish(chosen if chosen.frames else None, frames_root, task.key)
-    _remove_temps(frames_root, task.key)
+    store.publish_dir(chosen.temp_dir if chosen.frames else None, frames_root, task.key)
+    store.remove_item_temps(frames_root, task.key)
     notes = list(task.failures) + [f"{a.backend}: {a.error}" for a in attempts if a.error and a is not chosen]
     error = "; ".join(notes + ([chosen.error] if chosen.error else []))
     if not chosen.frames:
@@ -127,11 +117,8 @@ def _decode_with(backend: str, source: Path, plan: FramePlan, task: VideoTask, r
 
     Decoder exceptions end the attempt (its frames so far are kept); write errors propagate,
     because a full or read-only output disk is for the user to fix, not an item status."""
-    import cv2
-
-    attempt = Attempt(backend, Path(task.frames_root) / f".{task.key}.{backend}.tmp")
+    attempt = Attempt(backend, store.item_temp_dir(Path(task.frames_root), task.key, backend))
     attempt.temp_dir.mkdir(parents=True)
-    params = png_params(task.png_level)
     frames = BACKENDS[backend](source, plan, task.threads)
     while True:
         try:
@@ -142,10 +129,8 @@ def _decode_with(backend: str, source: Path, plan: FramePlan, task: VideoTask, r
             attempt.error = str(error) or type(error).__name__
             break
         height, width = frame.rgb.shape[:2]
-        ok, png = cv2.imencode(".png", cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR), params)
-        if not ok:
-            raise BuildError(f"PNG encoding failed for {task.key} frame {frame.frame_index}")
-        (attempt.temp_dir / f"{frame.frame_index:06d}.png").write_bytes(png.tobytes())
+        png = encode_png(frame.rgb, task.png_level)
+        (attempt.temp_dir / f"{frame.frame_index:06d}.png").write_bytes(png)
         attempt.frames.append((frame.frame_index, frame.timestamp, width, height))
         report((backend, len(attempt.frames)))
     return attempt
@@ -173,23 +158,6 @@ def _kept_below(plan: FramePlan, frame_count: int) -> int:
     if plan.wanted is not None:
         return sum(1 for frame_index in plan.wanted if frame_index < frame_count)
     return len(range(plan.offset, frame_count, plan.step))
-
-
-def _publish(attempt: Attempt | None, frames_root: Path, key: str) -> None:
-    """Make `attempt`'s folder the video's frames (replacing an older one), or remove them."""
-    final = frames_root / key
-    if final.exists():
-        stale = frames_root / f".{key}.old.tmp"
-        final.rename(stale)
-        shutil.rmtree(stale)
-    if attempt is not None:
-        attempt.temp_dir.rename(final)
-
-
-def _remove_temps(frames_root: Path, key: str) -> None:
-    """Remove this video's temp folders (keys hold no dots, so `.{key}.` matches no other key)."""
-    for temp in frames_root.glob(f".{key}.*.tmp"):
-        shutil.rmtree(temp)
 
 
 def _row(task: VideoTask, frame_index: int, timestamp, width: int, height: int, path: str) -> dict:
@@ -240,7 +208,7 @@ def _retry_after_stall(task: VideoTask, stalled: Stalled) -> VideoTask | None:
 
 
 def _stalled_rows(task: VideoTask, stalled: Stalled) -> list[dict]:
-    _remove_temps(Path(task.frames_root), task.key)
+    store.remove_item_temps(Path(task.frames_root), task.key)
     where = f"{stalled.last_report[0]}: " if stalled.last_report else "probing: "
     failures = (*task.failures, where + stalled.reason)
     status = Status.TIMEOUT if task.hung or stalled.hung else Status.DECODE_ERROR
@@ -263,25 +231,6 @@ class ExtractReport:
     def videos_done(self) -> int:
         """Videos processed by this run."""
         return sum(self.by_status.values())
-
-
-def check_settings(build: Path, settings: dict) -> None:
-    """Record the stage's settings; refuse to mix frames made with different ones."""
-    path = build / SETTINGS_FILE
-    if path.is_file():
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-        if recorded != settings:
-            changed = ", ".join(
-                f"{name} {recorded.get(name)!r} -> {value!r}"
-                for name, value in settings.items()
-                if recorded.get(name) != value
-            )
-            raise BuildError(
-                f"{build} holds frames extracted with other settings ({changed}); "
-                f"use a new --build directory, or delete {FRAMES_DIR}/ and {STAGE}.* there"
-            )
-    else:
-        store.write_json(path, settings)
 
 
 def run_extract(
@@ -315,14 +264,16 @@ def run_extract(
     if not root.is_dir():
         raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
     backends = tuple(backends)
-    check_settings(build, {"sampling": sampling, "png_level": png_level, "backends": list(backends)})
+    store.record_settings(
+        build, STAGE, {"sampling": sampling, "png_level": png_level, "backends": list(backends)}
+    )
 
     ledger = store.Ledger(build, STAGE, FRAMES_SCHEMA, sort_by=["key", "frame_index"])
     path_of = dict(zip(videos.column("key").to_pylist(), videos.column("path").to_pylist()))
     keys = part.select(list(path_of))
     done = ledger.done_keys(retry_statuses=[status.value for status in FAILED] if retry_failed else ())
-    workers = workers or _available_cores()
-    threads = max(1, _available_cores() // workers)
+    workers = workers or available_cores()
+    threads = max(1, available_cores() // workers)
     frames_root = build / FRAMES_DIR
     frames_root.mkdir(parents=True, exist_ok=True)
     tasks = [
@@ -352,10 +303,3 @@ def run_extract(
     merged = ledger.merge_when_complete(path_of)
     seconds = progress.elapsed
     return ExtractReport(len(keys), len(keys) - len(tasks), dict(by_status), frames, seconds, merged, failed)
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1

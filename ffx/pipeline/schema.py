@@ -90,3 +90,30 @@ FRAMES_SCHEMA = pa.schema(
         pa.field("rotation", pa.int16(), nullable=False),
     ]
 )
+
+# One row per frame and face track (track 0 is the video's main face; with --all-faces every
+# track gets rows). A frame without a usable face has one row with track -1 and no boxes; a
+# video that gave no frame upstream has one row with frame_index -1 and its upstream status.
+NO_TRACK = -1
+FACES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        pa.field("track", pa.int16(), nullable=False),
+        pa.field("x1", pa.float32(), nullable=True),  # the face box MTCNN found, full resolution
+        pa.field("y1", pa.float32(), nullable=True),
+        pa.field("x2", pa.float32(), nullable=True),
+        pa.field("y2", pa.float32(), nullable=True),
+        pa.field("crop_x1", pa.int32(), nullable=True),  # the box actually cut, before resizing
+        pa.field("crop_y1", pa.int32(), nullable=True),
+        pa.field("crop_x2", pa.int32(), nullable=True),
+        pa.field("crop_y2", pa.int32(), nullable=True),
+        pa.field("prob", pa.float32(), nullable=True),
+        pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=True),  # x,y of eyes, nose, mouth
+        pa.field("n_faces", pa.int16(), nullable=False),  # faces at or above --min-prob in the frame
+        pa.field("box_source", pa.string(), nullable=False),  # detected | original | ""
+        pa.field("path", pa.string(), nullable=False),  # crop PNG relative to the build; "" if none
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+    ]
+)

@@ -59,6 +59,50 @@ def write_table(path: Path, table: pa.Table) -> None:
         pq.write_table(table, temp, compression="zstd")
 
 
+def record_settings(build: Path, stage: str, settings: dict) -> None:
+    """Save a stage's output-shaping settings in `BUILD/{stage}.json`; refuse different ones later,
+    so one build never mixes outputs made two ways."""
+    path = build / f"{stage}.json"
+    if not path.is_file():
+        write_json(path, settings)
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    if recorded != settings:
+        changed = ", ".join(
+            f"{name} {recorded.get(name)!r} -> {value!r}"
+            for name, value in settings.items()
+            if recorded.get(name) != value
+        )
+        raise BuildError(
+            f"{build} holds {stage} made with other settings ({changed}); use a new --build "
+            f"directory, or delete {stage}/, {stage}.parquet, {stage}.parts/ and {stage}.json there"
+        )
+
+
+def item_temp_dir(root: Path, key: str, tag: str) -> Path:
+    """A hidden folder in which one item's files are written before they are published."""
+    return root / f".{key}.{tag}.tmp"
+
+
+def publish_dir(temp: Path | None, root: Path, key: str) -> None:
+    """Make `temp` the item's folder `root/key` (replacing an older one), or remove it if None.
+
+    A folder rename is atomic: readers see all of an item's files or none of them."""
+    final = root / key
+    if final.exists():
+        stale = item_temp_dir(root, key, "old")
+        final.rename(stale)
+        shutil.rmtree(stale)
+    if temp is not None:
+        temp.rename(final)
+
+
+def remove_item_temps(root: Path, key: str) -> None:
+    """Remove an item's temp folders (keys hold no dots, so `.{key}.` matches no other key)."""
+    for temp in root.glob(f".{key}.*.tmp"):
+        shutil.rmtree(temp)
+
+
 def read_table(path: Path, what: str) -> pa.Table:
     """Read a parquet table, or a BuildError naming the stage that makes it."""
     if not path.is_file():
@@ -86,7 +130,7 @@ class Ledger:
         appears more than once (a retry), only its latest rows count."""
         pieces = [pq.read_table(self.table_path, schema=self.schema)] if self.table_path.is_file() else []
         pieces += [pq.read_table(path, schema=self.schema) for path in self.chunk_files()]
-        return _latest_rows_per_item(pieces, self.schema)
+        return latest_rows_per_item(pieces, self.schema)
 
     def done_keys(self, retry_statuses: Iterable[str] = ()) -> set[str]:
         """Item keys that already have rows, less those whose rows carry a status to retry."""
@@ -132,7 +176,8 @@ class Ledger:
             return True
 
 
-def _latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:
+def latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """Concatenate table pieces given in write order, keeping each key's rows from its last piece."""
     latest_piece: dict[str, int] = {}
     piece_keys = [piece.column("key").to_pylist() for piece in pieces]
     for order, keys in enumerate(piece_keys):

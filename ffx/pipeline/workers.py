@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import time
 import traceback
 from collections import deque
@@ -31,6 +32,14 @@ class Stalled:
     reason: str
     last_report: Any
     hung: bool  # True: no progress for too long; False: the worker process died
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask on Linux, e.g. a Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 def _serve(connection: Connection, function: TaskFunction) -> None:

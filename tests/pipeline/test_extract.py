@@ -23,6 +23,7 @@ from ffx.pipeline.distribute import Part
 from ffx.pipeline.extract import run_extract
 from ffx.pipeline.index import run_index
 from ffx.pipeline.manifest import load_manifest
+from ffx.pipeline.status import build_status
 from ffx.synthetic import decode_frame_index, write_h264_index_video, write_index_video
 from tests.conftest import SHARED_MEDIA
 
@@ -100,6 +101,9 @@ def test_every_video_gets_a_status_and_good_frames_land_exactly(messy_dataset: P
         "fake__gone": "missing",
     }
     assert report.by_status == {"ok": 3, "short": 1, "partial": 1, "decode_error": 4, "missing": 1}
+    frames_stage = next(stage for stage in build_status(build) if stage.stage == "frames")
+    assert frames_stage.items == report.by_status and frames_stage.videos == 10 and frames_stage.merged
+    assert frames_stage.rows["ok"] == 3 * 30 and frames_stage.rows["decode_error"] == 4
     errors = {key: rows[0]["error"] for key, rows in by_key.items()}
     assert errors["fake__empty"] == "empty file (0 bytes)"
     assert "Invalid data" in errors["fake__notes"]

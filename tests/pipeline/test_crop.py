@@ -1,0 +1,205 @@
+"""`ffx crop` on real faces (../shared/media): detection rate, boxes vs plain MTCNN, tracking,
+box reuse for fakes, statuses, resume after kill -9 and partitions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ffx.cli import main
+from ffx.pipeline.crop import CropSettings, run_crop
+from ffx.pipeline.distribute import Part
+from ffx.pipeline.extract import run_extract
+from ffx.pipeline.faces import box_iou, mcx_api_box
+from ffx.pipeline.index import run_index
+from ffx.pipeline.manifest import load_manifest
+from ffx.synthetic import write_h264_video
+from tests.conftest import SHARED_MEDIA
+
+pytestmark = pytest.mark.skipif(not (SHARED_MEDIA / "videos").is_dir(), reason="../shared/media not present")
+VIDEOS = SHARED_MEDIA / "videos"
+
+
+def read_video(path: Path, frames: int) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    return [cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB) for _ in range(frames)]
+
+
+def faces_by_key(build: Path) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in pq.read_table(build / "faces.parquet").to_pylist():
+        grouped.setdefault(row["key"], []).append(row)
+    return grouped
+
+
+def crops_digest(build: Path) -> dict[str, str]:
+    files = [*sorted(build.glob("faces/**/*.png")), build / "faces.parquet"]
+    return {str(path.relative_to(build)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def build_folder(root: Path, build: Path, sampling: str = "first:30") -> Path:
+    run_index(load_manifest("folder", {"sampling": sampling}), root, build)
+    run_extract(build, show_progress=False)
+    return build
+
+
+@pytest.fixture(scope="module")
+def media_build(tmp_path_factory) -> Path:
+    """The four real clips plus a clip of the no-face photo, extracted and cropped once."""
+    root = tmp_path_factory.mktemp("media")
+    for video in VIDEOS.glob("*.mp4"):
+        shutil.copy(video, root / video.name)
+    coffee = cv2.cvtColor(
+        cv2.imread(str(SHARED_MEDIA / "images" / "no_face_skimage_coffee.png")), cv2.COLOR_BGR2RGB
+    )
+    write_h264_video(root / "coffee.mp4", [np.roll(coffee, shift, axis=1) for shift in range(0, 40, 4)])
+    build = build_folder(root, tmp_path_factory.mktemp("build") / "build")
+    report = run_crop(build, show_progress=False)
+    assert report.videos == 5 and report.merged
+    assert report.videos_without_faces == ["coffee"]
+    return build
+
+
+def test_single_person_clips_have_a_face_in_almost_every_frame(media_build: Path) -> None:
+    faces = faces_by_key(media_build)
+    for key in ("liveportrait_d18", "liveportrait_d19"):
+        ok = [row for row in faces[key] if row["status"] == "ok"]
+        assert len(faces[key]) == 30 and len(ok) >= 0.95 * 30, key
+        for row in ok:
+            crop = cv2.imread(str(media_build / row["path"]))
+            assert crop.shape == (512, 512, 3)
+            assert row["prob"] >= 0.99 and row["box_source"] == "detected" and row["track"] == 0
+            box = (row["x1"], row["y1"], row["x2"], row["y2"])
+            expected = mcx_api_box(box, 480, 480)
+            assert (row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"]) == expected
+            landmarks = np.array(row["landmarks"]).reshape(5, 2)
+            inside = (landmarks[:, 0] > box[0] - 5) & (landmarks[:, 0] < box[2] + 5)
+            assert inside.all()  # eyes, nose and mouth lie within the face box
+
+
+def test_the_no_face_clip_has_no_face(media_build: Path) -> None:
+    rows = faces_by_key(media_build)["coffee"]
+    assert [row["status"] for row in rows] == ["no_face"] * 10
+    assert {row["error"] for row in rows} == {"no face found"} and not (
+        media_build / "faces" / "coffee"
+    ).exists()
+
+
+def test_boxes_match_plain_full_resolution_mtcnn(media_build: Path) -> None:
+    from facenet_pytorch import MTCNN
+
+    detector = MTCNN(keep_all=True, device="cpu")
+    overlaps = []
+    for key, rows in faces_by_key(media_build).items():
+        if key == "coffee":
+            continue
+        frames = read_video(VIDEOS / f"{key}.mp4", 30)
+        for row in rows[::6]:
+            if row["status"] != "ok":
+                continue
+            boxes, _ = detector.detect(frames[row["frame_index"]])
+            ours = (row["x1"], row["y1"], row["x2"], row["y2"])
+            overlaps.append(max(box_iou(ours, box) for box in boxes))
+    assert len(overlaps) >= 18 and float(np.median(overlaps)) >= 0.9
+
+
+def test_tracking_keeps_one_identity_in_multi_face_clips(media_build: Path) -> None:
+    faces = faces_by_key(media_build)
+    for key in ("facenet_pytorch_video", "face_recognition_short_hamilton_clip"):
+        rows = [row for row in faces[key] if row["status"] == "ok"]
+        assert len(rows) >= 15 and max(row["n_faces"] for row in faces[key]) >= 2
+        boxes = np.array([(row["x1"], row["y1"], row["x2"], row["y2"]) for row in rows])
+        centres, widths = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2] - boxes[:, 0]
+        steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+        assert (steps < 0.6 * widths[1:]).all(), key  # each step is small next to the face: one person
+    # In the concert clip a close-up of another person fills frames 22-27: not the main face.
+    hamilton = {row["frame_index"]: row for row in faces["face_recognition_short_hamilton_clip"]}
+    assert hamilton[24]["status"] == "no_face" and "main face is not in this frame" in hamilton[24]["error"]
+
+
+def test_status_and_qa_show_the_crop_stage(media_build: Path, capsys) -> None:
+    assert main(["status", str(media_build)]) == 0
+    assert "faces" in capsys.readouterr().out
+    assert main(["qa", str(media_build), "--videos", "2"]) == 0
+    sheets = sorted(path.name for path in (media_build / "qa").glob("*.png"))
+    assert sheets == ["coffee.png", "face_recognition_short_hamilton_clip.png"]  # most faceless first
+    sheet = cv2.imread(str(media_build / "qa" / "coffee.png"))
+    assert sheet.shape == (112, 10 * 112, 3)
+
+
+def test_fakes_reuse_their_originals_boxes(tmp_path: Path) -> None:
+    """A generated fake: its original's frames with the face region changed."""
+    root = tmp_path / "ffpp"
+    originals = root / "original_sequences/youtube/c23/videos"
+    shutil.copy(VIDEOS / "liveportrait_d18.mp4", originals.mkdir(parents=True) or originals / "000.mp4")
+    shutil.copy(VIDEOS / "liveportrait_d19.mp4", originals / "001.mp4")
+    pictures = read_video(VIDEOS / "liveportrait_d18.mp4", 10)
+    for picture in pictures:
+        picture[150:330, 150:330] = 255 - picture[150:330, 150:330]  # a crude "manipulation"
+    write_h264_video(root / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4", pictures, fps=30)
+    build = tmp_path / "build"
+    recipe = load_manifest("ffpp-c23", {"sampling": "first:10"}, ['layout.methods=["Deepfakes"]'])
+    run_index(recipe, root, build)
+    run_extract(build, show_progress=False)
+    report = run_crop(build, settings=CropSettings(boxes_from_original=True), show_progress=False)
+    assert report.detected_frames == 20 and report.reused_frames == 10  # the fake was never detected
+    faces = faces_by_key(build)
+    fake_key = next(key for key in faces if "Deepfakes" in key)
+    original = {row["frame_index"]: row for row in faces[next(key for key in faces if key.endswith("000"))]}
+    for row in faces[fake_key]:
+        assert row["box_source"] == "original" and row["status"] == "ok"
+        assert (row["x1"], row["y1"], row["x2"], row["y2"]) == tuple(
+            original[row["frame_index"]][name] for name in ("x1", "y1", "x2", "y2")
+        )
+
+
+@pytest.fixture
+def small_faces(tmp_path: Path) -> Path:
+    """Six short face clips (copies of two real ones): enough items for resume and parts."""
+    root = tmp_path / "faces"
+    root.mkdir()
+    for number in range(6):
+        source = VIDEOS / ("liveportrait_d18.mp4" if number % 2 else "liveportrait_d19.mp4")
+        shutil.copy(source, root / f"clip_{number}.mp4")
+    return root
+
+
+def test_two_parts_equal_one_run(small_faces: Path, tmp_path: Path) -> None:
+    whole = build_folder(small_faces, tmp_path / "whole", "first:6")
+    split = build_folder(small_faces, tmp_path / "split", "first:6")
+    run_crop(whole, show_progress=False)
+    assert not run_crop(split, part=Part(0, 2), show_progress=False).merged
+    assert run_crop(split, part=Part(1, 2), show_progress=False).merged
+    assert crops_digest(split) == crops_digest(whole) and len(crops_digest(whole)) == 6 * 6 + 1
+
+
+def test_kill_9_then_resume_is_byte_identical(small_faces: Path, tmp_path: Path) -> None:
+    reference = build_folder(small_faces, tmp_path / "reference", "first:6")
+    run_crop(reference, workers=1, show_progress=False)
+    build = build_folder(small_faces, tmp_path / "build", "first:6")
+    script = (
+        "import sys; from ffx.pipeline.crop import run_crop; "
+        "run_crop(sys.argv[1], workers=1, show_progress=False, flush_seconds=0)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script, str(build)], start_new_session=True)
+    deadline = time.monotonic() + 180
+    while len(list(build.glob("faces.parts/*/chunk-*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (build / "faces.parquet").exists(), "the run finished before it could be killed"
+    resumed = run_crop(build, workers=1, show_progress=False)
+    assert resumed.skipped >= 2 and resumed.merged
+    assert crops_digest(build) == crops_digest(reference)
+    assert not list((build / "faces").glob(".*"))

@@ -1,0 +1,99 @@
+"""Crop geometry against hand computations and facenet-pytorch itself; the main-face tracker."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ffx.pipeline.crop import _resize
+from ffx.pipeline.detect import MTCNN_MIN_FACE, pyramid_min_face
+from ffx.pipeline.faces import Detection, box_iou, mcx_api_box, square_box, track_faces
+
+
+@pytest.mark.parametrize(
+    ("face_box", "expected"),
+    [
+        ((100, 100, 200, 250), (84, 77, 215, 272)),  # margins 120*100/392 and 120*150/392, halved each side
+        ((5, 5, 105, 155), (0, 0, 120, 177)),  # clipped at the top-left corner
+        ((560, 380, 630, 479), (549, 364, 640, 480)),  # clipped at the bottom-right corner
+    ],
+)
+def test_mcx_api_box_by_hand(face_box, expected) -> None:
+    assert mcx_api_box(face_box, 640, 480) == expected
+
+
+@pytest.mark.parametrize(
+    ("face_box", "expected"),
+    [
+        ((100, 100, 200, 250), (53, 78, 248, 273)),  # side int(150*1.3) = 195 around (150, 175)
+        ((10, 5, 110, 105), (0, 0, 130, 130)),  # shifted inside at the top-left, still square
+        ((560, 400, 640, 480), (548, 388, 640, 480)),  # shrunk to 92 at the bottom-right, still square
+    ],
+)
+def test_square_box_by_hand(face_box, expected) -> None:
+    box = square_box(face_box, 640, 480, scale=1.3)
+    assert box == expected and box[2] - box[0] == box[3] - box[1]
+
+
+def test_mcx_api_crop_equals_facenet_pytorch_extract_face() -> None:
+    """The public MCX-API code's crop comes from facenet-pytorch's extract_face on a PIL image."""
+    from facenet_pytorch.models.utils.detect_face import extract_face
+
+    generator = np.random.default_rng(0)
+    image = generator.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    for _ in range(20):
+        x1, y1 = generator.uniform(-20, 400), generator.uniform(-20, 300)
+        face_box = np.array([x1, y1, x1 + generator.uniform(20, 200), y1 + generator.uniform(20, 200)])
+        reference = extract_face(Image.fromarray(image), face_box, 512, 120)  # float CHW, 0..255
+        ours = _resize(image, mcx_api_box(face_box, 480, 360), 512)
+        assert np.array_equal(ours, reference.permute(1, 2, 0).numpy().astype(np.uint8))
+
+
+def test_pyramid_steps_keep_mtcnn_scales() -> None:
+    factor = 0.709
+    assert pyramid_min_face(10, factor) == MTCNN_MIN_FACE
+    assert pyramid_min_face(MTCNN_MIN_FACE / factor - 0.01, factor) == MTCNN_MIN_FACE
+    raised = pyramid_min_face(150, factor)
+    steps = np.log(raised / MTCNN_MIN_FACE) / -np.log(factor)
+    assert raised <= 150 < raised / factor and steps == pytest.approx(round(steps))
+
+
+def face(x: float, y: float, side: float, prob: float = 0.999) -> Detection:
+    return Detection(np.array([x, y, x + side, y + side], float), prob, np.zeros((5, 2)))
+
+
+def test_tracker_follows_each_face_and_prefers_the_lasting_large_one() -> None:
+    frames = []
+    for position in range(30):
+        detections = [face(400 + position, 50, 60), face(50, 180 - position, 30)]  # two people drifting
+        if 20 <= position < 26:
+            detections.append(face(100, 0, 300))  # a brief close-up of someone else
+        frames.append(detections[::-1] if position % 2 else detections)  # order must not matter
+    tracks = track_faces(frames)
+    assert [len(track.detections) for track in tracks] == [30, 30, 6]
+    main = tracks[0]
+    assert all(main.detections[p].box[0] == 400 + p for p in range(30))  # the larger lasting face
+    for track in tracks:
+        boxes = [track.detections[p].box for p in sorted(track.detections)]
+        assert min(box_iou(a, b) for a, b in itertools.pairwise(boxes)) > 0.8  # one identity per track
+
+
+def test_tracker_follows_a_fast_face_by_its_velocity() -> None:
+    # 50 px per frame: consecutive boxes overlap by IoU 0.29 only, below the link threshold.
+    frames = [[face(100 + 50 * position, 300, 90), face(1400, 100, 40)] for position in range(12)]
+    tracks = track_faces(frames, min_iou=0.3)
+    assert [len(track.detections) for track in tracks] == [12, 12]
+    assert tracks[0].detections[11].box[0] == 100 + 50 * 11
+
+
+def test_tracker_bridges_short_gaps_only() -> None:
+    frames = [
+        [face(100, 100, 80)] if position not in (5, 6, 7, 20, 21, 22, 23, 24, 25, 26) else []
+        for position in range(30)
+    ]
+    tracks = track_faces(frames, max_gap=5)
+    assert [sorted(track.detections)[0] for track in tracks] == [0, 27]
+    assert len(tracks[0].detections) == 17
