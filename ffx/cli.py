@@ -304,6 +304,7 @@ def demo(
         + ", ".join(f"{k} {v}" for k, v in report.index.by_split.items())
     )
     print_stage_report("extract", report.extract)
+    print_crop_report(report.crop)
     print_status(build_status(report.build), title="demo build")
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ffx.pipeline.crop import CropReport, crop_settings_for, run_crop
 from ffx.pipeline.extract import ExtractReport, run_extract
 from ffx.pipeline.index import IndexReport, run_index
 from ffx.pipeline.manifest import load_manifest
-from ffx.synthetic import write_index_video
+from ffx.synthetic import portrait_frames, write_h264_video
 
 DEMO_VIDEOS = {"real": 6, "fake": 6}
 DEMO_FRAMES = 40
@@ -22,15 +23,18 @@ class DemoReport:
     build: Path
     index: IndexReport
     extract: ExtractReport
+    crop: CropReport
 
 
 def make_demo_data(data: Path, frames: int = DEMO_FRAMES) -> Path:
-    """Write the demo's real/ and fake/ clips under `data` (kept if already there)."""
+    """Write the demo's real/ and fake/ clips (the bundled portrait, panned; fakes with an
+    altered face) under `data`, keeping clips already there."""
     for label, count in DEMO_VIDEOS.items():
         for number in range(count):
             path = data / label / f"{label}_{number:02d}.mp4"
             if not path.is_file():
-                write_index_video(path, frames, width=128, height=96)
+                pictures = portrait_frames(frames, phase=number * 0.9, fake=label == "fake")
+                write_h264_video(path, pictures)
     return data
 
 
@@ -40,4 +44,5 @@ def run_demo(workdir: Path, show_progress: bool = True) -> DemoReport:
     build = Path(workdir) / "build"
     index = run_index(load_manifest("demo"), data, build)
     extract = run_extract(build, show_progress=show_progress)
-    return DemoReport(data, build, index, extract)
+    crop = run_crop(build, settings=crop_settings_for(build), show_progress=show_progress)
+    return DemoReport(data, build, index, extract, crop)

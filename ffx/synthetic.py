@@ -109,3 +109,32 @@ def write_h264_video(
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+PORTRAIT = Path(__file__).parent / "assets" / "portrait.jpg"  # public domain, see assets/SOURCES.md
+PORTRAIT_FACE = (187, 43, 307, 207)  # MTCNN's box on it (x1, y1, x2, y2)
+
+
+def portrait_frames(
+    frames: int, phase: float, fake: bool, width: int = 128, height: int = 160
+) -> Iterable[np.ndarray]:
+    """A slow pan and zoom over the bundled portrait; `fake` blurs and tints the face region
+    (a crude stand-in for a face swap, visible to a detector trained on it)."""
+    portrait = cv2.cvtColor(cv2.imread(str(PORTRAIT)), cv2.COLOR_BGR2RGB)
+    if fake:
+        x1, y1, x2, y2 = PORTRAIT_FACE
+        face = cv2.GaussianBlur(portrait[y1:y2, x1:x2], (0, 0), 2.5).astype(np.int16)
+        face[..., 0] += 30
+        portrait[y1:y2, x1:x2] = np.clip(face, 0, 255).astype(np.uint8)
+    centre_x, centre_y = (
+        (PORTRAIT_FACE[0] + PORTRAIT_FACE[2]) / 2,
+        (PORTRAIT_FACE[1] + PORTRAIT_FACE[3]) / 2 + 30,
+    )
+    for frame_index in range(frames):
+        angle = 2 * np.pi * frame_index / frames + phase
+        zoom = 1.0 + 0.08 * np.sin(angle)
+        window_w, window_h = 240 * zoom, 300 * zoom
+        left = int(np.clip(centre_x + 15 * np.cos(angle) - window_w / 2, 0, portrait.shape[1] - window_w))
+        top = int(np.clip(centre_y + 10 * np.sin(angle) - window_h / 2, 0, portrait.shape[0] - window_h))
+        window = portrait[top : top + int(window_h), left : left + int(window_w)]
+        yield cv2.resize(window, (width, height), interpolation=cv2.INTER_AREA)

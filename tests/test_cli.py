@@ -52,5 +52,8 @@ def test_demo(tmp_path, capsys):
     assert {row["label_name"] for row in rows} == {"real", "fake"}
     frames = pq.read_table(tmp_path / "demo/build/frames.parquet").to_pylist()
     assert len(frames) == 12 * 30 and {row["status"] for row in frames} == {"ok"}
+    faces = pq.read_table(tmp_path / "demo/build/faces.parquet").to_pylist()
+    assert len(faces) == 12 * 30 and {row["status"] for row in faces} == {"ok"}
+    assert {row["track"] for row in faces} == {0} and all(row["prob"] > 0.99 for row in faces)
     out = capsys.readouterr().out
-    assert "demo build" in out and "this run: ok 12; 360 frames" in out
+    assert "demo build" in out and "this run: ok 12; 360 frames" in out and "360 crops" in out
