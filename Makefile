@@ -11,11 +11,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/ffx demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check ffx tests
+	$(VENV)/bin/ruff check ffx tests bench
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check ffx tests
+	$(VENV)/bin/ruff check ffx tests bench
 
 .tools/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools uv==$(UV_VERSION)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ffx import __version__
 from ffx.errors import FfxError
+from ffx.pipeline.decode import DEFAULT_BACKENDS
 
 app = typer.Typer(
     name="ffx",
@@ -102,8 +103,8 @@ def extract(
     ] = None,
     backend: Annotated[
         str,
-        typer.Option("--backend", help="Decoders to try in order, comma-separated (decord,pyav,opencv)."),
-    ] = "decord,pyav,opencv",
+        typer.Option("--backend", help="Decoders to try in order, comma-separated (pyav,decord,opencv)."),
+    ] = ",".join(DEFAULT_BACKENDS),
     png_level: Annotated[int, typer.Option("--png-level", help="PNG zlib level 0-9 (lossless at any).")] = 1,
     timeout: Annotated[
         float,

@@ -5,7 +5,8 @@ each, which measured faster than one process with many threads; on a GPU: one pr
 detects faces on its frames in batches, follows the main face across frames, cuts the preset's
 crop from the full-resolution frame and publishes the crops folder atomically, like extract.
 With `boxes_from_original`, fakes reuse the boxes found on their source video (fakes are
-pixel-aligned with it), so originals run first and their fakes after them, in the same part.
+pixel-aligned with it): a fake is queued as soon as its original is done, in the same worker pool
+(both are in the same part).
 """
 
 from __future__ import annotations
@@ -279,6 +280,22 @@ def run_crop(
     reuse = settings.boxes_from_original
     fakes = [key for key in todo if reuse and original_of[key] in family and key not in upstream]
     first = [key for key in todo if key not in fakes]
+    # A fake waits for its original when that is cropped in this run; otherwise it starts at once
+    # with the original's faces from the ledger (none when the original has no frames).
+    cropped_now = {key for key in first if key not in upstream}
+    waiting: dict[str, list[str]] = {}
+    for key in fakes:
+        if original_of[key] in cropped_now:
+            waiting.setdefault(original_of[key], []).append(key)
+    ready_fakes = [key for key in fakes if original_of[key] not in waiting]
+    known_originals = {original_of[key] for key in ready_fakes}
+    known = _main_faces(ledger.rows().to_pylist(), known_originals) if known_originals else {}
+
+    def fakes_of(task: CropTask, result) -> list[CropTask]:
+        rows = [] if isinstance(result, Stalled) else result[0]
+        faces = _main_faces(rows, {task.key}).get(task.key, {})
+        return [task_for(key, faces) for key in waiting.pop(task.key, [])]
+
     counts: Counter[str] = Counter()
     report = CropReport(len(keys), len(keys) - len(todo), {}, 0, 0, 0, 0.0, False, [], [])
     with (
@@ -302,15 +319,10 @@ def run_crop(
         for key in first:
             if key in upstream:
                 record(key, [_empty_row(key, NO_FRAME, *upstream[key])], 0)
-        tasks = [task_for(key, {}) for key in first if key not in upstream]
-        for task, result in run_tasks(crop_video, tasks, workers, stall_seconds):
+        tasks = [task_for(key, {}) for key in first if key in cropped_now]
+        tasks += [task_for(key, known.get(original_of[key], {})) for key in ready_fakes]
+        for task, result in run_tasks(crop_video, tasks, workers, stall_seconds, follow_up=fakes_of):
             record(task.key, *_result_rows(task, result))
-        if fakes:
-            writer.flush()
-            originals = _main_faces(ledger, {original_of[key] for key in fakes})
-            tasks = [task_for(key, originals.get(original_of[key], {})) for key in fakes]
-            for task, result in run_tasks(crop_video, tasks, workers, stall_seconds):
-                record(task.key, *_result_rows(task, result))
     report.merged = ledger.merge_when_complete(original_of)
     report.frames = dict(counts)
     report.seconds = progress.elapsed
@@ -361,11 +373,10 @@ def _frames_per_video(frames) -> tuple[dict[str, list[tuple[int, str]]], dict[st
     return frames_of, upstream
 
 
-def _main_faces(ledger: store.Ledger, originals: set[str]) -> dict[str, dict[int, ReusedFace]]:
-    """The main face of each original video, per frame, from the ledger."""
-    rows = ledger.rows()
+def _main_faces(rows: list[dict], originals: set[str]) -> dict[str, dict[int, ReusedFace]]:
+    """The main face of each original video, per frame, from its crop rows."""
     faces: dict[str, dict[int, ReusedFace]] = {}
-    for row in rows.to_pylist():
+    for row in rows:
         if row["key"] in originals and row["track"] == 0 and row["status"] == Status.OK.value:
             box = (row["x1"], row["y1"], row["x2"], row["y2"])
             faces.setdefault(row["key"], {})[row["frame_index"]] = (

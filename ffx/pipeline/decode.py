@@ -1,7 +1,7 @@
 """Video decoding backends: each yields the kept frames of one sequential pass, upright, as RGB.
 
-decord is the fast path; PyAV and OpenCV are the fallbacks. Every backend decodes from the
-first frame on and stops after the last frame a plan can keep, so `first:N` never seeks.
+PyAV is tried first, then decord, then OpenCV. Every backend decodes from the first frame on
+and stops after the last frame a plan can keep, so `first:N` never seeks.
 Frame i is the i-th frame the decoder outputs (presentation order).
 """
 
@@ -146,11 +146,15 @@ def decode_decord(path: Path, plan: FramePlan, threads: int) -> Iterator[Decoded
             if plan.keeps(frame_index):
                 rgb = reader.next().asnumpy()
                 timestamp = float(reader.get_frame_timestamp(frame_index)[0])
+                if plan.done(frame_index):
+                    del reader  # stops decord's read-ahead thread before the last frame is written
+                    yield DecodedFrame(frame_index, timestamp, rgb)
+                    return
                 yield DecodedFrame(frame_index, timestamp, rgb)
             else:
                 reader.skip_frames(1)
-            if plan.done(frame_index):
-                return
+                if plan.done(frame_index):
+                    return
             frame_index += 1
     except StopIteration:
         return
@@ -183,4 +187,6 @@ def decode_opencv(path: Path, plan: FramePlan, threads: int) -> Iterator[Decoded
 
 Backend = Callable[[Path, FramePlan, int], Iterator[DecodedFrame]]
 BACKENDS: dict[str, Backend] = {"decord": decode_decord, "pyav": decode_pyav, "opencv": decode_opencv}
-DEFAULT_BACKENDS = ("decord", "pyav", "opencv")
+# PyAV first: on 2 cores with PNG writing in between frames it used 26 ms of CPU per 1080p frame
+# where decord used 47, because decord's reader keeps decoding ahead in a background thread.
+DEFAULT_BACKENDS = ("pyav", "decord", "opencv")

@@ -11,7 +11,9 @@ the new limit get the same boxes as with the default setting.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,6 +26,8 @@ MTCNN_MIN_FACE = 20  # facenet-pytorch's default smallest face, in detection pix
 
 def resolve_device(device: str) -> str:
     """`auto` -> `cuda` when a GPU is visible, else `cpu`; `cuda` without a GPU is an error."""
+    if device == "cpu" or (device == "auto" and not _gpu_driver_loaded()):
+        return "cpu"  # without importing torch, which costs the main process seconds
     import torch
 
     if device == "auto":
@@ -33,6 +37,13 @@ def resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise FfxError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     return device
+
+
+def _gpu_driver_loaded() -> bool:
+    """False only where a GPU surely is not usable: Linux without NVIDIA's or ROCm's device nodes."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/kfd"))
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`ffx extract`: the sampled frames of every indexed video as lossless PNGs plus frames.parquet.
 
 Each video is one task in a worker process. The worker decodes with the first backend of the
-chain (decord, then PyAV, then OpenCV) and falls back to the next when a backend fails or gets
+chain (PyAV, then decord, then OpenCV) and falls back to the next when a backend fails or gets
 fewer frames than the file holds; the main process replaces a worker that hangs or crashes and
 retries the video with the remaining backends. Frames are written into a temporary folder that
 is renamed to `frames/{key}/` when the video is done, so no half-written PNG ever carries a
@@ -196,6 +196,13 @@ def _rows_without_frames(
     return [_row(task, NO_FRAME, None, width, height, "") | facts]
 
 
+def _file_size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:  # missing or unreadable: the worker reports it
+        return 0
+
+
 def _retry_after_stall(task: VideoTask, stalled: Stalled) -> VideoTask | None:
     """Retry a video whose worker hung or died with the backends after the one that did it."""
     if stalled.last_report is None:  # stuck before any backend started: probing will hang again
@@ -281,6 +288,9 @@ def run_extract(
         for key in keys
         if key not in done
     ]
+    # Largest files first (a rough measure of the work), so the last tasks to run are short ones
+    # and no core idles at the end while one long video finishes.
+    tasks.sort(key=lambda task: -_file_size(task.source))
 
     by_status: Counter[str] = Counter()
     failed: list[tuple[str, str, str]] = []

@@ -97,16 +97,28 @@ def run_tasks(
     stall_seconds: float,
     on_report: Callable[[Any, Any], None] | None = None,
     retry: Callable[[Any, Stalled], Any | None] | None = None,
+    follow_up: Callable[[Any, Any], Iterable[Any]] | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield (task, result) as tasks finish, in completion order; result is a Stalled when the
-    worker hung or died and `retry` returned no follow-up task for it."""
+    worker hung or died and `retry` returned no follow-up task for it.
+
+    `follow_up(task, result)` may return new tasks that depend on a finished one; they run in
+    the same pool, so dependent work pays no second start-up."""
     context = multiprocessing.get_context("spawn")  # no fork: safe with threads and on macOS
     pending = deque(tasks)
     if not pending:
         return
     pool = [_Worker(context, function) for _ in range(max(1, min(workers, len(pending))))]
+
+    def deliver(task: Any, result: Any) -> Iterator[tuple[Any, Any]]:
+        yield task, result
+        if follow_up is not None:
+            pending.extend(follow_up(task, result))
+
     try:
         while pending or any(worker.task is not None for worker in pool):
+            idle = sum(1 for worker in pool if worker.task is None)
+            pool += [_Worker(context, function) for _ in range(min(workers - len(pool), len(pending) - idle))]
             for worker in pool:
                 if worker.ready and worker.task is None and pending:
                     worker.start(pending.popleft())
@@ -125,7 +137,9 @@ def run_tasks(
                             f"a worker process died while starting (exit code {exit_code})"
                         ) from None
                     stalled = Stalled(f"worker died (exit code {exit_code})", worker.last_report, hung=False)
-                    yield from _replace(worker, pool, context, function, stalled, pending, retry)
+                    failed = _replace(worker, pool, context, function, stalled, pending, retry)
+                    if failed is not None:
+                        yield from deliver(*failed)
                     continue
                 worker.last_seen = time.monotonic()
                 if kind == "ready":
@@ -136,14 +150,16 @@ def run_tasks(
                         on_report(worker.task, payload)
                 elif kind == "done":
                     task, worker.task = worker.task, None
-                    yield task, payload
+                    yield from deliver(task, payload)
                 else:
                     raise BuildError(f"a worker failed on {worker.task!r}:\n{payload}")
             now = time.monotonic()
             for worker in list(pool):
                 if worker.task is not None and now - worker.last_seen > stall_seconds:
                     stalled = Stalled(f"no progress for {stall_seconds:g} s", worker.last_report, hung=True)
-                    yield from _replace(worker, pool, context, function, stalled, pending, retry)
+                    failed = _replace(worker, pool, context, function, stalled, pending, retry)
+                    if failed is not None:
+                        yield from deliver(*failed)
     finally:
         for worker in pool:
             if worker.task is None:
@@ -152,14 +168,17 @@ def run_tasks(
                 worker.kill()
 
 
-def _replace(worker: _Worker, pool, context, function, stalled: Stalled, pending: deque, retry):
-    """Kill a hung or dead worker, start a fresh one, and retry or report its task."""
+def _replace(
+    worker: _Worker, pool, context, function, stalled: Stalled, pending: deque, retry
+) -> tuple[Any, Stalled] | None:
+    """Kill a hung or dead worker and start a fresh one; queue the task's retry, or return the
+    task with its Stalled result when there is none."""
     task = worker.task
     worker.task = None
     worker.kill()
     pool[pool.index(worker)] = _Worker(context, function)
-    follow_up = retry(task, stalled) if retry is not None else None
-    if follow_up is not None:
-        pending.appendleft(follow_up)
-    else:
-        yield task, stalled
+    retried = retry(task, stalled) if retry is not None else None
+    if retried is not None:
+        pending.appendleft(retried)
+        return None
+    return task, stalled

@@ -20,6 +20,9 @@ def square_or_misbehave(task, report):
         os._exit(3)
     if kind == "raise":
         raise ValueError("broken on purpose")
+    if kind == "pid":  # long enough for a second worker to start and take the next task
+        time.sleep(3)
+        return os.getpid()
     if kind == "slow-but-alive":
         for _ in range(12):
             time.sleep(0.1)
@@ -73,3 +76,19 @@ def test_reports_keep_a_slow_task_alive() -> None:
 def test_an_exception_in_a_task_stops_the_run_with_its_traceback() -> None:
     with pytest.raises(BuildError, match="ValueError: broken on purpose"):
         list(run_tasks(square_or_misbehave, [("raise", 0)], workers=1, stall_seconds=5))
+
+
+def test_follow_up_tasks_run_in_the_same_pool_after_the_task_they_need() -> None:
+    """Dependent tasks (a fake after its original) are queued on completion, dead tasks
+    included, and grow a pool that started smaller than `workers`."""
+    finished: list = []
+
+    def follow_up(task, result):
+        finished.append(task)
+        return [("pid", 1), ("pid", 2)] if task == ("die", 0) else []
+
+    tasks = [("die", 0)]
+    results = dict(run_tasks(square_or_misbehave, tasks, workers=2, stall_seconds=30, follow_up=follow_up))
+    assert isinstance(results[("die", 0)], Stalled)
+    assert finished[0] == ("die", 0) and sorted(finished[1:]) == [("pid", 1), ("pid", 2)]
+    assert results[("pid", 1)] != results[("pid", 2)]  # two workers ran them side by side
