@@ -222,6 +222,78 @@ def qa(
             console.print(f"  {key}: {missing} of {frames} frames without a face")
 
 
+@app.command()
+def shard(
+    build: BuildArg,
+    part: PartOpt = None,
+    workers: WorkersOpt = None,
+    spaces: Annotated[
+        str | None,
+        typer.Option(
+            "--spaces", help="Colour spaces per sample, e.g. rgb,lab,hsv,ycbcr (default: the recipe's)."
+        ),
+    ] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option("--shard-size", min=1, help="Most samples per shard (default: the recipe's)."),
+    ] = None,
+    shard_bytes: Annotated[
+        int | None, typer.Option("--shard-bytes", min=1, help="Most bytes per shard (default: the recipe's).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the sample order (default: the recipe's).")
+    ] = None,
+    png_level: Annotated[
+        int, typer.Option("--png-level", help="PNG zlib level 0-9 of the converted spaces.")
+    ] = 1,
+) -> None:
+    """Pack every crop, in each colour space, into WebDataset shards: BUILD/shards/{split}-NNNNNN.tar."""
+    from ffx.pipeline.distribute import parse_part
+    from ffx.pipeline.shard import run_shard, shard_settings_for
+
+    settings = shard_settings_for(
+        build, spaces=spaces, max_count=shard_size, max_bytes=shard_bytes, seed=seed, png_level=png_level
+    )
+    report = run_shard(
+        build, settings=settings, part=parse_part(part), workers=workers, show_progress=console.is_terminal
+    )
+    counts = (
+        ", ".join(f"{status} {count}" for status, count in sorted(report.samples.items())) or "nothing to do"
+    )
+    console.print(
+        f"shard: {report.videos} videos in this part, {report.skipped} already done; "
+        f"this run: samples {counts} in {report.seconds:.1f} s"
+    )
+    for key, status, error in report.failed[:20]:
+        console.print(f"  [yellow]{status}[/] {key}: {error}", highlight=False)
+    if not report.merged:
+        console.print("  shards not written yet: other parts are still missing (run again when they finish)")
+        return
+    by_split: dict[str, list[int]] = {}
+    for entry in report.shards:
+        totals = by_split.setdefault(entry["split"], [0, 0, 0])
+        totals[0] += 1
+        totals[1] += entry["samples"]
+        totals[2] += entry["bytes"]
+    for split, (shards, samples, size) in by_split.items():
+        console.print(f"  {split}: {shards} shards, {samples} samples, {size / 1e6:.1f} MB")
+    console.print(f"  {report.shards_written} shards written now; index: {build / 'shards' / 'index.json'}")
+
+
+@app.command()
+def verify(build: BuildArg) -> None:
+    """Check every shard against BUILD/shards/index.json (sha256, size, samples); exit 1 on a mismatch."""
+    from ffx.pipeline.shard import verify_shards
+
+    report = verify_shards(build)
+    for problem in report.problems:
+        console.print(f"[red]bad shard[/] {problem}", highlight=False)
+    if report.problems:
+        console.print(f"verify: {len(report.problems)} problems in {report.shards} shards")
+        raise typer.Exit(1)
+    console.print(f"verify: {report.shards} shards, {report.samples} samples, all match the index")
+
+
 def print_crop_report(report) -> None:
     """Counts per frame status, detections saved, and the videos without any face."""
     counts = (

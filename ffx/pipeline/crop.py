@@ -264,7 +264,7 @@ def run_crop(
     }
     family = {key: original_of[key] or key for key in original_of}
     keys = part.select(list(original_of), group_of=family)
-    frames_of, upstream = _frames_per_video(frames)
+    frames_of, upstream, pixels = _frames_per_video(frames)
     ledger = store.Ledger(build, STAGE, FACES_SCHEMA, sort_by=["key", "frame_index", "track"])
     done = ledger.done_keys()
     todo = [key for key in keys if key not in done]
@@ -321,6 +321,8 @@ def run_crop(
                 record(key, [_empty_row(key, NO_FRAME, *upstream[key])], 0)
         tasks = [task_for(key, {}) for key in first if key in cropped_now]
         tasks += [task_for(key, known.get(original_of[key], {})) for key in ready_fakes]
+        # The most pixels first, so the run does not end waiting on one large video.
+        tasks.sort(key=lambda task: -pixels[task.key])
         for task, result in run_tasks(crop_video, tasks, workers, stall_seconds, follow_up=fakes_of):
             record(task.key, *_result_rows(task, result))
     report.merged = ledger.merge_when_complete(original_of)
@@ -360,17 +362,22 @@ def _result_rows(task: CropTask, result) -> tuple[list[dict], int]:
     return result
 
 
-def _frames_per_video(frames) -> tuple[dict[str, list[tuple[int, str]]], dict[str, tuple[str, str]]]:
-    """Frames on disk per video, and (status, error) of videos that have none."""
+def _frames_per_video(
+    frames,
+) -> tuple[dict[str, list[tuple[int, str]]], dict[str, tuple[str, str]], dict[str, int]]:
+    """Frames on disk per video, (status, error) of videos that have none, and pixels per video."""
     frames_of: dict[str, list[tuple[int, str]]] = {}
     upstream: dict[str, tuple[str, str]] = {}
-    columns = [frames.column(name).to_pylist() for name in ("key", "frame_index", "path", "status", "error")]
-    for key, frame_index, path, status, error in zip(*columns):
+    pixels: Counter[str] = Counter()
+    names = ("key", "frame_index", "path", "status", "error", "width", "height")
+    columns = [frames.column(name).to_pylist() for name in names]
+    for key, frame_index, path, status, error, width, height in zip(*columns):
         if frame_index == NO_FRAME:
             upstream[key] = (status, error)
         else:
             frames_of.setdefault(key, []).append((frame_index, path))
-    return frames_of, upstream
+            pixels[key] += width * height
+    return frames_of, upstream, pixels
 
 
 def _main_faces(rows: list[dict], originals: set[str]) -> dict[str, dict[int, ReusedFace]]:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ffx.errors import ManifestError
+from ffx.pipeline.color import SPACES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +26,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "manifests"
 SAMPLING_PATTERN = re.compile(r"^(first:[1-9]\d*|stride:[1-9]\d*:\d+(:[1-9]\d*)?|linspace:[1-9]\d*|all)$")
-COLOUR_SPACES = ("rgb", "lab", "hsv", "ycbcr")
 FFPP_METHODS = (
     "Deepfakes",
     "Face2Face",
@@ -128,7 +128,7 @@ class Manifest(_Strict):
     description: str = ""
     layout: Layout
     sampling: str = "first:30"
-    spaces: tuple[Literal[COLOUR_SPACES], ...] = COLOUR_SPACES  # type: ignore[valid-type]
+    spaces: tuple[Literal[SPACES], ...] = SPACES  # type: ignore[valid-type]
     labels: Labels = Labels()
     split: Split = Split()
     crop: Crop = Crop()
@@ -149,7 +149,7 @@ class Manifest(_Strict):
     @classmethod
     def _unique_spaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value or len(set(value)) != len(value):
-            raise ValueError(f"a non-empty list without repeats out of {', '.join(COLOUR_SPACES)}")
+            raise ValueError(f"a non-empty list without repeats out of {', '.join(SPACES)}")
         return value
 
     def digest(self) -> str:

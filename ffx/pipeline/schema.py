@@ -117,3 +117,21 @@ FACES_SCHEMA = pa.schema(
         pa.field("error", pa.string(), nullable=False),
     ]
 )
+
+# One row per face crop packed as a sample (`ffx shard`); a video with no crop has one row with
+# frame_index -1, an empty sample name and the reason in status and error. `offset` and `length`
+# locate the sample's tar records inside BUILD/samples/{key}.tar.
+SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("sample", pa.string(), nullable=False),  # WebDataset key; "" when none
+        pa.field("frame_index", pa.int32(), nullable=False),
+        pa.field("track", pa.int16(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("length", pa.int64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+    ]
+)

@@ -1,0 +1,239 @@
+"""`ffx shard` and `ffx verify` on a generated build (videos.parquet, faces.parquet, crop PNGs).
+
+The build is made without decoding or detecting: the tables are the contract between stages,
+so generated tables and crops exercise the shard stage exactly as real ones would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ffx.cli import main
+from ffx.pipeline.color import SPACES, convert
+from ffx.pipeline.distribute import Part
+from ffx.pipeline.images import encode_png
+from ffx.pipeline.index import run_index
+from ffx.pipeline.manifest import load_manifest
+from ffx.pipeline.schema import FACES_SCHEMA, NO_TRACK, Status
+from ffx.pipeline.shard import ShardSettings, run_shard, verify_shards
+from tests.conftest import touch
+
+FRAMES = 5
+CROP_SIDE = 48
+
+
+def crop_pixels(key: str, frame_index: int) -> np.ndarray:
+    """A crop whose pixels depend on its video and frame (seeded noise over a gradient)."""
+    seed = int(hashlib.sha256(f"{key}/{frame_index}".encode()).hexdigest()[:8], 16)
+    noise = np.random.default_rng(seed).integers(0, 256, (CROP_SIDE, CROP_SIDE, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 2)
+
+
+@pytest.fixture
+def cropped_build(tmp_path: Path) -> Path:
+    """Eight real and eight fake videos with five crops each; `fake/none` has no face at all."""
+    root = tmp_path / "data"
+    for label in ("real", "fake"):
+        for number in range(8):
+            touch(root, f"{label}/clip{number}.mp4")
+    touch(root, "fake/none.mp4")
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), root, build)
+    keys = pq.read_table(build / "videos.parquet").column("key").to_pylist()
+    rows = []
+    for key in keys:
+        if key == "fake__none":
+            rows += [
+                _row(key, frame, NO_TRACK, "", Status.NO_FACE, "no face found") for frame in range(FRAMES)
+            ]
+            continue
+        for frame in range(FRAMES):
+            path = f"faces/{key}/{frame:06d}.png"
+            (build / path).parent.mkdir(parents=True, exist_ok=True)
+            (build / path).write_bytes(encode_png(crop_pixels(key, frame), 1))
+            rows.append(_row(key, frame, 0, path, Status.OK, ""))
+    pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
+    return build
+
+
+def _row(key: str, frame: int, track: int, path: str, status: Status, error: str) -> dict:
+    box = {"x1": 10.0, "y1": 12.0, "x2": 40.0, "y2": 44.0, "prob": 0.999} if path else {}
+    crop = {"crop_x1": 0, "crop_y1": 0, "crop_x2": CROP_SIDE, "crop_y2": CROP_SIDE} if path else {}
+    return (
+        {
+            "key": key,
+            "frame_index": frame,
+            "track": track,
+            "n_faces": 1 if path else 0,
+            "box_source": "detected" if path else "",
+            "path": path,
+            "status": status.value,
+            "error": error,
+            "landmarks": [20.0] * 10 if path else None,
+        }
+        | box
+        | crop
+    )
+
+
+SETTINGS = ShardSettings(max_count=7, seed=3)
+
+
+def shard_digests(build: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((build / "shards").glob("*.tar"))
+    }
+
+
+def read_samples(shard: Path) -> dict[str, dict[str, bytes]]:
+    """Members of a shard grouped by sample key, in file order."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard) as archive:
+        for member in archive:
+            key, _, extension = member.name.partition(".")
+            samples.setdefault(key, {})[extension] = archive.extractfile(member).read()
+            assert (member.mtime, member.uid, member.gid, member.uname, member.gname) == (0, 0, 0, "", "")
+    return samples
+
+
+def test_every_crop_becomes_one_sample_with_every_space(cropped_build: Path) -> None:
+    report = run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    assert report.merged and report.samples == {"ok": 16 * FRAMES, "no_face": 1}
+    assert report.failed == [("fake__none", "no_face", "no face found")]
+    videos = {row["key"]: row for row in pq.read_table(cropped_build / "videos.parquet").to_pylist()}
+    index = json.loads((cropped_build / "shards" / "index.json").read_text())
+    seen: dict[str, str] = {}
+    for entry in index["shards"]:
+        shard = cropped_build / "shards" / entry["name"]
+        samples = read_samples(shard)
+        assert entry["name"].startswith(entry["split"] + "-") and len(samples) == entry["samples"] <= 7
+        assert entry["bytes"] == shard.stat().st_size
+        assert len({sample.rsplit("_", 1)[0] for sample in samples}) > 1  # videos are mixed
+        for sample, members in samples.items():
+            assert list(members) == ["cls", "json", *(f"{space}.png" for space in SPACES)]
+            meta = json.loads(members["json"])
+            video = videos[meta["video"]]
+            assert sample == f"{meta['video']}_{meta['frame_index']:04d}" and "." not in sample
+            assert int(members["cls"]) == meta["label"] == video["label"]
+            assert meta["split"] == video["split"] == entry["split"] and meta["source"] == video["path"]
+            assert meta["box"] == [10.0, 12.0, 40.0, 44.0] and meta["crop_box"] == [
+                0,
+                0,
+                CROP_SIDE,
+                CROP_SIDE,
+            ]
+            crop = cropped_build / f"faces/{meta['video']}/{meta['frame_index']:06d}.png"
+            assert members["rgb.png"] == crop.read_bytes()  # the crop itself, not re-encoded
+            rgb = crop_pixels(meta["video"], meta["frame_index"])
+            for space in SPACES:
+                decoded = cv2.imdecode(np.frombuffer(members[f"{space}.png"], np.uint8), cv2.IMREAD_COLOR)
+                assert np.array_equal(decoded[..., ::-1], convert(rgb, space)), space
+            seen[sample] = entry["split"]
+    assert len(seen) == 16 * FRAMES
+    assert sum(split["samples"] for split in index["splits"].values()) == 16 * FRAMES
+    labels = Counter(str(videos[sample.rsplit("_", 1)[0]]["label"]) for sample in seen)
+    assert (
+        Counter() + sum((Counter(split["labels"]) for split in index["splits"].values()), Counter()) == labels
+    )
+
+
+def test_same_shards_from_two_builds_and_from_two_parts(cropped_build: Path, tmp_path: Path) -> None:
+    again, parts = tmp_path / "again", tmp_path / "parts"
+    shutil.copytree(cropped_build, again)
+    shutil.copytree(cropped_build, parts)
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    run_shard(again, settings=SETTINGS, workers=1, show_progress=False)
+    first = run_shard(parts, settings=SETTINGS, part=Part(0, 2), workers=1, show_progress=False)
+    assert not first.merged and not (parts / "shards").exists()
+    second = run_shard(parts, settings=SETTINGS, part=Part(1, 2), workers=1, show_progress=False)
+    assert second.merged
+    expected = shard_digests(cropped_build)
+    assert len(expected) >= 4 and shard_digests(again) == expected == shard_digests(parts)
+    index = json.loads((cropped_build / "shards" / "index.json").read_text())
+    assert {entry["name"]: entry["sha256"] for entry in index["shards"]} == expected
+    assert (parts / "shards" / "index.json").read_bytes() == (
+        cropped_build / "shards" / "index.json"
+    ).read_bytes()
+
+
+def test_byte_limit_cuts_shards_and_a_new_layout_replaces_the_old(cropped_build: Path) -> None:
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    sample_bytes = max(entry["bytes"] / entry["samples"] for entry in _index(cropped_build)["shards"])
+    limit = int(sample_bytes * 3.5)
+    small = ShardSettings(max_count=100, max_bytes=limit, seed=3)
+    report = run_shard(cropped_build, settings=small, workers=2, show_progress=False)
+    assert report.skipped == 17 and report.shards_written == len(report.shards)  # samples reused
+    assert all(entry["bytes"] <= limit for entry in report.shards)
+    assert sorted(path.name for path in (cropped_build / "shards").glob("*.tar")) == sorted(
+        entry["name"] for entry in report.shards
+    )
+    assert sum(entry["samples"] for entry in report.shards) == 16 * FRAMES
+
+
+def test_an_interrupted_layout_finishes_with_the_same_bytes(cropped_build: Path) -> None:
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    expected = shard_digests(cropped_build)
+    shards = cropped_build / "shards"
+    victim = sorted(shards.glob("*.tar"))[1]
+    half = victim.read_bytes()[: victim.stat().st_size // 2]
+    victim.unlink()
+    (shards / f".{victim.name}.crash.tmp").write_bytes(half)  # what a kill -9 mid-write leaves
+    (shards / "index.json").unlink()
+    report = run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    assert report.shards_written == 1 and shard_digests(cropped_build) == expected
+    assert verify_shards(cropped_build).problems == []
+
+
+def test_verify_names_truncated_altered_and_unlisted_shards(cropped_build: Path, capsys) -> None:
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    assert main(["verify", str(cropped_build)]) == 0
+    assert "all match the index" in capsys.readouterr().out
+    first, second = sorted((cropped_build / "shards").glob("*.tar"))[:2]
+    first.write_bytes(first.read_bytes()[:-2048])
+    data = bytearray(second.read_bytes())
+    data[700] ^= 0xFF
+    second.write_bytes(bytes(data))
+    shutil.copy(second, cropped_build / "shards" / "extra-000000.tar")
+    assert main(["verify", str(cropped_build)]) == 1
+    out = capsys.readouterr().out
+    assert f"{first.name}: altered or truncated" in out and f"{second.name}: altered or truncated" in out
+    assert "extra-000000.tar: not in index.json" in out
+
+
+def test_webdataset_reads_the_shards_as_samples(cropped_build: Path) -> None:
+    import webdataset as wds
+
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    urls = [str(path) for path in sorted((cropped_build / "shards").glob("train-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert len(samples) == _index(cropped_build)["splits"]["train"]["samples"]
+    assert all(
+        {"cls", "json", "rgb.png", "lab.png", "hsv.png", "ycbcr.png"} <= set(sample) for sample in samples
+    )
+    assert all("." not in sample["__key__"] for sample in samples)
+    assert io.BytesIO(samples[0]["rgb.png"]).read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_faces_table_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    touch(root, "real/a.mp4")
+    run_index(load_manifest("folder"), root, tmp_path / "build")
+    assert main(["shard", str(tmp_path / "build")]) != 0
+    assert "faces.parquet not found: run `ffx crop` (all parts) first" in capsys.readouterr().err
+
+
+def _index(build: Path) -> dict:
+    return json.loads((build / "shards" / "index.json").read_text())
