@@ -246,6 +246,10 @@ def shard(
     png_level: Annotated[
         int, typer.Option("--png-level", help="PNG zlib level 0-9 of the converted spaces.")
     ] = 1,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Fingerprint input videos by sha256 in build.json (reads them all)."),
+    ] = False,
 ) -> None:
     """Pack every crop, in each colour space, into WebDataset shards: BUILD/shards/{split}-NNNNNN.tar."""
     from ffx.pipeline.distribute import parse_part
@@ -255,8 +259,108 @@ def shard(
         build, spaces=spaces, max_count=shard_size, max_bytes=shard_bytes, seed=seed, png_level=png_level
     )
     report = run_shard(
-        build, settings=settings, part=parse_part(part), workers=workers, show_progress=console.is_terminal
+        build,
+        settings=settings,
+        part=parse_part(part),
+        workers=workers,
+        strict=strict,
+        show_progress=console.is_terminal,
     )
+    print_shard_report(report, build)
+
+
+@app.command()
+def build(
+    manifest: ManifestArg,
+    root: RootOpt,
+    build: BuildOpt,
+    splits: Annotated[
+        Path | None,
+        typer.Option("--splits", help="Folder with official split files (FF++ train/val/test.json)."),
+    ] = None,
+    part: PartOpt = None,
+    workers: WorkersOpt = None,
+    device: Annotated[
+        str, typer.Option("--device", help="Face detection device: auto | cpu | cuda[:N].")
+    ] = "auto",
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Fingerprint input videos by sha256 in build.json (reads them all)."),
+    ] = False,
+    assignments: SetOpt = None,
+) -> None:
+    """index -> extract -> crop -> shard in one go; run it again to resume or to carry on after parts."""
+    from ffx.pipeline.build import run_build
+    from ffx.pipeline.distribute import parse_part
+    from ffx.pipeline.manifest import load_manifest
+
+    recipe = load_manifest(manifest, {}, assignments)
+    report = run_build(
+        recipe,
+        root,
+        build,
+        splits_dir=splits,
+        part=parse_part(part),
+        workers=workers,
+        device=device,
+        strict=strict,
+        show_progress=console.is_terminal,
+    )
+    print_build_report(report)
+
+
+def print_build_report(report) -> None:
+    """Every stage's summary, then what the build waits for, if anything."""
+    by_split = ", ".join(f"{name} {count}" for name, count in report.index.by_split.items())
+    console.print(f"index: {report.index.videos} videos: {by_split}")
+    if report.extract:
+        print_stage_report("extract", report.extract)
+    if report.crop:
+        print_crop_report(report.crop)
+    if report.shard:
+        print_shard_report(report.shard, report.build)
+    if report.waiting:
+        console.print(
+            f"[yellow]waiting:[/] other parts have not finished {report.waiting}; "
+            "run the same command again once they have"
+        )
+
+
+@app.command()
+def export(
+    build: BuildArg,
+    export_format: Annotated[
+        str, typer.Option("--format", help="mcx-api (path label) | lib (label,folder,nframes) | imagefolder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the lists or the image folders.")],
+    copy: Annotated[bool, typer.Option("--copy", help="imagefolder: copy crops instead of linking.")] = False,
+) -> None:
+    """Datalists or image folders over the face crops, for the public MCX-API and LIB code."""
+    from ffx.pipeline.export import run_export
+
+    report = run_export(build, export_format, out, copy=copy)
+    per_split = ", ".join(f"{split} {count}" for split, count in sorted(report.crops.items()))
+    console.print(f"export ({report.export_format}): {per_split} crops in {report.out}")
+    if report.unlabelled:
+        console.print(f"  [yellow]{report.unlabelled} crops of unlabelled videos left out[/]")
+
+
+@app.command()
+def verify(build: BuildArg) -> None:
+    """Check every shard against BUILD/shards/index.json (sha256, size, samples); exit 1 on a mismatch."""
+    from ffx.pipeline.shard import verify_shards
+
+    report = verify_shards(build)
+    for problem in report.problems:
+        console.print(f"[red]bad shard[/] {problem}", highlight=False)
+    if report.problems:
+        console.print(f"verify: {len(report.problems)} problems in {report.shards} shards")
+        raise typer.Exit(1)
+    console.print(f"verify: {report.shards} shards, {report.samples} samples, all match the index")
+
+
+def print_shard_report(report, build: Path) -> None:
+    """Samples per status, videos without any sample, and the shards per split."""
     counts = (
         ", ".join(f"{status} {count}" for status, count in sorted(report.samples.items())) or "nothing to do"
     )
@@ -278,20 +382,6 @@ def shard(
     for split, (shards, samples, size) in by_split.items():
         console.print(f"  {split}: {shards} shards, {samples} samples, {size / 1e6:.1f} MB")
     console.print(f"  {report.shards_written} shards written now; index: {build / 'shards' / 'index.json'}")
-
-
-@app.command()
-def verify(build: BuildArg) -> None:
-    """Check every shard against BUILD/shards/index.json (sha256, size, samples); exit 1 on a mismatch."""
-    from ffx.pipeline.shard import verify_shards
-
-    report = verify_shards(build)
-    for problem in report.problems:
-        console.print(f"[red]bad shard[/] {problem}", highlight=False)
-    if report.problems:
-        console.print(f"verify: {len(report.problems)} problems in {report.shards} shards")
-        raise typer.Exit(1)
-    console.print(f"verify: {report.shards} shards, {report.samples} samples, all match the index")
 
 
 def print_crop_report(report) -> None:
@@ -371,14 +461,9 @@ def demo(
     from ffx.pipeline.status import build_status
 
     report = run_demo(workdir, show_progress=console.is_terminal)
-    console.print(f"demo data: {report.data}  build: {report.build}")
-    console.print(
-        f"indexed {report.index.videos} videos: "
-        + ", ".join(f"{k} {v}" for k, v in report.index.by_split.items())
-    )
-    print_stage_report("extract", report.extract)
-    print_crop_report(report.crop)
-    print_status(build_status(report.build), title="demo build")
+    console.print(f"demo data: {report.data}  build: {report.build.build}")
+    print_build_report(report.build)
+    print_status(build_status(report.build.build), title="demo build")
 
 
 def print_status(statuses, title: str) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffx.pipeline.crop import CropReport, crop_settings_for, run_crop
-from ffx.pipeline.extract import ExtractReport, run_extract
-from ffx.pipeline.index import IndexReport, run_index
+from ffx.pipeline.build import BuildReport, run_build
 from ffx.pipeline.manifest import load_manifest
 from ffx.synthetic import portrait_frames, write_h264_video
 
@@ -17,13 +15,10 @@ DEMO_FRAMES = 40
 
 @dataclass
 class DemoReport:
-    """Where the demo put its data and build, and what each stage reported."""
+    """Where the demo put its data, and what each stage of its build reported."""
 
     data: Path
-    build: Path
-    index: IndexReport
-    extract: ExtractReport
-    crop: CropReport
+    build: BuildReport
 
 
 def make_demo_data(data: Path, frames: int = DEMO_FRAMES) -> Path:
@@ -41,8 +36,5 @@ def make_demo_data(data: Path, frames: int = DEMO_FRAMES) -> Path:
 def run_demo(workdir: Path, show_progress: bool = True) -> DemoReport:
     """Generate the demo clips under `workdir/data` and build them into `workdir/build`."""
     data = make_demo_data(Path(workdir) / "data")
-    build = Path(workdir) / "build"
-    index = run_index(load_manifest("demo"), data, build)
-    extract = run_extract(build, show_progress=show_progress)
-    crop = run_crop(build, settings=crop_settings_for(build), show_progress=show_progress)
-    return DemoReport(data, build, index, extract, crop)
+    build = run_build(load_manifest("demo"), data, Path(workdir) / "build", show_progress=show_progress)
+    return DemoReport(data, build)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -57,3 +59,28 @@ def test_demo(tmp_path, capsys):
     assert {row["track"] for row in faces} == {0} and all(row["prob"] > 0.99 for row in faces)
     out = capsys.readouterr().out
     assert "demo build" in out and "this run: ok 12; 360 frames" in out and "360 crops" in out
+    index = json.loads((tmp_path / "demo/build/shards/index.json").read_text())
+    assert sum(split["samples"] for split in index["splits"].values()) == 360
+    assert {split: totals["samples"] for split, totals in index["splits"].items()} == {
+        split: 30 * sum(1 for row in rows if row["split"] == split) for split in index["splits"]
+    }
+    record = json.loads((tmp_path / "demo/build/build.json").read_text())
+    assert record["shards"] == {entry["name"]: entry["sha256"] for entry in index["shards"]}
+    assert record["inputs"]["files"] == 12 and record["inputs"]["missing"] == 0
+    assert set(record["seconds"]) == {"frames", "faces", "samples", "shards"}
+
+    # `ffx build` over the finished demo build: every stage finds its work done, nothing changes.
+    shards = {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")}
+    arguments = [
+        "build",
+        "demo",
+        "--root",
+        str(tmp_path / "demo/data"),
+        "--build",
+        str(tmp_path / "demo/build"),
+    ]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "12 already done" in out and "0 shards written now" in out
+    assert {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")} == shards
+    assert main(["verify", str(tmp_path / "demo/build")]) == 0

@@ -325,9 +325,10 @@ def run_crop(
         tasks.sort(key=lambda task: -pixels[task.key])
         for task, result in run_tasks(crop_video, tasks, workers, stall_seconds, follow_up=fakes_of):
             record(task.key, *_result_rows(task, result))
+    report.seconds = progress.elapsed
+    store.log_run(build, STAGE, part, report.seconds, len(todo))
     report.merged = ledger.merge_when_complete(original_of)
     report.frames = dict(counts)
-    report.seconds = progress.elapsed
     return report
 
 

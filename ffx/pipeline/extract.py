@@ -310,6 +310,7 @@ def run_extract(
             if status in FAILED:
                 failed.append((task.key, status, rows[0]["error"]))
             progress.advance(1, got)
-    merged = ledger.merge_when_complete(path_of)
     seconds = progress.elapsed
+    store.log_run(build, STAGE, part, seconds, len(tasks))
+    merged = ledger.merge_when_complete(path_of)
     return ExtractReport(len(keys), len(keys) - len(tasks), dict(by_status), frames, seconds, merged, failed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from ffx.pipeline.images import encode_png
 from ffx.pipeline.index import MANIFEST_FILE, VIDEOS_TABLE
 from ffx.pipeline.manifest import load_manifest
 from ffx.pipeline.progress import stage_progress
+from ffx.pipeline.record import write_build_record
 from ffx.pipeline.schema import NO_FRAME, NO_TRACK, SAMPLES_SCHEMA, Status
 from ffx.pipeline.tars import END_OF_ARCHIVE, tar_records
 from ffx.pipeline.workers import Stalled, available_cores, run_tasks
@@ -192,8 +194,10 @@ def run_shard(
     stall_seconds: float = 300.0,
     show_progress: bool = True,
     flush_seconds: float = 2.0,
+    strict: bool = False,
 ) -> ShardReport:
-    """Encode this part's unfinished videos; once all parts are done, lay out and write the shards."""
+    """Encode this part's unfinished videos; once all parts are done, lay out and write the shards
+    and BUILD/build.json (`strict`: fingerprint the input videos by sha256, not size and mtime)."""
     build, part = Path(build), part or Part()
     settings = settings or shard_settings_for(build)
     parse_spaces(settings.spaces)
@@ -256,9 +260,13 @@ def run_shard(
                 ]
             record(task.key, result)
     report.samples = dict(counts)
+    store.log_run(build, STAGE, part, progress.elapsed, len(todo))
     report.merged = ledger.merge_when_complete(video_of)
     if report.merged:
+        started = time.monotonic()
         report.shards, report.shards_written = write_shards(build, settings, show_progress)
+        store.log_run(build, SHARDS_DIR, part, time.monotonic() - started, report.shards_written)
+        write_build_record(build, strict=strict)
     report.seconds = progress.elapsed
     return report
 

@@ -14,7 +14,7 @@ from ffx.pipeline.index import VIDEOS_TABLE
 from ffx.pipeline.store import latest_rows_per_item
 
 # Stage tables in pipeline order; each has `key` (the item) and `status` columns.
-STAGE_TABLES = ("frames", "faces")
+STAGE_TABLES = ("frames", "faces", "samples")
 
 
 @dataclass

@@ -220,3 +220,25 @@ class ChunkWriter:
             self.next_index += 1
             self.pending = []
         self.last_flush = time.monotonic()
+
+
+RUNS_LOG = "runs.jsonl"
+
+
+def log_run(build: Path, stage: str, part: Part, seconds: float, items: int) -> None:
+    """Append one stage run (which part, how long, how many items) to BUILD/runs.jsonl; a single
+    short append, so runs of parallel parts do not interleave within a line."""
+    line = json.dumps({"stage": stage, "part": part.name, "seconds": round(seconds, 3), "items": items})
+    with open(Path(build) / RUNS_LOG, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
+
+
+def stage_seconds(build: Path) -> dict[str, float]:
+    """Seconds spent per stage over every logged run and part."""
+    path = Path(build) / RUNS_LOG
+    totals: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            run = json.loads(line)
+            totals[run["stage"]] = round(totals.get(run["stage"], 0.0) + run["seconds"], 3)
+    return totals

@@ -19,8 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from ffx.cli import main
+from ffx.errors import BuildError
 from ffx.pipeline.color import SPACES, convert
 from ffx.pipeline.distribute import Part
 from ffx.pipeline.images import encode_png
@@ -237,3 +239,141 @@ def test_missing_faces_table_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 def _index(build: Path) -> dict:
     return json.loads((build / "shards" / "index.json").read_text())
+
+
+# ---------------------------------------------------------------- reading back (ffx.data)
+
+
+def expected_planes(meta: dict, spaces: tuple[str, ...]) -> np.ndarray:
+    rgb = crop_pixels(meta["video"], meta["frame_index"])
+    return np.concatenate([convert(rgb, space) for space in spaces], axis=2).transpose(2, 0, 1)
+
+
+def test_loader_decodes_the_asked_spaces_in_order(cropped_build: Path) -> None:
+    from ffx.data import open_shards, shard_dataset
+
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    spaces = ("ycbcr", "rgb")
+    samples = list(shard_dataset(cropped_build / "shards", "train", spaces=spaces))
+    assert len(samples) == open_shards(cropped_build / "shards", "train").samples > 0
+    for sample in samples:
+        assert sample["image"].dtype == torch.uint8 and sample["image"].shape == (6, CROP_SIDE, CROP_SIDE)
+        assert np.array_equal(sample["image"].numpy(), expected_planes(sample["meta"], spaces))
+        assert sample["label"] == sample["meta"]["label"] and sample["key"].startswith(
+            sample["meta"]["video"]
+        )
+    centre = next(iter(shard_dataset(cropped_build / "shards", "train", spaces=("lab",), crop=32)))
+    assert np.array_equal(centre["image"].numpy(), expected_planes(centre["meta"], ("lab",))[:, 8:40, 8:40])
+
+
+def test_training_stream_crops_at_random_with_one_window_for_all_spaces(cropped_build: Path) -> None:
+    from ffx.data import shard_dataset
+
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+
+    def stream():
+        return shard_dataset(
+            cropped_build / "shards", "train", spaces=("rgb", "hsv"), crop=40, train=True, seed=5
+        )
+
+    training = stream()
+    first, second = [s["key"] for s in training], [s["key"] for s in training]
+    assert first != second and sorted(first) == sorted(second)  # each epoch in a new order
+    assert [s["key"] for s in stream()] == first  # the same seed gives the same order
+    assert first != sorted(first)
+    offsets = set()
+    for sample in stream():
+        full = expected_planes(sample["meta"], ("rgb", "hsv"))
+        matches = [
+            (top, left)
+            for top in range(CROP_SIDE - 40 + 1)
+            for left in range(CROP_SIDE - 40 + 1)
+            if np.array_equal(full[:, top : top + 40, left : left + 40], sample["image"].numpy())
+        ]
+        assert len(matches) == 1
+        offsets.add(matches[0])
+    assert len(offsets) > 1
+
+
+def test_loader_workers_see_every_sample_once_in_uint8_batches(cropped_build: Path) -> None:
+    from ffx.data import open_shards, shard_dataset, shard_loader
+
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    shard_set = open_shards(cropped_build / "shards", "train")
+    assert len(shard_set.urls) >= 2 and sum(shard_set.labels.values()) == shard_set.samples
+    batches = list(shard_loader(shard_dataset(cropped_build / "shards", "train", spaces="rgb"), 4, workers=2))
+    keys = [key for batch in batches for key in batch["key"]]
+    assert len(keys) == len(set(keys)) == shard_set.samples
+    assert all(
+        batch["image"].dtype == torch.uint8 and batch["label"].dtype == torch.int64 for batch in batches
+    )
+
+
+def test_loader_errors_name_the_problem(cropped_build: Path) -> None:
+    from ffx.data import open_shards, shard_dataset
+
+    run_shard(
+        cropped_build, settings=ShardSettings(spaces=("rgb",), max_count=7), workers=2, show_progress=False
+    )
+    with pytest.raises(BuildError, match="colour spaces lab are not in the shards"):
+        shard_dataset(cropped_build / "shards", "train", spaces="rgb,lab")
+    with pytest.raises(BuildError, match="no 'holdout' shards"):
+        open_shards(cropped_build / "shards", "holdout")
+    with pytest.raises(BuildError, match="no shards match"):
+        open_shards(cropped_build / "nowhere-*.tar", "train")
+
+
+def test_build_record_names_recipe_versions_inputs_and_shards(cropped_build: Path) -> None:
+    from ffx.pipeline.record import input_fingerprint
+
+    run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
+    record = json.loads((cropped_build / "build.json").read_text())
+    assert record["manifest_sha256"] == load_manifest(cropped_build / "manifest.toml").digest()
+    assert record["shards"] == {entry["name"]: entry["sha256"] for entry in _index(cropped_build)["shards"]}
+    assert record["stages"]["samples"]["rows"] == {"ok": 16 * FRAMES, "no_face": 1}
+    assert record["libraries"]["webdataset"] != "absent" and record["inputs"]["files"] == 17
+    fast, strict = input_fingerprint(cropped_build), input_fingerprint(cropped_build, strict=True)
+    assert (fast["mode"], strict["mode"]) == ("size+mtime", "sha256") and fast["digest"] != strict["digest"]
+    root = Path(json.loads((cropped_build / "index.json").read_text())["root"])
+    (root / "real" / "clip0.mp4").write_bytes(b"changed")
+    assert input_fingerprint(cropped_build, strict=True)["digest"] != strict["digest"]
+    (root / "real" / "clip1.mp4").unlink()
+    assert input_fingerprint(cropped_build)["missing"] == 1
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_exports_list_every_labelled_crop_for_other_code(cropped_build: Path, tmp_path: Path) -> None:
+    videos = {row["key"]: row for row in pq.read_table(cropped_build / "videos.parquet").to_pylist()}
+    crops_per_split = Counter(videos[key]["split"] for key in videos if key != "fake__none")
+    out = tmp_path / "exports"
+    assert main(["export", str(cropped_build), "--format", "mcx-api", "--out", str(out / "mcx")]) == 0
+    for split, count in crops_per_split.items():
+        lines = (out / "mcx" / f"{split}.txt").read_text().splitlines()
+        assert len(lines) == count * FRAMES
+        for line in lines:
+            path, label = line.rsplit(" ", 1)
+            key = Path(path).parent.name
+            assert (
+                Path(path).is_file() and int(label) == videos[key]["label"] and videos[key]["split"] == split
+            )
+    assert main(["export", str(cropped_build), "--format", "lib", "--out", str(out / "lib")]) == 0
+    for split, count in crops_per_split.items():
+        rows = [line.split(",") for line in (out / "lib" / f"{split}.csv").read_text().splitlines()]
+        assert len(rows) == count
+        for label, folder, frames in rows:
+            assert int(frames) == FRAMES == len(list(Path(folder).glob("*.png")))
+            assert int(label) == videos[Path(folder).name]["label"]
+    assert main(["export", str(cropped_build), "--format", "imagefolder", "--out", str(out / "images")]) == 0
+    linked = sorted((out / "images").glob("*/*/*.png"))
+    assert len(linked) == 16 * FRAMES and all(path.is_symlink() for path in linked)
+    for path in linked:
+        split, label_name = path.parent.parent.name, path.parent.name
+        key = path.stem.rsplit("_", 1)[0]
+        assert (videos[key]["split"], videos[key]["label_name"]) == (split, label_name)
+        assert (
+            path.read_bytes()
+            == (cropped_build / "faces" / key / f"{int(path.stem[-4:]):06d}.png").read_bytes()
+        )
+    assert main(["export", str(cropped_build), "--format", "coco", "--out", str(out / "x")]) != 0

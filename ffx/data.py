@@ -1,0 +1,178 @@
+"""Reading ffx shards: a WebDataset stream of uint8 tensors with 3·N channels, label and metadata.
+
+Only the colour spaces a run asks for are decoded, crops are cut before the spaces are stacked,
+and tensors stay uint8 (a quarter of float32's bytes between processes): normalisation belongs
+on the device. Shard lists come from `shards/index.json`, or any WebDataset URL list (globs,
+brace lists, `pipe:` commands for object stores).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import webdataset as wds
+
+from ffx.errors import BuildError, FfxError
+from ffx.pipeline.color import parse_spaces
+
+SHARD_INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """The shards of one split and what shards/index.json says about them."""
+
+    urls: list[str]
+    samples: int
+    labels: dict[int, int]  # samples per class
+    spaces: tuple[str, ...]  # colour spaces stored in the shards
+
+
+def open_shards(shards: str | Path, split: str) -> ShardSet:
+    """The shards of `split` in a shards folder (its index.json), or under a URL pattern."""
+    folder = Path(shards)
+    index_path = folder / SHARD_INDEX if folder.is_dir() else None
+    if index_path is None or not index_path.is_file():
+        urls = _expand(str(shards))
+        return ShardSet(urls, -1, {}, ())
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    entries = [entry for entry in index["shards"] if entry["split"] == split]
+    if not entries:
+        present = ", ".join(sorted(index["splits"])) or "none"
+        raise BuildError(f"no {split!r} shards in {folder} (splits there: {present})")
+    labels: dict[int, int] = {}
+    for entry in entries:
+        for label, count in entry["labels"].items():
+            labels[int(label)] = labels.get(int(label), 0) + count
+    return ShardSet(
+        [str(folder / entry["name"]) for entry in entries],
+        sum(entry["samples"] for entry in entries),
+        dict(sorted(labels.items())),
+        tuple(index["settings"]["spaces"]),
+    )
+
+
+def _expand(pattern: str) -> list[str]:
+    """Local globs are expanded here; brace lists and `pipe:` URLs are left to WebDataset."""
+    if pattern.startswith("pipe:") or "{" in pattern:
+        return [pattern]
+    urls = sorted(glob(pattern))
+    if not urls:
+        raise BuildError(f"no shards match {pattern} (give a shards folder with index.json, or a glob)")
+    return urls
+
+
+def decode_sample(
+    sample: dict, spaces: Sequence[str], crop: int | None = None, rng: random.Random | None = None
+) -> dict:
+    """A raw WebDataset sample -> {"image": uint8 tensor (3·N, H, W), "label", "meta", "key"}.
+
+    With `crop`, a crop x crop window is cut: at random when `rng` is given (training), else
+    from the centre (evaluation); the same window for every colour space."""
+    window = None
+    planes = []
+    for space in spaces:
+        data = sample.get(f"{space}.png")
+        if data is None:
+            raise BuildError(
+                f"sample {sample.get('__key__')} has no {space} image (shards hold other spaces)"
+            )
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if window is None:
+            window = _window(bgr.shape[0], bgr.shape[1], crop, rng)
+        top, left, height, width = window
+        planes.append(bgr[top : top + height, left : left + width, ::-1])  # stored channel order
+    stacked = np.concatenate(planes, axis=2)
+    return {
+        "image": torch.from_numpy(stacked).permute(2, 0, 1),
+        "label": int(sample["cls"]),
+        "meta": json.loads(sample["json"]),
+        "key": sample["__key__"],
+    }
+
+
+def _window(
+    height: int, width: int, crop: int | None, rng: random.Random | None
+) -> tuple[int, int, int, int]:
+    if crop is None:
+        return 0, 0, height, width
+    if crop > min(height, width):
+        raise FfxError(f"crop {crop} is larger than the {width}x{height} images in the shards")
+    if rng is None:
+        return (height - crop) // 2, (width - crop) // 2, crop, crop
+    return rng.randint(0, height - crop), rng.randint(0, width - crop), crop, crop
+
+
+class _Decode:
+    """A picklable decoding stage; each DataLoader worker seeds its own crop generator."""
+
+    def __init__(self, spaces: tuple[str, ...], crop: int | None, random_crop: bool, seed: int):
+        self.spaces, self.crop, self.random_crop, self.seed = spaces, crop, random_crop, seed
+        self.rng: random.Random | None = None
+
+    def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
+        if self.random_crop and self.rng is None:
+            info = torch.utils.data.get_worker_info()
+            self.rng = random.Random(self.seed * 1_000_003 + (info.id if info else 0))
+        for sample in samples:
+            yield decode_sample(sample, self.spaces, self.crop, self.rng if self.random_crop else None)
+
+
+def shard_dataset(
+    shards: str | Path,
+    split: str = "train",
+    spaces: str | Sequence[str] = ("rgb",),
+    crop: int | None = None,
+    train: bool = False,
+    shuffle_buffer: int = 1000,
+    seed: int = 0,
+    resampled: bool = False,
+) -> wds.WebDataset:
+    """A WebDataset pipeline over one split: shards split across nodes and workers; with `train`,
+    shuffled shards, a sample shuffle buffer and random crops, else file order and centre crops.
+    `resampled` draws shards with replacement forever (fixed-length epochs for DDP)."""
+    shard_set = open_shards(shards, split)
+    spaces = parse_spaces(spaces)
+    missing = [space for space in spaces if shard_set.spaces and space not in shard_set.spaces]
+    if missing:
+        raise BuildError(
+            f"colour spaces {','.join(missing)} are not in the shards ({','.join(shard_set.spaces)})"
+        )
+    dataset = wds.WebDataset(
+        shard_set.urls,
+        resampled=resampled,
+        shardshuffle=(100 if train else False) if not resampled else None,
+        nodesplitter=None if resampled else wds.split_by_node,
+        workersplitter=wds.split_by_worker,
+        seed=seed,
+        empty_check=False,
+    )
+    if train:
+        dataset = dataset.shuffle(shuffle_buffer, rng=random.Random(seed))
+    return dataset.compose(_Decode(spaces, crop, train, seed))
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack decoded samples into a batch: uint8 images, int64 labels, keys and metadata lists."""
+    return {
+        "image": torch.stack([sample["image"] for sample in samples]),
+        "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.int64),
+        "key": [sample["key"] for sample in samples],
+        "meta": [sample["meta"] for sample in samples],
+    }
+
+
+def shard_loader(dataset: wds.WebDataset, batch_size: int, workers: int = 2, pin_memory: bool = False):
+    """Batches of `dataset` from `workers` processes (uint8 tensors; pin memory for a GPU)."""
+    batched = dataset.batched(batch_size, collation_fn=collate, partial=True)
+    return wds.WebLoader(
+        batched, batch_size=None, num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0
+    )
