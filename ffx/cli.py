@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,6 +32,9 @@ ManifestArg = Annotated[
 RootOpt = Annotated[Path, typer.Option("--root", help="Dataset root folder (never written into a recipe).")]
 BuildOpt = Annotated[Path, typer.Option("--build", help="Build directory: every stage's tables go here.")]
 BuildArg = Annotated[Path, typer.Argument(help="Build directory made by `ffx index`.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Fingerprint input videos by sha256 in build.json (reads them all).")
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a manifest field: --set split.source=seeded (repeatable)."),
@@ -246,10 +248,7 @@ def shard(
     png_level: Annotated[
         int, typer.Option("--png-level", help="PNG zlib level 0-9 of the converted spaces.")
     ] = 1,
-    strict: Annotated[
-        bool,
-        typer.Option("--strict", help="Fingerprint input videos by sha256 in build.json (reads them all)."),
-    ] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Pack every crop, in each colour space, into WebDataset shards: BUILD/shards/{split}-NNNNNN.tar."""
     from ffx.pipeline.distribute import parse_part
@@ -283,10 +282,7 @@ def build(
     device: Annotated[
         str, typer.Option("--device", help="Face detection device: auto | cpu | cuda[:N].")
     ] = "auto",
-    strict: Annotated[
-        bool,
-        typer.Option("--strict", help="Fingerprint input videos by sha256 in build.json (reads them all)."),
-    ] = False,
+    strict: StrictOpt = False,
     assignments: SetOpt = None,
 ) -> None:
     """index -> extract -> crop -> shard in one go; run it again to resume or to carry on after parts."""
@@ -343,6 +339,113 @@ def export(
     console.print(f"export ({report.export_format}): {per_split} crops in {report.out}")
     if report.unlabelled:
         console.print(f"  [yellow]{report.unlabelled} crops of unlabelled videos left out[/]")
+
+
+@app.command()
+def train(
+    shards: Annotated[
+        str, typer.Option("--shards", help="BUILD/shards (with index.json), or a shard URL pattern.")
+    ],
+    run: Annotated[Path, typer.Option("--run", help="Run folder: config, metrics.jsonl, checkpoints.")],
+    config: Annotated[Path | None, typer.Option("--config", help="A JSON file of training settings.")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="mcx-api-paper: the paper's settings.")
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Any timm model (legacy_xception).")
+    ] = None,
+    spaces: Annotated[
+        str | None, typer.Option("--spaces", help="Colour spaces of the input, e.g. rgb,ycbcr.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+    steps_per_epoch: Annotated[
+        int | None, typer.Option("--steps-per-epoch", min=1, help="Default: from index.json class counts.")
+    ] = None,
+    classes_per_batch: Annotated[
+        int | None, typer.Option("--classes-per-batch", min=1, help="P (3).")
+    ] = None,
+    images_per_class: Annotated[int | None, typer.Option("--images-per-class", min=1, help="K (9).")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="SGD learning rate (0.01), cosine schedule.")
+    ] = None,
+    crop: Annotated[
+        int | None, typer.Option("--crop", min=8, help="Training crop side (448; random, centred for eval).")
+    ] = None,
+    freeze_epochs: Annotated[
+        int | None, typer.Option("--freeze-epochs", min=0, help="Epochs with a frozen backbone (8).")
+    ] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto | bf16 | fp16 | fp32.")] = None,
+    accumulate: Annotated[int | None, typer.Option("--accumulate", min=1, help="Batches per step.")] = None,
+    compile_model: Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")] = None,
+    pretrained: Annotated[
+        Path | None, typer.Option("--pretrained", help="A local timm checkpoint of the RGB backbone.")
+    ] = None,
+    workers: WorkersOpt = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (resume later).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --run where it stopped.")
+    ] = False,
+) -> None:
+    """Train MCX-API on shards (torchrun for several GPUs or processes); resumable."""
+    from ffx.train.loop import make_config
+    from ffx.train.loop import train as run_training
+
+    settings = make_config(
+        preset,
+        config,
+        shards=shards,
+        run=str(run),
+        backbone=backbone,
+        spaces=spaces,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        classes_per_batch=classes_per_batch,
+        images_per_class=images_per_class,
+        lr=lr,
+        crop=crop,
+        freeze_epochs=freeze_epochs,
+        precision=precision,
+        accumulate=accumulate,
+        compile=compile_model,
+        pretrained=str(pretrained) if pretrained else None,
+        workers=workers,
+        device=device,
+        seed=seed,
+        max_steps=max_steps,
+    )
+    report = run_training(settings, resume=resume, show_progress=console.is_terminal)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
+        return
+    metrics = ", ".join(
+        f"{name} {value:.4g}" for name, value in report.metrics.items() if isinstance(value, float)
+    )
+    console.print(f"train: step {report.step} of {report.total_steps} in {report.run}; {metrics}")
+
+
+@app.command(name="eval")
+def evaluate(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="A .safetensors file written by ffx train.")
+    ],
+    shards: Annotated[str, typer.Option("--shards", help="BUILD/shards of the data to score.")],
+    split: Annotated[str, typer.Option("--split", help="train | val | test.")] = "test",
+    crop: Annotated[int | None, typer.Option("--crop", help="Centre crop side (default: the run's).")] = None,
+    workers: WorkersOpt = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """Frame- and video-level BOSC and AUC of a checkpoint on a split; JSON beside the checkpoint."""
+    from ffx.train.loop import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, shards, split, crop=crop, workers=workers, device=device)
+    console.print(
+        f"eval {split}: frames {metrics['frames']}, videos {metrics['videos']}; "
+        f"frame BOSC {metrics['frame_bosc']:.4f} AUC {metrics['frame_auc']:.4f}; "
+        f"video BOSC {metrics['video_bosc']:.4f} AUC {metrics['video_auc']:.4f}"
+    )
 
 
 @app.command()
@@ -487,22 +590,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: one red line for an FfxError (traceback with FFX_DEBUG=1), exit code back."""
     command = typer.main.get_command(app)
     try:
-        # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
-        code = command.main(args=argv, prog_name="ffx", standalone_mode=False)
+        # Standalone mode prints usage errors the click way and exits with their code.
+        command.main(args=argv, prog_name="ffx", standalone_mode=True)
     except FfxError as error:
         if os.environ.get("FFX_DEBUG") == "1":
             raise
         error_console.print(f"[bold red]ffx: error:[/] {error}", highlight=False, soft_wrap=True)
         return error.exit_code
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
-    except click.exceptions.Abort:
-        error_console.print("[red]aborted[/]")
-        return 130
-    return code if isinstance(code, int) else 0
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
+    return 0
 
 
 def entry() -> None:

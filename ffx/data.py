@@ -135,10 +135,11 @@ def shard_dataset(
     shuffle_buffer: int = 1000,
     seed: int = 0,
     resampled: bool = False,
-) -> wds.WebDataset:
+) -> wds.DataPipeline:
     """A WebDataset pipeline over one split: shards split across nodes and workers; with `train`,
     shuffled shards, a sample shuffle buffer and random crops, else file order and centre crops.
-    `resampled` draws shards with replacement forever (fixed-length epochs for DDP)."""
+    `resampled` draws shards with replacement forever (fixed-length epochs for DDP). Every random
+    choice is seeded by `seed`, the node and the worker: the same seed gives the same stream."""
     shard_set = open_shards(shards, split)
     spaces = parse_spaces(spaces)
     missing = [space for space in spaces if shard_set.spaces and space not in shard_set.spaces]
@@ -146,18 +147,18 @@ def shard_dataset(
         raise BuildError(
             f"colour spaces {','.join(missing)} are not in the shards ({','.join(shard_set.spaces)})"
         )
-    dataset = wds.WebDataset(
-        shard_set.urls,
-        resampled=resampled,
-        shardshuffle=(100 if train else False) if not resampled else None,
-        nodesplitter=None if resampled else wds.split_by_node,
-        workersplitter=wds.split_by_worker,
-        seed=seed,
-        empty_check=False,
-    )
+    if resampled:
+        stages = [wds.ResampledShards(shard_set.urls, seed=seed, deterministic=True)]
+    else:
+        stages = [wds.SimpleShardList(shard_set.urls)]
+        if train:
+            stages.append(wds.shuffle(100, rng=random.Random(seed)))
+        stages.append(wds.split_by_node)
+    stages += [wds.split_by_worker, wds.tarfile_to_samples()]
     if train:
-        dataset = dataset.shuffle(shuffle_buffer, rng=random.Random(seed))
-    return dataset.compose(_Decode(spaces, crop, train, seed))
+        stages.append(wds.shuffle(shuffle_buffer, rng=random.Random(seed + 1)))
+    stages.append(_Decode(spaces, crop, train, seed))
+    return wds.DataPipeline(*stages)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -170,9 +171,9 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
-def shard_loader(dataset: wds.WebDataset, batch_size: int, workers: int = 2, pin_memory: bool = False):
+def shard_loader(dataset: wds.DataPipeline, batch_size: int, workers: int = 2, pin_memory: bool = False):
     """Batches of `dataset` from `workers` processes (uint8 tensors; pin memory for a GPU)."""
-    batched = dataset.batched(batch_size, collation_fn=collate, partial=True)
+    batched = dataset.compose(wds.batched(batch_size, collation_fn=collate, partial=True))
     return wds.WebLoader(
         batched, batch_size=None, num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0
     )

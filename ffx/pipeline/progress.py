@@ -35,6 +35,16 @@ class StageProgress:
             )
             self.progress.update(self.task_id, advance=items, rates=rates)
 
+    def resume_at(self, items: int) -> None:
+        """Show `items` as done before this run (they do not count in the rates)."""
+        if self.progress is not None:
+            self.progress.update(self.task_id, completed=items)
+
+    def describe(self, text: str) -> None:
+        """Replace the bar's label (e.g. with the current loss)."""
+        if self.progress is not None:
+            self.progress.update(self.task_id, description=text)
+
 
 @contextmanager
 def stage_progress(description: str, total: int, unit: str, second_unit: str, enabled: bool = True):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -25,69 +24,19 @@ from ffx.cli import main
 from ffx.errors import BuildError
 from ffx.pipeline.color import SPACES, convert
 from ffx.pipeline.distribute import Part
-from ffx.pipeline.images import encode_png
 from ffx.pipeline.index import run_index
 from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.schema import FACES_SCHEMA, NO_TRACK, Status
 from ffx.pipeline.shard import ShardSettings, run_shard, verify_shards
 from tests.conftest import touch
+from tests.generated import CROP_SIDE, crop_pixels, make_cropped_build
 
 FRAMES = 5
-CROP_SIDE = 48
-
-
-def crop_pixels(key: str, frame_index: int) -> np.ndarray:
-    """A crop whose pixels depend on its video and frame (seeded noise over a gradient)."""
-    seed = int(hashlib.sha256(f"{key}/{frame_index}".encode()).hexdigest()[:8], 16)
-    noise = np.random.default_rng(seed).integers(0, 256, (CROP_SIDE, CROP_SIDE, 3), dtype=np.uint8)
-    return cv2.GaussianBlur(noise, (0, 0), 2)
 
 
 @pytest.fixture
 def cropped_build(tmp_path: Path) -> Path:
     """Eight real and eight fake videos with five crops each; `fake/none` has no face at all."""
-    root = tmp_path / "data"
-    for label in ("real", "fake"):
-        for number in range(8):
-            touch(root, f"{label}/clip{number}.mp4")
-    touch(root, "fake/none.mp4")
-    build = tmp_path / "build"
-    run_index(load_manifest("folder"), root, build)
-    keys = pq.read_table(build / "videos.parquet").column("key").to_pylist()
-    rows = []
-    for key in keys:
-        if key == "fake__none":
-            rows += [
-                _row(key, frame, NO_TRACK, "", Status.NO_FACE, "no face found") for frame in range(FRAMES)
-            ]
-            continue
-        for frame in range(FRAMES):
-            path = f"faces/{key}/{frame:06d}.png"
-            (build / path).parent.mkdir(parents=True, exist_ok=True)
-            (build / path).write_bytes(encode_png(crop_pixels(key, frame), 1))
-            rows.append(_row(key, frame, 0, path, Status.OK, ""))
-    pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
-    return build
-
-
-def _row(key: str, frame: int, track: int, path: str, status: Status, error: str) -> dict:
-    box = {"x1": 10.0, "y1": 12.0, "x2": 40.0, "y2": 44.0, "prob": 0.999} if path else {}
-    crop = {"crop_x1": 0, "crop_y1": 0, "crop_x2": CROP_SIDE, "crop_y2": CROP_SIDE} if path else {}
-    return (
-        {
-            "key": key,
-            "frame_index": frame,
-            "track": track,
-            "n_faces": 1 if path else 0,
-            "box_source": "detected" if path else "",
-            "path": path,
-            "status": status.value,
-            "error": error,
-            "landmarks": [20.0] * 10 if path else None,
-        }
-        | box
-        | crop
-    )
+    return make_cropped_build(tmp_path, videos_per_label=8, frames=FRAMES)
 
 
 SETTINGS = ShardSettings(max_count=7, seed=3)

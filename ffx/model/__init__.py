@@ -1,0 +1,1 @@
+"""MCX-API and its loss."""

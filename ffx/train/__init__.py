@@ -1,0 +1,1 @@
+"""Training and evaluating MCX-API on ffx shards."""

@@ -1,0 +1,497 @@
+"""`ffx train` and `ffx eval`: MCX-API from ffx shards, on CPU, one GPU, or many with torchrun.
+
+Batches stream from the shards (resampled, so every rank runs the same fixed number of steps
+whatever its share of shards), P classes x K images each, decoded as uint8 and normalised on the
+device. Each epoch's stream is seeded by (seed, epoch, rank), which makes a resumed run replay
+exactly: it rebuilds the epoch's stream and skips the batches already trained on.
+
+A run folder holds config.json, metrics.jsonl (a line per epoch), and checkpoints as
+safetensors (`last`, `best` by validation video AUC) with the optimiser, schedule and random
+state beside `last` in a plain tensor file read back with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import webdataset as wds
+from safetensors.torch import load_file, save_file
+
+from ffx.data import collate, open_shards, shard_dataset
+from ffx.errors import BuildError, FfxError
+from ffx.model.mcx_api import MCXAPI, ModelConfig, pairwise_loss
+from ffx.pipeline import store
+from ffx.pipeline.color import parse_spaces
+from ffx.pipeline.progress import stage_progress
+from ffx.train.batches import BalancedBatches
+from ffx.train.metrics import detection_metrics
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run; saved as config.json. Defaults are the public code's and the paper's."""
+
+    shards: str = ""
+    run: str = ""
+    backbone: str = "legacy_xception"
+    spaces: tuple[str, ...] = ("rgb",)
+    epochs: int = 100
+    steps_per_epoch: int | None = None  # default: from shards/index.json
+    classes_per_batch: int = 3
+    images_per_class: int = 9
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    freeze_epochs: int = 8  # the backbone does not learn during the first epochs
+    margin: float = 0.05
+    rank_weight: float = 1.0
+    distance: str = "euclidean"
+    crop: int = 448
+    hidden: int = 512
+    dropout: float = 0.5
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    accumulate: int = 1  # batches per optimiser step
+    workers: int = 2
+    seed: int = 0
+    pretrained: str | None = None  # a local timm checkpoint of the RGB backbone
+    device: str = "auto"
+    val_split: str = "val"
+    max_steps: int | None = None  # stop (with a checkpoint) after this many steps; --resume goes on
+
+
+PRESETS: dict[str, dict] = {
+    # Everything the paper (and its public code, where the paper is silent) says.
+    "mcx-api-paper": {
+        "backbone": "legacy_xception",
+        "spaces": ("rgb",),
+        "epochs": 100,
+        "classes_per_batch": 3,
+        "images_per_class": 9,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "freeze_epochs": 8,
+        "margin": 0.05,
+        "rank_weight": 1.0,
+        "crop": 448,
+    },
+}
+
+
+def make_config(preset: str | None = None, config_file: Path | None = None, **options) -> TrainConfig:
+    """Defaults < preset < config file (JSON) < options that are not None."""
+    values: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise FfxError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    if config_file is not None:
+        try:
+            values.update(json.loads(Path(config_file).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as error:
+            raise FfxError(f"cannot read config {config_file}: {error}") from None
+    values.update({name: value for name, value in options.items() if value is not None})
+    known = {item.name for item in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise FfxError(f"unknown training settings: {', '.join(unknown)}")
+    if "spaces" in values:
+        values["spaces"] = parse_spaces(values["spaces"])
+    return TrainConfig(**values)
+
+
+@dataclass
+class TrainReport:
+    """Where a run stands: steps done of the total, the last epoch's metrics."""
+
+    run: Path
+    step: int
+    total_steps: int
+    epochs_done: int
+    metrics: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- devices and processes
+
+
+@dataclass(frozen=True)
+class Placement:
+    """This process's place in a (possibly single-process) job."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def place(device: str) -> Placement:
+    """Join the torchrun job when there is one (nccl on GPUs, gloo on CPUs) and pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise FfxError("--device cuda asked for, but PyTorch sees no GPU")
+        device = f"cuda:{local_rank}" if device == "cuda" else device
+        torch.cuda.set_device(torch.device(device))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Placement(rank, world, torch.device(device))
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+    if precision not in choices:
+        raise FfxError(f"--precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    return choices[precision]
+
+
+# ---------------------------------------------------------------- data
+
+
+def check_shards(config: TrainConfig) -> tuple[int, int]:
+    """(number of classes, samples of the rarest class) of the training split, with clear errors."""
+    shard_set = open_shards(config.shards, "train")
+    if shard_set.samples == 0:
+        raise BuildError(f"the train split in {config.shards} is empty")
+    missing_spaces = [space for space in config.spaces if shard_set.spaces and space not in shard_set.spaces]
+    if missing_spaces:
+        raise BuildError(
+            f"colour spaces {','.join(missing_spaces)} are not in the shards ({','.join(shard_set.spaces)})"
+        )
+    if not shard_set.labels:
+        raise BuildError(f"{config.shards} has no index.json with class counts: give a shards folder")
+    if min(shard_set.labels) < 0:
+        raise BuildError("the train split holds unlabelled samples (label -1): index with labels")
+    classes = max(shard_set.labels) + 1
+    absent = [label for label in range(classes) if label not in shard_set.labels]
+    if absent:
+        raise BuildError(
+            f"class {absent[0]} is missing from the train split (classes must be 0..{classes - 1})"
+        )
+    if config.classes_per_batch > classes:
+        raise FfxError(f"--classes-per-batch {config.classes_per_batch} but the data has {classes} classes")
+    return classes, min(shard_set.labels.values())
+
+
+def epoch_batches(config: TrainConfig, epoch: int, placement: Placement):
+    """This rank's batches for one epoch: an endless resampled stream, seeded by (seed, epoch, rank)."""
+    seed = config.seed * 1_000_003 + epoch * 1009 + placement.rank
+    samples = shard_dataset(
+        config.shards, "train", config.spaces, config.crop, train=True, seed=seed, resampled=True
+    )
+    batcher = BalancedBatches(config.classes_per_batch, config.images_per_class, seed=seed)
+    batches = samples.compose(batcher, wds.map(collate))
+    return wds.WebLoader(
+        batches,
+        batch_size=None,
+        num_workers=config.workers,
+        pin_memory=placement.device.type == "cuda",
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),  # leaves the global RNG (dropout) alone
+    )
+
+
+def normalise(
+    images: torch.Tensor, device: torch.device, mean: float = 0.5, std: float = 0.5
+) -> torch.Tensor:
+    """uint8 (B, C, H, W) on the host -> float on the device, (x / 255 - mean) / std."""
+    images = images.to(device, non_blocking=True).float()
+    return images.mul_(1 / (255 * std)).sub_(mean / std)
+
+
+# ---------------------------------------------------------------- the step
+
+
+class TrainStep(torch.nn.Module):
+    """The model plus its loss in one forward, so DDP sees every parameter use."""
+
+    def __init__(self, model: MCXAPI, config: TrainConfig):
+        super().__init__()
+        self.model, self.config = model, config
+        self.frozen = False
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor):
+        if self.frozen:
+            with torch.no_grad():
+                features = self.model.features(images)
+        else:
+            features = self.model.features(images)
+        return pairwise_loss(
+            self.model.head,
+            features.float(),
+            labels,
+            margin=self.config.margin,
+            rank_weight=self.config.rank_weight,
+            metric=self.config.distance,
+        )
+
+
+def _plain_json(values: dict) -> dict:
+    """NaN (a metric without both classes) as null: strict JSON readers refuse NaN."""
+    return {
+        key: None if isinstance(value, float) and math.isnan(value) else value
+        for key, value in values.items()
+    }
+
+
+def cosine_lr(step: int, total: int, base: float) -> float:
+    """Cosine annealing from `base` to 0 over `total` steps."""
+    return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig) -> None:
+    """Model weights as safetensors, the model config in its metadata."""
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    metadata = {"model": json.dumps(asdict(model.config)), "train": json.dumps(asdict(config))}
+    with store.atomic_path(run / name) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
+
+
+def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
+    """A model from a checkpoint written by `ffx train` (config from the file's metadata)."""
+    from safetensors import safe_open
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FfxError(f"checkpoint not found: {path}")
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata() or {}
+    if "model" not in metadata:
+        raise FfxError(f"{path} is not an ffx checkpoint (no model config in its metadata)")
+    values = json.loads(metadata["model"])
+    model = MCXAPI(ModelConfig(**values | {"spaces": tuple(values["spaces"])}))
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+def save_state(run: Path, optimizer, scaler, step: int, best: float, history: dict) -> None:
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "step": step,
+        "best": best,
+        "history": history,
+        "torch_rng": torch.get_rng_state(),
+    }
+    with store.atomic_path(run / STATE) as temp:
+        torch.save(state, temp)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainReport:
+    """Train (or resume) the run `config.run`; rank 0 writes the run folder."""
+    run = Path(config.run)
+    if not config.shards or not config.run:
+        raise FfxError("a run needs --shards and --run")
+    placement = place(config.device)
+    classes, rarest = check_shards(config)
+    batch = config.classes_per_batch * config.images_per_class
+    steps_per_epoch = config.steps_per_epoch or max(
+        1, rarest * classes // (batch * config.accumulate * placement.world)
+    )
+    total_steps = config.epochs * steps_per_epoch
+    if resume:
+        saved = (
+            json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
+            if (run / CONFIG_FILE).is_file()
+            else None
+        )
+        if saved is None or not (run / LAST).is_file():
+            raise FfxError(f"nothing to resume in {run} (no {CONFIG_FILE} and {LAST})")
+        config = replace(
+            config,
+            **{key: value for key, value in saved.items() if key not in ("max_steps", "device", "workers")},
+        )
+        config = replace(config, spaces=tuple(config.spaces))
+    elif (run / LAST).is_file():
+        raise FfxError(f"{run} already holds a run: use --resume, or another --run")
+
+    torch.manual_seed(config.seed)
+    model = MCXAPI(
+        ModelConfig(config.backbone, config.spaces, classes, config.hidden, config.dropout),
+        Path(config.pretrained) if config.pretrained else None,
+    )
+    if resume:
+        model.load_state_dict(load_file(str(run / LAST)))
+    model.to(placement.device)
+    if placement.device.type == "cuda" and config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        [{"params": model.backbone.parameters()}, {"params": model.head.parameters()}],
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    dtype = autocast_dtype(config.precision, placement.device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    step, best, history = 0, -math.inf, {}
+    if resume:
+        state = torch.load(run / STATE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        step, best, history = state["step"], state["best"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+    elif placement.main:
+        run.mkdir(parents=True, exist_ok=True)
+        store.write_json(run / CONFIG_FILE, asdict(config) | {"spaces": list(config.spaces)})
+
+    trainer = TrainStep(model, config)
+    wrapped = trainer
+    if placement.world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            trainer, find_unused_parameters=config.freeze_epochs > 0
+        )
+    if config.compile:
+        wrapped = torch.compile(wrapped)
+    stop_at = min(total_steps, config.max_steps or total_steps)
+    report = TrainReport(run, step, total_steps, step // steps_per_epoch)
+    with stage_progress("train", stop_at, "steps", "samples", show_progress and placement.main) as progress:
+        progress.resume_at(step)
+        while step < stop_at:
+            epoch = step // steps_per_epoch
+            trainer.frozen = epoch < config.freeze_epochs
+            model.train()
+            losses, started, seen = [], time.monotonic(), 0
+            batches = iter(epoch_batches(config, epoch, placement))
+            for _ in range((step % steps_per_epoch) * config.accumulate):  # replay: skip what was trained
+                next(batches)
+            while step < stop_at and step // steps_per_epoch == epoch:
+                lr = cosine_lr(step, total_steps, config.lr)
+                optimizer.param_groups[0]["lr"] = 0.0 if trainer.frozen else lr
+                optimizer.param_groups[1]["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                for _ in range(config.accumulate):
+                    batch_data = next(batches)
+                    images = normalise(batch_data["image"], placement.device)
+                    if placement.device.type == "cuda" and config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    labels = batch_data["label"].to(placement.device, non_blocking=True)
+                    with torch.autocast(
+                        placement.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+                    ):
+                        loss, parts = wrapped(images, labels)
+                    loss = loss / config.accumulate
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    losses.append(parts["cross_entropy"] + config.rank_weight * parts["rank"])
+                    seen += len(labels)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                step += 1
+                rate = seen * placement.world / max(time.monotonic() - started, 1e-9)
+                progress.advance(1, len(labels) * config.accumulate)
+                progress.describe(
+                    f"train loss {sum(losses[-20:]) / len(losses[-20:]):.3f} lr {lr:.2e} {rate:.1f} samples/s"
+                )
+            epoch_done = step % steps_per_epoch == 0
+            metrics = {
+                "epoch": epoch,
+                "step": step,
+                "loss": sum(losses) / max(len(losses), 1),
+                "lr": lr,
+                "samples_per_second": seen * placement.world / max(time.monotonic() - started, 1e-9),
+                "frozen_backbone": trainer.frozen,
+            }
+            if placement.main:
+                if epoch_done:
+                    metrics |= {
+                        f"val_{key}": value for key, value in validate(model, config, placement).items()
+                    }
+                    history[str(epoch)] = metrics
+                    score = metrics.get("val_video_auc", -math.inf)
+                    if isinstance(score, float) and not math.isnan(score) and score > best:
+                        best = score
+                        save_checkpoint(run, BEST, model, config)
+                    with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
+                        log.write(json.dumps(_plain_json(metrics)) + "\n")
+                save_checkpoint(run, LAST, model, config)
+                save_state(run, optimizer, scaler, step, best, history)
+            report = TrainReport(run, step, total_steps, step // steps_per_epoch, metrics)
+            if placement.world > 1:
+                dist.barrier()
+    return report
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: MCXAPI, shards: str, split: str, crop: int | None, device: torch.device, workers: int = 2
+) -> dict:
+    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs)."""
+    from ffx.data import shard_loader
+
+    model.eval()
+    dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False)
+    labels, scores, videos = [], [], []
+    for batch in shard_loader(dataset, batch_size=32, workers=workers):
+        logits = model(normalise(batch["image"], device)).float()
+        scores += (1 - torch.softmax(logits, dim=1)[:, 0]).cpu().tolist()
+        labels += batch["label"].tolist()
+        videos += [meta["video"] for meta in batch["meta"]]
+    if not labels:
+        raise BuildError(f"the {split} split in {shards} is empty")
+    return detection_metrics(labels, scores, videos)
+
+
+def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:
+    """Metrics on the validation split, or {} when the shards have none."""
+    try:
+        open_shards(config.shards, config.val_split)
+    except BuildError:
+        return {}
+    return evaluate(model, config.shards, config.val_split, config.crop, placement.device, config.workers)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    shards: str,
+    split: str = "test",
+    crop: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """Metrics of a checkpoint on a split, also written to `{checkpoint stem}.eval-{split}.json`."""
+    placement = place(device)
+    model = load_model(checkpoint, placement.device)
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), "pt") as handle:
+        trained = json.loads((handle.metadata() or {}).get("train", "{}"))
+    crop = crop or trained.get("crop")
+    metrics = evaluate(model, shards, split, crop, placement.device, 2 if workers is None else workers)
+    metrics |= {"checkpoint": str(checkpoint), "shards": str(shards), "split": split, "crop": crop}
+    store.write_json(
+        Path(checkpoint).with_name(f"{Path(checkpoint).stem}.eval-{split}.json"), _plain_json(metrics)
+    )
+    return metrics

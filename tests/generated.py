@@ -1,0 +1,79 @@
+"""Generated builds for the stages after crop: videos.parquet from a tree of empty files, then
+faces.parquet and crop PNGs written directly (the tables are the contract between stages)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ffx.pipeline.images import encode_png
+from ffx.pipeline.index import run_index
+from ffx.pipeline.manifest import load_manifest
+from ffx.pipeline.schema import FACES_SCHEMA, NO_TRACK, Status
+from tests.conftest import touch
+
+CROP_SIDE = 48
+FACELESS_KEY = "fake__none"
+
+
+def crop_pixels(key: str, frame_index: int, side: int = CROP_SIDE) -> np.ndarray:
+    """A crop whose pixels depend on its video and frame (seeded, smoothed noise)."""
+    seed = int(hashlib.sha256(f"{key}/{frame_index}".encode()).hexdigest()[:8], 16)
+    noise = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 2)
+
+
+def make_cropped_build(
+    tmp_path: Path,
+    videos_per_label: int = 8,
+    frames: int = 5,
+    side: int = CROP_SIDE,
+    pixels: Callable[[str, int, int], np.ndarray] = crop_pixels,
+    seed: int = 0,
+) -> Path:
+    """`videos_per_label` real and fake videos with `frames` crops each, plus `fake/none`, a video
+    in which no face was found."""
+    root = tmp_path / "data"
+    for label in ("real", "fake"):
+        for number in range(videos_per_label):
+            touch(root, f"{label}/clip{number}.mp4")
+    touch(root, "fake/none.mp4")
+    build = tmp_path / "build"
+    run_index(load_manifest("folder", {"seed": seed}), root, build)
+    rows = []
+    for key in pq.read_table(build / "videos.parquet").column("key").to_pylist():
+        if key == FACELESS_KEY:
+            rows += [face_row(key, frame, "", side) for frame in range(frames)]
+            continue
+        for frame in range(frames):
+            path = f"faces/{key}/{frame:06d}.png"
+            (build / path).parent.mkdir(parents=True, exist_ok=True)
+            (build / path).write_bytes(encode_png(pixels(key, frame, side), 1))
+            rows.append(face_row(key, frame, path, side))
+    pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
+    return build
+
+
+def face_row(key: str, frame: int, path: str, side: int) -> dict:
+    """A faces.parquet row: a found face when `path` is set, else a frame without one."""
+    row = {
+        "key": key,
+        "frame_index": frame,
+        "track": 0 if path else NO_TRACK,
+        "n_faces": 1 if path else 0,
+        "box_source": "detected" if path else "",
+        "path": path,
+        "status": (Status.OK if path else Status.NO_FACE).value,
+        "error": "" if path else "no face found",
+        "landmarks": [20.0] * 10 if path else None,
+    }
+    if path:
+        row |= {"x1": 10.0, "y1": 12.0, "x2": 40.0, "y2": 44.0, "prob": 0.999}
+        row |= {"crop_x1": 0, "crop_y1": 0, "crop_x2": side, "crop_y2": side}
+    return row

@@ -1,0 +1,115 @@
+"""MCX-API's head, pair mining and loss against hand computations on small tensors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ffx.errors import FfxError
+from ffx.model.mcx_api import MCXAPI, ModelConfig, PairwiseHead, load_widened, mine_pairs, pairwise_loss
+
+
+def identity_head(features: int = 2, num_classes: int = 2) -> PairwiseHead:
+    """A head whose MLP returns x1 (the first half of [x1; x2]) and whose classifier is the identity."""
+    head = PairwiseHead(features, num_classes, hidden=features, dropout=0.0)
+    with torch.no_grad():
+        first, second = head.mutual[0], head.mutual[2]
+        first.weight.copy_(torch.cat([torch.eye(features), torch.zeros(features, features)], dim=1))
+        first.bias.zero_()
+        second.weight.copy_(torch.eye(features))
+        second.bias.zero_()
+        head.classifier.weight.copy_(torch.eye(num_classes, features))
+        head.classifier.bias.zero_()
+    return head.eval()
+
+
+def sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-value))
+
+
+def test_gates_and_attentive_features_follow_the_equations() -> None:
+    head = identity_head()
+    x1, x2 = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 3.0]])
+    first_self, first_other, second_self, second_other = head.attentive(x1, x2)
+    mutual = [1.0, -2.0]  # the MLP above gives xm = x1
+    gate1 = [sigmoid(m * x) for m, x in zip(mutual, [1.0, -2.0])]
+    gate2 = [sigmoid(m * x) for m, x in zip(mutual, [0.5, 3.0])]
+    expected = {
+        "x1_self": [x + x * g for x, g in zip([1.0, -2.0], gate1)],
+        "x1_other": [x + x * g for x, g in zip([1.0, -2.0], gate2)],
+        "x2_self": [x + x * g for x, g in zip([0.5, 3.0], gate2)],
+        "x2_other": [x + x * g for x, g in zip([0.5, 3.0], gate1)],
+    }
+    for name, value in zip(expected, (first_self, first_other, second_self, second_other)):
+        assert value[0].tolist() == pytest.approx(expected[name], abs=1e-6), name
+
+
+def test_pair_mining_picks_the_true_nearest_neighbours() -> None:
+    features = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [0.0, 2.0], [4.0, 0.0], [9.0, 9.0]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    anchors, intra, inter = mine_pairs(features, labels)
+    assert anchors.tolist() == [0, 1, 2, 3, 4, 5]
+    assert intra.tolist() == [1, 0, 1, 4, 3, -1]  # image 5 is alone in its class
+    assert inter.tolist() == [3, 3, 4, 0, 2, 2]
+    _, intra_cosine, _ = mine_pairs(
+        torch.tensor([[1.0, 0.0], [10.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0, 0]), "cosine"
+    )
+    assert intra_cosine.tolist() == [1, 0, 1]
+
+
+def test_loss_is_cross_entropy_of_the_four_plus_the_rank_hinge() -> None:
+    head = identity_head()
+    features = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    loss, parts = pairwise_loss(head, features, labels, margin=0.05, rank_weight=1.0)
+    # Only inter pairs exist (one image per class): pairs (0, 1) and (1, 0).
+    cross_entropies, hinges = [], []
+    for a, b in ((0, 1), (1, 0)):
+        attentive = head.attentive(features[a : a + 1], features[b : b + 1])
+        targets = [labels[a], labels[a], labels[b], labels[b]]
+        probabilities = [torch.softmax(x[0], 0)[t].item() for x, t in zip(attentive, targets)]
+        cross_entropies += [-math.log(p) for p in probabilities]
+        hinges.append(
+            max(0.0, probabilities[1] - probabilities[0] + 0.05)
+            + max(0.0, probabilities[3] - probabilities[2] + 0.05)
+        )
+    expected_ce = sum(cross_entropies) / len(cross_entropies)
+    expected_rank = sum(hinges) / len(hinges)
+    assert parts["cross_entropy"] == pytest.approx(expected_ce, rel=1e-5)
+    assert parts["rank"] == pytest.approx(expected_rank, rel=1e-5, abs=1e-7)
+    assert loss.item() == pytest.approx(expected_ce + expected_rank, rel=1e-5)
+    assert expected_rank > 0  # the hinge is active here, so its sign matters
+
+
+def test_rank_term_penalises_other_attention_scoring_higher() -> None:
+    head = identity_head()
+    features, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    _, plain = pairwise_loss(head, features, labels, margin=0.0, rank_weight=1.0)
+    _, wide = pairwise_loss(head, features, labels, margin=1.0, rank_weight=1.0)
+    assert wide["rank"] > plain["rank"] >= 0.0
+    with torch.no_grad():
+        _, zero = pairwise_loss(head, features, labels, margin=-1.0)
+    assert zero["rank"] == 0.0
+
+
+def test_model_widens_the_first_conv_for_the_colour_spaces(tmp_path: Path) -> None:
+    config = ModelConfig(backbone="test_convnext", spaces=("rgb", "ycbcr"), num_classes=3)
+    model = MCXAPI(config).eval()
+    images = torch.rand(2, 6, 64, 64)
+    assert model(images).shape == (2, 3) and model.features(images).shape == (2, model.backbone.num_features)
+    rgb_model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb",))).eval()
+    checkpoint = tmp_path / "rgb.pth"
+    torch.save(rgb_model.backbone.state_dict(), checkpoint)
+    widened = MCXAPI(
+        ModelConfig(backbone="test_convnext", spaces=("rgb", "lab")), pretrained=checkpoint
+    ).eval()
+    rgb = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # two equal copies through the widened conv equal one copy through the RGB one
+        assert torch.allclose(widened.features(torch.cat([rgb, rgb], 1)), rgb_model.features(rgb), atol=1e-5)
+    with pytest.raises(FfxError, match="pretrained weights not found"):
+        load_widened(widened.backbone, tmp_path / "missing.pth", 6)
+    with pytest.raises(FfxError, match="unknown timm backbone"):
+        MCXAPI(ModelConfig(backbone="no_such_net"))

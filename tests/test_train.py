@@ -1,0 +1,134 @@
+"""`ffx train` / `ffx eval` on CPU with a tiny timm backbone and generated shards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ffx.cli import main
+from ffx.errors import BuildError, FfxError
+from ffx.pipeline.shard import ShardSettings, run_shard
+from ffx.train.loop import evaluate, load_model, make_config, train
+from tests.generated import crop_pixels, make_cropped_build
+
+TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 4, "workers": 0}
+
+
+def tinted(key: str, frame_index: int, side: int) -> np.ndarray:
+    """Fakes are redder than reals: a difference a tiny network learns in a few steps."""
+    pixels = crop_pixels(key, frame_index, side).astype(np.int16)
+    if key.startswith("fake"):
+        pixels[..., 0] += 70
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    build = make_cropped_build(tmp_path_factory.mktemp("train"), videos_per_label=12, frames=4, pixels=tinted)
+    run_shard(
+        build, settings=ShardSettings(spaces=("rgb", "ycbcr"), max_count=16), workers=2, show_progress=False
+    )
+    return build / "shards"
+
+
+def test_training_lowers_the_loss_and_beats_chance(shards: Path, tmp_path: Path, capsys) -> None:
+    config = make_config(
+        shards=str(shards),
+        run=str(tmp_path / "run"),
+        epochs=4,
+        steps_per_epoch=6,
+        freeze_epochs=1,
+        lr=0.003,
+        **TINY,
+    )
+    report = train(config, show_progress=False)
+    assert report.step == report.total_steps == 24 and report.epochs_done == 4
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2, 3]
+    assert lines[0]["frozen_backbone"] and not lines[1]["frozen_backbone"]
+    assert lines[-1]["loss"] < 0.7 * lines[0]["loss"]
+    assert lines[-1]["lr"] < lines[0]["lr"]  # cosine schedule
+    model = load_model(tmp_path / "run" / "last.safetensors")
+    assert model.config.spaces == ("rgb",)  # the default; the shards hold rgb and ycbcr
+    metrics = evaluate(model, str(shards), "train", 32, torch.device("cpu"), workers=0)
+    assert metrics["frame_auc"] > 0.9 and metrics["video_auc"] > 0.9 and metrics["frame_bosc"] > 0.7
+    last = tmp_path / "run" / "last.safetensors"
+    arguments = [
+        "eval",
+        "--checkpoint",
+        str(last),
+        "--shards",
+        str(shards),
+        "--split",
+        "train",
+        "--workers",
+        "1",
+    ]
+    assert main([*arguments, "--device", "cpu"]) == 0
+    written = json.loads((tmp_path / "run" / "last.eval-train.json").read_text())
+    assert written["frame_auc"] == pytest.approx(metrics["frame_auc"]) and written["crop"] == 32
+    assert "frame BOSC" in capsys.readouterr().out
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(shards: Path, tmp_path: Path) -> None:
+    settings = dict(
+        shards=str(shards), epochs=2, steps_per_epoch=3, freeze_epochs=1, spaces="rgb,ycbcr", **TINY
+    )
+    train(make_config(run=str(tmp_path / "whole"), **settings), show_progress=False)
+    stopped = train(make_config(run=str(tmp_path / "parts"), max_steps=4, **settings), show_progress=False)
+    assert stopped.step == 4
+    with pytest.raises(FfxError, match="already holds a run"):
+        train(make_config(run=str(tmp_path / "parts"), **settings), show_progress=False)
+    resumed = train(make_config(run=str(tmp_path / "parts"), **settings), resume=True, show_progress=False)
+    assert resumed.step == 6
+    whole, parts = (
+        load_file(str(tmp_path / "whole" / "last.safetensors")),
+        load_file(str(tmp_path / "parts" / "last.safetensors")),
+    )
+    assert whole.keys() == parts.keys() and all(torch.equal(whole[name], parts[name]) for name in whole)
+
+
+def test_clear_errors_for_bad_runs(shards: Path, tmp_path: Path, capsys) -> None:
+    run = str(tmp_path / "run")
+    with pytest.raises(BuildError, match="colour spaces lab are not in the shards"):
+        train(make_config(shards=str(shards), run=run, spaces="rgb,lab", **TINY), show_progress=False)
+    with pytest.raises(FfxError, match="--classes-per-batch 3 but the data has 2 classes"):
+        train(
+            make_config(shards=str(shards), run=run, **(TINY | {"classes_per_batch": 3})), show_progress=False
+        )
+    with pytest.raises(FfxError, match="unknown preset"):
+        make_config(preset="paper-2")
+    assert main(["train", "--shards", str(tmp_path / "none"), "--run", run]) != 0
+    assert "no shards match" in capsys.readouterr().err
+    assert make_config(preset="mcx-api-paper").images_per_class == 9
+
+
+def test_two_gloo_processes_under_torchrun_finish_the_same_steps(shards: Path, tmp_path: Path) -> None:
+    """Ranks draw resampled shards (the train split has an odd number of them), so both run
+    exactly steps_per_epoch steps per epoch and meet at every barrier."""
+    index = json.loads((shards / "index.json").read_text())
+    assert sum(1 for entry in index["shards"] if entry["split"] == "train") % 2 == 1
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "--no-python", "--"]
+    command += [
+        str(Path(sys.executable).with_name("ffx")),
+        "train",
+        "--shards",
+        str(shards),
+        "--run",
+        str(tmp_path / "ddp"),
+    ]
+    command += ["--backbone", "test_convnext", "--crop", "32", "--epochs", "2", "--steps-per-epoch", "3"]
+    command += ["--classes-per-batch", "2", "--images-per-class", "4", "--workers", "1", "--device", "cpu"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["epoch"], line["step"]) for line in lines] == [(0, 3), (1, 6)]
+    assert finished.stdout.count("train: step 6 of 6") == 1  # rank 0 alone reports
