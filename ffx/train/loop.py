@@ -454,6 +454,7 @@ def evaluate(
     model.eval()
     dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False)
     labels, scores, videos = [], [], []
+    workers = min(workers, len(open_shards(shards, split).urls))  # a worker without a shard idles
     for batch in shard_loader(dataset, batch_size=32, workers=workers):
         logits = model(normalise(batch["image"], device)).float()
         scores += (1 - torch.softmax(logits, dim=1)[:, 0]).cpu().tolist()

@@ -1,0 +1,831 @@
+"""Benchmark of the `ffx shard` stage and the `ffx.data` loader, each against a baseline.
+
+Inputs (not timed): a generated build with face crops, made without extract or crop. A
+`real/` + `fake/` tree of placeholder .mp4 files is indexed with the `folder` recipe, then every
+video gets 512x512 RGB crops in BUILD/faces/{key}/{frame:06d}.png (PNG level 1, as `ffx crop`
+writes them) and a faces.parquet row each, as in tests/pipeline/test_shard.py. The crops are
+frames of the real clips in ../shared/media/videos (a centred square, resized to 512), so the
+PNGs compress like real face crops; without the clips (or with --no-media) they are smooth
+random textures. Default: 40 videos x 10 crops = 400 samples.
+
+Shard writing, on the same build:
+
+- stage: `run_shard(build, settings=ShardSettings(max_count=...))` on a fresh copy of the build,
+  default workers (all cores), as the CLI runs it: every crop converted and PNG-encoded in the
+  four colour spaces, then packed. Samples/s, and MB/s of shard output;
+- packing: `write_shards(build, settings)` alone after deleting BUILD/shards, the samples being
+  encoded already (BUILD/samples/{key}.tar): MB/s of shard output;
+- floor: GNU tar, `tar -cf out.tar -C DIR .`, then an fsync of out.tar (ffx fsyncs each shard
+  before its rename). DIR is BUILD/samples: the very bytes the packer reads, as a few large
+  files, written out as one archive of the same size (plus one header per file), so tar does
+  the same reads and writes as the packer minus the layout, the seeks and the hashing; that is
+  the fair floor. Two more lines for reference: the same tar without the fsync, and tar over the
+  shards' members extracted to one folder (the same output bytes, but one small file per member,
+  which is what packing loose files would cost).
+
+Loader, on the train split (several shards, at least two per loader worker):
+
+- ffx: `shard_loader(shard_dataset(BUILD/shards, "train", spaces=(rgb, lab, hsv, ycbcr),
+  crop=448, train=True), batch_size, workers=2)` iterated to the end; uint8 tensors of 12
+  channels;
+- baseline: the ImageFolder-style way of the public MCX-API code over the loose crop PNGs of
+  the same train samples (faces.parquet joined with videos.parquet, split train): a torch
+  Dataset whose items are cv2.imread -> BGR to RGB -> Lab, HSV and YCrCb with cv2.cvtColor ->
+  random 448 crop -> torchvision's ToTensor (float32 / 255, 12 channels), in a torch DataLoader
+  (shuffle, same batch size, num_workers=2);
+- the same two with RGB only (ffx still reads its 4-space shards but decodes only rgb).
+
+Every timed part reports wall seconds, the CPU seconds it used (this process and its reaped
+worker processes; a loader's wall time stops at its last batch, its CPU time once its workers
+are joined) and the CPU seconds other processes used meanwhile (a large figure means a busy
+machine: use --repeats to keep each part's fastest round; a small one on the parts that write
+files is the kernel writing their pages back). Before each timed part the benchmark
+waits until no pytest, bench/extract.py or bench/crop.py runs (checking every 10 s, for at most
+--max-wait seconds). Every input is read once before timing (and loader imports done) and dirty
+pages are synced before each timed part.
+
+Run from the repository root:
+
+    .venv/bin/python bench/shard.py            # defaults: 40 videos x 10 crops, temporary work dir
+    .venv/bin/python bench/shard.py --help
+
+The figures are printed and written to bench/results/shard-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import multiprocessing
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA_DIR = Path(__file__).resolve().parents[2] / "shared" / "media"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CROP_SIDE = 512  # ffx crop's default output size
+CLIP_SQUARE = 0.75  # the centred square cut from a clip frame, as a share of its shorter side
+SPACES = ("rgb", "lab", "hsv", "ycbcr")
+TRAIN_SHARDS = 8  # the automatic --shard-size aims at this many train shards
+TARGET_LOADER_RATIO = 1.5
+BUSY_PATTERNS = ("pytest", "bench/extract.py", "bench/crop.py")
+POLL_SECONDS = 10.0  # while waiting for a quiet machine
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Samples and bytes one timed part handled, its wall-clock seconds, the CPU seconds it used
+    (this process and its reaped children, e.g. ffx's workers) and the CPU seconds every other
+    process on the machine used meanwhile (None where /proc/stat is missing)."""
+
+    name: str
+    samples: int
+    bytes: int
+    seconds: float
+    cpu_seconds: float
+    other_cpu_seconds: float | None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {
+            "samples_per_second": self.samples_per_second,
+            "mb_per_second": self.mb_per_second,
+        }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--videos", type=int, default=40, help="videos, half real and half fake (default: 40)"
+    )
+    parser.add_argument("--crops-per-video", type=int, default=10, help="face crops per video (default: 10)")
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help=f"ShardSettings.max_count (default: the train samples / {TRAIN_SHARDS}, rounded up)",
+    )
+    parser.add_argument(
+        "--shard-workers", type=int, default=None, help="run_shard's workers (default: all cores, as the CLI)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="loader batch size (default: 32)")
+    parser.add_argument("--loader-workers", type=int, default=2, help="loader worker processes (default: 2)")
+    parser.add_argument(
+        "--crop", type=int, default=448, help="random crop side in the loaders (default: 448)"
+    )
+    parser.add_argument(
+        "--no-media", action="store_true", help=f"random textures instead of {MEDIA_DIR} clips"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the build and outputs go; must be empty or new, and is never removed "
+        "(default: a temp dir, removed at the end unless --keep)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp work dir and print its path")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="before each timed part, wait at most this many seconds while a test run or another "
+        "benchmark (pytest, bench/extract.py, bench/crop.py) is running (default: 600)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of the timed parts, interleaved; each part's fastest round is reported (default: 1)",
+    )
+    args = parser.parse_args(argv)
+    if min(args.videos, args.crops_per_video, args.batch_size, args.crop, args.repeats) < 1:
+        parser.error("--videos, --crops-per-video, --batch-size, --crop and --repeats must be >= 1")
+    if args.loader_workers < 0 or (args.shard_size is not None and args.shard_size < 1):
+        parser.error("--loader-workers must be >= 0 and --shard-size >= 1")
+    if args.crop > CROP_SIDE:
+        parser.error(f"--crop must be at most {CROP_SIDE}, the crops' side")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs (not timed)
+
+
+def index_tree(work: Path, videos: int) -> tuple[Path, list[dict]]:
+    """A folder tree of placeholder clips (real/ and fake/), indexed into a fresh build; the
+    build and its videos.parquet rows in key order."""
+    from ffx.pipeline.index import run_index
+    from ffx.pipeline.manifest import load_manifest
+
+    root, build = work / "dataset", work / "base-build"
+    for number in range(videos):
+        path = root / ("real" if number % 2 == 0 else "fake") / f"clip{number // 2:02d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0")
+    run_index(load_manifest("folder"), root, build)
+    rows = pq.read_table(build / "videos.parquet").to_pylist()
+    return build, sorted(rows, key=lambda row: row["key"])
+
+
+def texture(seed: int) -> np.ndarray:
+    """A smooth random RGB image: noise octaves, larger ones stronger (roughly 1/f)."""
+    rng = np.random.default_rng(seed)
+    field = np.zeros((CROP_SIDE, CROP_SIDE, 3), np.float32)
+    for scale in (2, 4, 8, 16, 32, 64, 128):
+        coarse = rng.standard_normal((CROP_SIDE // scale + 3, CROP_SIDE // scale + 3, 3), dtype=np.float32)
+        size = ((coarse.shape[1] - 1) * scale, (coarse.shape[0] - 1) * scale)
+        upscaled = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
+        field += scale * upscaled[scale : scale + CROP_SIDE, scale : scale + CROP_SIDE]
+    return np.clip(128 + field / field.std() * 45, 0, 255).astype(np.uint8)
+
+
+def square_crop(rgb: np.ndarray) -> np.ndarray:
+    """The centred square of a frame (CLIP_SQUARE of its shorter side), resized to CROP_SIDE."""
+    height, width = rgb.shape[:2]
+    side = int(min(height, width) * CLIP_SQUARE)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = rgb[top : top + side, left : left + side]
+    interpolation = cv2.INTER_AREA if side > CROP_SIDE else cv2.INTER_CUBIC
+    return cv2.resize(square, (CROP_SIDE, CROP_SIDE), interpolation=interpolation)
+
+
+def clip_frames(clip: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The wanted frames of a clip (decode order) as CROP_SIDE squares."""
+    import av
+
+    found = {}
+    with av.open(str(clip)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                found[index] = square_crop(frame.to_ndarray(format="rgb24"))
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def frame_count(clip: Path) -> int:
+    import av
+
+    with av.open(str(clip)) as container:
+        frames = container.streams.video[0].frames
+        return frames or sum(1 for _ in container.decode(video=0))
+
+
+def face_row(key: str, frame: int, path: str) -> dict:
+    """A faces.parquet row of one main-face crop (as tests/pipeline/test_shard.py writes them)."""
+    return {
+        "key": key,
+        "frame_index": frame,
+        "track": 0,
+        "x1": 180.0,
+        "y1": 150.0,
+        "x2": 420.0,
+        "y2": 430.0,
+        "crop_x1": 100,
+        "crop_y1": 80,
+        "crop_x2": 500,
+        "crop_y2": 480,
+        "prob": 0.999,
+        "landmarks": [250.0, 260.0, 350.0, 260.0, 300.0, 320.0, 260.0, 380.0, 340.0, 380.0],
+        "n_faces": 1,
+        "box_source": "detected",
+        "path": path,
+        "status": "ok",
+        "error": "",
+    }
+
+
+def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) -> str:
+    """Every video's crop PNGs and faces.parquet; where the pixels came from, in words.
+
+    Video number v takes its crops from clip v mod len(clips), frames spread evenly over the clip
+    in order, so each video's crops are successive frames of one scene, as real crops are."""
+    from ffx.pipeline.images import encode_png
+    from ffx.pipeline.schema import FACES_SCHEMA
+
+    targets = [(video["key"], frame) for video in videos for frame in range(crops)]
+    pixels: dict[tuple[str, int], np.ndarray] = {}
+    if clips:
+        for number, clip in enumerate(clips):
+            mine = [target for index, target in enumerate(targets) if (index // crops) % len(clips) == number]
+            total = frame_count(clip)
+            chosen = [position * total // len(mine) for position in range(len(mine))] if mine else []
+            decoded = clip_frames(clip, set(chosen))
+            for target, index in zip(mine, chosen):
+                pixels[target] = decoded.get(index, decoded[max(decoded)])
+        origin = f"frames of {', '.join(clip.name for clip in clips)}"
+    else:
+        origin = "smooth random textures"
+    rows = []
+    for number, (key, frame) in enumerate(targets):
+        path = f"faces/{key}/{frame:06d}.png"
+        (build / path).parent.mkdir(parents=True, exist_ok=True)
+        rgb = pixels.pop((key, frame)) if clips else texture(number)
+        (build / path).write_bytes(encode_png(rgb, 1))
+        rows.append(face_row(key, frame, path))
+    pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
+    return origin
+
+
+def train_items(build: Path) -> list[tuple[str, int]]:
+    """(crop PNG path, label) of every train crop: faces.parquet joined with videos.parquet."""
+    videos = {row["key"]: row for row in pq.read_table(build / "videos.parquet").to_pylist()}
+    faces = pq.read_table(build / "faces.parquet").to_pylist()
+    return [
+        (str(build / row["path"]), videos[row["key"]]["label"])
+        for row in faces
+        if row["status"] == "ok" and row["path"] and videos[row["key"]]["split"] == "train"
+    ]
+
+
+def extract_members(shards_dir: Path, out_dir: Path) -> int:
+    """Every member of every shard as a file in one folder; the member count."""
+    out_dir.mkdir(parents=True)
+    members = 0
+    for shard in sorted(shards_dir.glob("*.tar")):
+        with tarfile.open(shard) as archive:
+            for member in archive:
+                (out_dir / member.name).write_bytes(archive.extractfile(member).read())
+                members += 1
+    return members
+
+
+def warm_page_cache(paths: list[Path]) -> None:
+    """Read every input once so that all timed parts start with them in the page cache."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+
+
+def tree_bytes(directory: Path, pattern: str = "*") -> tuple[int, int]:
+    """(files, bytes) of the files matching `pattern` below `directory`."""
+    sizes = [path.stat().st_size for path in directory.rglob(pattern) if path.is_file()]
+    return len(sizes), sum(sizes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timed parts
+
+
+class Stopwatch:
+    """Wall-clock and CPU time (self plus reaped children) since it was made; syncs dirty pages
+    first so an earlier part's writes are not flushed on this part's time. `stop()` ends the
+    wall-clock time early (a loader's last batch) while CPU time runs on until `timing()`."""
+
+    def __init__(self) -> None:
+        os.sync()
+        self.machine = _machine_busy_seconds()
+        self.wall = time.perf_counter()
+        self.cpu = _own_cpu_seconds()
+        self.stopped: float | None = None
+
+    def stop(self) -> None:
+        self.stopped = time.perf_counter()
+
+    def timing(self, name: str, samples: int, size: int) -> Timing:
+        wall = (self.stopped or time.perf_counter()) - self.wall
+        cpu = _own_cpu_seconds() - self.cpu
+        machine = _machine_busy_seconds()
+        others = None if machine is None or self.machine is None else max(0.0, machine - self.machine - cpu)
+        return Timing(name, samples, size, wall, cpu, others)
+
+
+def _own_cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux /proc/stat), idle and iowait excluded."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(field) for field in fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _reap_workers() -> None:
+    """Join finished worker processes (so their CPU time counts) once their loader is gone."""
+    gc.collect()
+    for child in multiprocessing.active_children():
+        child.join(timeout=10)
+
+
+def time_stage(base: Path, build: Path, settings, workers: int | None) -> tuple[Timing, dict]:
+    """`run_shard` on a fresh copy of the base build (copy not timed); the timing and its report."""
+    from ffx.pipeline.shard import run_shard
+
+    shutil.copytree(base, build)
+    stopwatch = Stopwatch()
+    report = run_shard(build, settings=settings, workers=workers, show_progress=False)
+    timing = stopwatch.timing(
+        "ffx run_shard (encode + pack)", report.samples.get("ok", 0), _shard_bytes(build)
+    )
+    if not report.merged or report.failed:
+        sys.exit(f"run_shard did not finish cleanly: merged {report.merged}, failed {report.failed}")
+    summary = {
+        "samples": report.samples,
+        "seconds": report.seconds,
+        "shards": len(report.shards),
+        "shards_written": report.shards_written,
+    }
+    return timing, summary
+
+
+def time_packing(build: Path, settings) -> Timing:
+    """`write_shards` alone, BUILD/shards deleted first (not timed)."""
+    from ffx.pipeline.shard import write_shards
+
+    shutil.rmtree(build / "shards")
+    stopwatch = Stopwatch()
+    entries, _written = write_shards(build, settings, show_progress=False)
+    size = sum(entry["bytes"] for entry in entries)
+    return stopwatch.timing("ffx write_shards (pack only)", sum(entry["samples"] for entry in entries), size)
+
+
+def time_tar(name: str, source: Path, out: Path, samples: int, fsync: bool) -> Timing:
+    """GNU tar of a folder into one archive (and an fsync of it); the archive removed first."""
+    out.unlink(missing_ok=True)
+    stopwatch = Stopwatch()
+    subprocess.run(["tar", "-cf", str(out), "-C", str(source), "."], check=True)
+    if fsync:
+        with open(out, "rb") as handle:
+            os.fsync(handle.fileno())
+    return stopwatch.timing(name, samples, out.stat().st_size)
+
+
+def _tar_round(_number: int, **arguments) -> Timing:
+    return time_tar(**arguments)
+
+
+def warm_imports() -> None:
+    """Import what the loaders use before timing them (torchvision alone takes seconds)."""
+    import torchvision.transforms  # noqa: F401
+    import webdataset  # noqa: F401
+
+    import ffx.data  # noqa: F401
+
+
+def time_ffx_loader(shards: Path, spaces: tuple[str, ...], args: argparse.Namespace, size: int) -> Timing:
+    """ffx.data's train loader iterated to the end."""
+    from ffx.data import shard_dataset, shard_loader
+
+    stopwatch = Stopwatch()
+    dataset = shard_dataset(shards, "train", spaces=spaces, crop=args.crop, train=True)
+    loader = shard_loader(dataset, batch_size=args.batch_size, workers=args.loader_workers)
+    samples, batch = 0, None
+    for batch in loader:
+        samples += batch["image"].shape[0]
+    stopwatch.stop()
+    del loader, dataset, batch
+    _reap_workers()
+    return stopwatch.timing(f"ffx shard_loader ({','.join(spaces)})", samples, size)
+
+
+class CropFolder(torch.utils.data.Dataset):
+    """The public ImageFolder-style dataset over loose crop PNGs: colour spaces on the fly."""
+
+    def __init__(self, items: list[tuple[str, int]], crop: int, all_spaces: bool):
+        from torchvision import transforms
+
+        self.items, self.crop, self.all_spaces = items, crop, all_spaces
+        self.to_tensor = transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[index]
+        image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+        if self.all_spaces:
+            lab = cv2.cvtColor(image, cv2.COLOR_RGB2Lab)
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+            ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
+            image = np.concatenate([image, lab, hsv, ycrcb], axis=2)
+        top = random.randint(0, image.shape[0] - self.crop)
+        left = random.randint(0, image.shape[1] - self.crop)
+        return self.to_tensor(image[top : top + self.crop, left : left + self.crop]), label
+
+
+def time_baseline_loader(items: list[tuple[str, int]], all_spaces: bool, args, size: int) -> Timing:
+    """The public way: a map-style Dataset in a torch DataLoader, iterated to the end."""
+    stopwatch = Stopwatch()
+    dataset = CropFolder(items, args.crop, all_spaces)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.loader_workers
+    )
+    samples, images = 0, None
+    for images, _labels in loader:
+        samples += images.shape[0]
+    stopwatch.stop()
+    del loader, dataset, images
+    _reap_workers()
+    spaces = "rgb,lab,hsv,ycrcb" if all_spaces else "rgb"
+    return stopwatch.timing(f"baseline DataLoader ({spaces})", samples, size)
+
+
+def busy_processes() -> list[str]:
+    """Command lines of other processes that would disturb the timings (test runs, benchmarks)."""
+    found = []
+    for pattern in BUSY_PATTERNS:
+        result = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
+        for line in result.stdout.splitlines():
+            pid, _, command = line.partition(" ")
+            if int(pid) not in (os.getpid(), os.getppid()):
+                found.append(command)
+    return found
+
+
+@dataclass
+class Quiet:
+    """Waits, before each timed part, until no busy process runs (at most `max_wait` seconds)."""
+
+    max_wait: float
+    waits: list[dict] = field(default_factory=list)
+
+    def wait(self, part: str) -> None:
+        start = time.monotonic()
+        while busy := busy_processes():
+            waited = time.monotonic() - start
+            if waited >= self.max_wait:
+                print(f"  [{part}] gave up waiting after {waited:.0f} s; still running: {busy[0][:80]}")
+                break
+            print(
+                f"  [{part}] waiting for {len(busy)} process(es) to finish ({waited:.0f} s): {busy[0][:80]}"
+            )
+            time.sleep(POLL_SECONDS)
+        waited = time.monotonic() - start
+        self.waits.append({"part": part, "seconds": round(waited, 1), "busy_after": busy_processes()})
+
+
+def fastest(
+    rounds: int, parts: list[tuple[str, Callable[[int], Timing]]], quiet: Quiet
+) -> tuple[list[Timing], list[Timing]]:
+    """Run every part `rounds` times, rounds interleaved (part A, B, ..., then A, B, ... again) so
+    that a passing disturbance hits all of them alike, each on a quiet machine; each part's
+    fastest timing, in the order given, and all the timings."""
+    timings: dict[str, list[Timing]] = {label: [] for label, _part in parts}
+    for number in range(rounds):
+        for label, part in parts:
+            of = f" (round {number + 1} of {rounds})" if rounds > 1 else ""
+            print(f"Timing {label}{of} ...", flush=True)
+            quiet.wait(label)
+            timings[label].append(part(number))
+    best = [min(runs, key=lambda timing: timing.seconds) for runs in timings.values()]
+    return best, [timing for runs in timings.values() for timing in runs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def environment() -> dict:
+    import torchvision
+    import webdataset
+
+    import ffx
+    from ffx.pipeline.workers import available_cores
+
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tar = subprocess.run(["tar", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_available": available_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "ffx": ffx.__version__,
+        "git": git.stdout.strip(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "webdataset": getattr(webdataset, "__version__", "unknown"),
+        "cv2": cv2.__version__,
+        "numpy": np.__version__,
+        "tar": tar.stdout.split("\n", 1)[0],
+    }
+
+
+def print_timings(title: str, timings: list[dict], rate: str) -> None:
+    print(f"\n{title}")
+    unit = "samples/s" if rate == "samples" else "MB/s"
+    print(f"  {'part':<44}{'samples':>8}{'MB':>9}{'seconds':>9}{unit:>11}{'cpu s':>8}{'others s':>10}")
+    for timing in timings:
+        value = timing["samples_per_second"] if rate == "samples" else timing["mb_per_second"]
+        others = "n/a" if timing["other_cpu_seconds"] is None else f"{timing['other_cpu_seconds']:.2f}"
+        print(
+            f"  {timing['name']:<44}{timing['samples']:>8}{timing['bytes'] / 1e6:>9.1f}"
+            f"{timing['seconds']:>9.2f}{value:>11.1f}{timing['cpu_seconds']:>8.2f}{others:>10}"
+        )
+
+
+def print_report(results: dict) -> None:
+    env, inputs, index = results["environment"], results["inputs"], results["index"]
+    print(
+        f"\nCPUs: {env['cpu_count']} ({env['cpus_available']} available)   torch {env['torch']}   "
+        f"torchvision {env['torchvision']}   webdataset {env['webdataset']}   cv2 {env['cv2']}   "
+        f"numpy {env['numpy']}   {env['tar']}   ffx {env['ffx']} ({env['git']})"
+    )
+    print(
+        f"Inputs: {inputs['videos']} videos x {inputs['crops_per_video']} crops = "
+        f"{inputs['samples']} samples of {CROP_SIDE}x{CROP_SIDE} ({inputs['origin']});\n"
+        f"  crop PNGs {inputs['crop_bytes'] / 1e6:.1f} MB "
+        f"({inputs['crop_bytes'] / inputs['samples'] / 1e3:.0f} kB each); "
+        f"videos per split {inputs['by_split']}"
+    )
+    settings = results["settings"]
+    print(
+        f"ShardSettings: spaces {','.join(settings['spaces'])}, png_level {settings['png_level']}, "
+        f"max_count {settings['max_count']}, seed {settings['seed']}"
+    )
+    print("shards/index.json totals:")
+    for split, totals in index["splits"].items():
+        print(
+            f"  {split:<6}{totals['shards']:>3} shards {totals['samples']:>6} samples "
+            f"{totals['bytes'] / 1e6:>9.1f} MB  labels {totals['labels']}"
+        )
+    print(
+        f"  all   {index['shards']:>3} shards {index['samples']:>6} samples {index['bytes'] / 1e6:>9.1f} MB "
+        f"({index['bytes'] / max(index['samples'], 1) / 1e6:.2f} MB/sample)"
+    )
+    if results["arguments"]["repeats"] > 1:
+        print(f"\nFastest of {results['arguments']['repeats']} rounds per part.")
+
+    writing = results["writing"]
+    print_timings("Shard writing (samples/s):", [writing["stage"]], "samples")
+    stage = writing["stage"]
+    print(
+        f"  whole stage: {stage['samples_per_second']:.1f} samples/s, {stage['mb_per_second']:.1f} MB/s of "
+        f"shard output; run_shard's own seconds {writing['stage_report']['seconds']:.2f}"
+    )
+    print_timings("Packing vs GNU tar (MB/s of output):", [writing["packing"], *writing["tar"]], "MB")
+    ratios = writing["ratios"]
+    print(
+        f"  packing {writing['packing']['mb_per_second']:.1f} MB/s, "
+        f"tar {writing['tar'][0]['mb_per_second']:.1f} MB/s (samples/*.tar + fsync): "
+        f"packing / tar = {ratios['packing_over_tar']:.2f}"
+    )
+    print(
+        f"  packing / tar without fsync = {ratios['packing_over_tar_no_fsync']:.2f}; "
+        f"packing / tar of {writing['members']} loose member files = {ratios['packing_over_tar_members']:.2f}"
+    )
+
+    loader = results["loader"]
+    print_timings(
+        f"Loader, train split ({loader['train_samples']} samples, {loader['train_shards']} shards, batch "
+        f"{results['arguments']['batch_size']}, {results['arguments']['loader_workers']} workers, crop "
+        f"{results['arguments']['crop']}):",
+        loader["timings"],
+        "samples",
+    )
+    ratio = loader["ratio_all_spaces"]
+    verdict = "meets" if ratio >= TARGET_LOADER_RATIO else "misses"
+    print(f"  ffx / baseline, 4 spaces: {ratio:.2f}x ({verdict} the >= {TARGET_LOADER_RATIO:g}x target)")
+    print(f"  ffx / baseline, RGB only: {loader['ratio_rgb']:.2f}x")
+    timings = [writing["stage"], writing["packing"], *writing["tar"], *loader["timings"]]
+    busy = [
+        timing["name"] for timing in timings if (timing["other_cpu_seconds"] or 0) > 0.25 * timing["seconds"]
+    ]
+    if busy:
+        print(f"WARNING: other processes used over a quarter of a core during: {', '.join(busy)}")
+    waited = sum(wait["seconds"] for wait in results["waits"])
+    if waited:
+        print(f"Waited {waited:.0f} s in all for test runs or other benchmarks to finish.")
+    print(f"\nResults: {results['results_file']}")
+
+
+def write_results(results: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"shard-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results["results_file"] = str(path)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _shard_bytes(build: Path) -> int:
+    return tree_bytes(build / "shards", "*.tar")[1]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, work: Path) -> dict:
+    from ffx.pipeline.shard import ShardSettings
+
+    clips = [] if args.no_media else sorted((MEDIA_DIR / "videos").glob("*.mp4"))
+    print(f"Set-up (untimed): index + {args.videos * args.crops_per_video} crops in {work} ...", flush=True)
+    base, videos = index_tree(work, args.videos)
+    origin = write_crops(base, videos, args.crops_per_video, clips)
+    items = train_items(base)
+    if not items:
+        sys.exit("no train samples: use more --videos")
+    shard_size = args.shard_size or math.ceil(len(items) / TRAIN_SHARDS)
+    settings = ShardSettings(spaces=SPACES, max_count=shard_size)
+    warm_page_cache([base / row["path"] for row in pq.read_table(base / "faces.parquet").to_pylist()])
+
+    quiet = Quiet(args.max_wait)
+    reports = []
+
+    def stage_round(number: int) -> Timing:
+        timing, report = time_stage(base, work / f"build-{number}", settings, args.shard_workers)
+        reports.append(report)
+        if number:  # keep round 1's outputs only
+            shutil.rmtree(work / f"build-{number}")
+        return timing
+
+    (stage,), stage_runs = fastest(args.repeats, [("run_shard", stage_round)], quiet)
+    build = work / "build-0"
+    shards = build / "shards"
+    index = json.loads((shards / "index.json").read_text(encoding="utf-8"))
+
+    members_dir = work / "members"
+    members = extract_members(shards, members_dir)
+    samples = sum(entry["samples"] for entry in index["shards"])
+    warm_page_cache(sorted((build / "samples").glob("*.tar")))
+    warm_page_cache(sorted(members_dir.iterdir()))
+    tars = [
+        ("tar samples/*.tar + fsync", build / "samples", work / "samples.tar", True),
+        ("tar samples/*.tar", build / "samples", work / "samples.tar", False),
+        (f"tar {members} member files + fsync", members_dir, work / "members.tar", True),
+    ]
+    writing_parts: list[tuple[str, Callable[[int], Timing]]] = [
+        ("write_shards", lambda _number: time_packing(build, settings))
+    ]
+    for name, source, out, fsync in tars:
+        part = partial(_tar_round, name=name, source=source, out=out, samples=samples, fsync=fsync)
+        writing_parts.append((name, part))
+    (packing, *tar_timings), writing_runs = fastest(args.repeats, writing_parts, quiet)
+    (work / "samples.tar").unlink()
+    (work / "members.tar").unlink()
+    shutil.rmtree(members_dir)
+
+    train = index["splits"]["train"]
+    if train["shards"] < max(args.loader_workers, 1):
+        print(f"WARNING: {train['shards']} train shards for {args.loader_workers} loader workers")
+    crop_bytes = tree_bytes(base / "faces", "*.png")[1]
+    train_png_bytes = sum(Path(path).stat().st_size for path, _label in items)
+    warm_page_cache([shards / entry["name"] for entry in index["shards"] if entry["split"] == "train"])
+    warm_page_cache([Path(path) for path, _label in items])
+    warm_imports()
+    parts: list[tuple[str, Callable[[int], Timing]]] = [
+        ("ffx", lambda _number: time_ffx_loader(shards, SPACES, args, train["bytes"])),
+        ("baseline", lambda _number: time_baseline_loader(items, True, args, train_png_bytes)),
+        ("ffx rgb", lambda _number: time_ffx_loader(shards, ("rgb",), args, train["bytes"])),
+        ("baseline rgb", lambda _number: time_baseline_loader(items, False, args, train_png_bytes)),
+    ]
+    best, loader_runs = fastest(args.repeats, [(f"loader: {name}", part) for name, part in parts], quiet)
+    loader_timings = {name: timing for (name, _part), timing in zip(parts, best)}
+    for name, timing in loader_timings.items():
+        if timing.samples != len(items):
+            print(f"WARNING: {name} gave {timing.samples} samples, the train split has {len(items)}")
+
+    def mb_ratio(first: Timing, second: Timing) -> float | None:
+        return first.mb_per_second / second.mb_per_second if second.mb_per_second else None
+
+    def samples_ratio(first: Timing, second: Timing) -> float | None:
+        return first.samples_per_second / second.samples_per_second if second.samples_per_second else None
+
+    return {
+        "environment": environment(),
+        "arguments": {
+            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
+        },
+        "inputs": {
+            "videos": len(videos),
+            "crops_per_video": args.crops_per_video,
+            "samples": len(videos) * args.crops_per_video,
+            "origin": origin,
+            "crop_bytes": crop_bytes,
+            "by_split": {split: sum(row["split"] == split for row in videos) for split in index["splits"]},
+        },
+        "settings": asdict(settings) | {"spaces": list(settings.spaces)},
+        "index": {
+            "shards": len(index["shards"]),
+            "samples": samples,
+            "bytes": sum(entry["bytes"] for entry in index["shards"]),
+            "splits": index["splits"],
+        },
+        "writing": {
+            "stage": stage.as_dict(),
+            "stage_report": reports[stage_runs.index(stage)],
+            "packing": packing.as_dict(),
+            "tar": [timing.as_dict() for timing in tar_timings],
+            "members": members,
+            "ratios": {
+                "packing_over_tar": mb_ratio(packing, tar_timings[0]),
+                "packing_over_tar_no_fsync": mb_ratio(packing, tar_timings[1]),
+                "packing_over_tar_members": mb_ratio(packing, tar_timings[2]),
+            },
+            "all_rounds": [timing.as_dict() for timing in (*stage_runs, *writing_runs)],
+        },
+        "loader": {
+            "train_samples": len(items),
+            "train_shards": train["shards"],
+            "timings": [timing.as_dict() for timing in loader_timings.values()],
+            "ratio_all_spaces": samples_ratio(loader_timings["ffx"], loader_timings["baseline"]),
+            "ratio_rgb": samples_ratio(loader_timings["ffx rgb"], loader_timings["baseline rgb"]),
+            "all_rounds": [timing.as_dict() for timing in loader_runs],
+        },
+        "waits": quiet.waits,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    if args.workdir is not None:
+        workdir = args.workdir
+        if workdir.exists() and any(workdir.iterdir()):
+            sys.exit(f"--workdir {workdir} is not empty")
+        workdir.mkdir(parents=True, exist_ok=True)
+        remove = False
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="ffx-bench-shard-"))
+        remove = not args.keep
+    try:
+        results = run(args, workdir)
+        write_results(results)
+        print_report(results)
+    finally:
+        if remove:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"Work dir kept: {workdir}")
+
+
+if __name__ == "__main__":
+    main()
