@@ -361,6 +361,9 @@ def train(
     steps_per_epoch: Annotated[
         int | None, typer.Option("--steps-per-epoch", min=1, help="Default: from index.json class counts.")
     ] = None,
+    classes: Annotated[
+        int | None, typer.Option("--classes", min=2, help="Number of classes (default: from index.json).")
+    ] = None,
     classes_per_batch: Annotated[
         int | None, typer.Option("--classes-per-batch", min=1, help="P (3).")
     ] = None,
@@ -403,6 +406,7 @@ def train(
         spaces=spaces,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
+        classes=classes,
         classes_per_batch=classes_per_batch,
         images_per_class=images_per_class,
         lr=lr,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,23 @@ def test_two_gloo_processes_under_torchrun_finish_the_same_steps(shards: Path, t
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [(line["epoch"], line["step"]) for line in lines] == [(0, 3), (1, 6)]
     assert finished.stdout.count("train: step 6 of 6") == 1  # rank 0 alone reports
+
+
+def test_shard_url_patterns_and_missing_classes(shards: Path, tmp_path: Path) -> None:
+    pattern = str(shards / "train-*.tar")
+    with pytest.raises(BuildError, match="give --classes and --steps-per-epoch"):
+        train(make_config(shards=pattern, run=str(tmp_path / "a"), **TINY), show_progress=False)
+    settings = dict(TINY, epochs=1, freeze_epochs=0)
+    config = make_config(shards=pattern, run=str(tmp_path / "b"), classes=2, steps_per_epoch=2, **settings)
+    report = train(config, show_progress=False)
+    assert report.step == 2 and "val_frame_auc" not in report.metrics  # no index: no split to validate on
+    gap = tmp_path / "gap"
+    shutil.copytree(shards, gap)
+    index = json.loads((gap / "index.json").read_text())
+    for entry in index["shards"]:
+        entry["labels"] = {
+            ("2" if label == "1" else label): count for label, count in entry["labels"].items()
+        }
+    (gap / "index.json").write_text(json.dumps(index))
+    with pytest.raises(BuildError, match="class 1 is missing from the train split"):
+        train(make_config(shards=str(gap), run=str(tmp_path / "c"), **TINY), show_progress=False)

@@ -48,6 +48,7 @@ class TrainConfig:
     spaces: tuple[str, ...] = ("rgb",)
     epochs: int = 100
     steps_per_epoch: int | None = None  # default: from shards/index.json
+    classes: int | None = None  # default: from shards/index.json; needed for a URL pattern
     classes_per_batch: int = 3
     images_per_class: int = 9
     lr: float = 0.01
@@ -179,8 +180,15 @@ def check_shards(config: TrainConfig) -> tuple[int, int]:
         raise BuildError(
             f"colour spaces {','.join(missing_spaces)} are not in the shards ({','.join(shard_set.spaces)})"
         )
-    if not shard_set.labels:
-        raise BuildError(f"{config.shards} has no index.json with class counts: give a shards folder")
+    if not shard_set.labels:  # a URL pattern: the counts index.json would give must be told
+        if config.classes is None or config.steps_per_epoch is None:
+            raise BuildError(
+                f"{config.shards} comes without index.json: give --classes and --steps-per-epoch, "
+                "or a shards folder"
+            )
+        if config.classes_per_batch > config.classes:
+            raise FfxError(f"--classes-per-batch {config.classes_per_batch} but --classes {config.classes}")
+        return config.classes, 0
     if min(shard_set.labels) < 0:
         raise BuildError("the train split holds unlabelled samples (label -1): index with labels")
     classes = max(shard_set.labels) + 1
@@ -466,7 +474,9 @@ def evaluate(
 
 
 def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:
-    """Metrics on the validation split, or {} when the shards have none."""
+    """Metrics on the validation split, or {} when the shards have none (or no index to tell)."""
+    if not (Path(config.shards) / "index.json").is_file():
+        return {}
     try:
         open_shards(config.shards, config.val_split)
     except BuildError:
