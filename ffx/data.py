@@ -8,6 +8,7 @@ brace lists, `pipe:` commands for object stores).
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 import webdataset as wds
 
 from ffx.errors import BuildError, FfxError
@@ -124,19 +126,21 @@ def _window(
     return rng.randint(0, height - crop), rng.randint(0, width - crop), crop, crop
 
 
-class _Decode:
-    """A picklable decoding stage; each DataLoader worker seeds its own crop generator."""
+class Decoder:
+    """A picklable stage that decodes raw samples. Training windows are drawn per sample, seeded
+    by (seed, sample key): the same sample gets the same crop whatever the order, worker or
+    samples skipped before it."""
 
     def __init__(self, spaces: tuple[str, ...], crop: int | None, random_crop: bool, seed: int):
         self.spaces, self.crop, self.random_crop, self.seed = spaces, crop, random_crop, seed
-        self.rng: random.Random | None = None
+
+    def decode(self, sample: dict) -> dict:
+        rng = random.Random(f"{self.seed}/{sample['__key__']}") if self.random_crop else None
+        return decode_sample(sample, self.spaces, self.crop, rng)
 
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
-        if self.random_crop and self.rng is None:
-            info = torch.utils.data.get_worker_info()
-            self.rng = random.Random(self.seed * 1_000_003 + (info.id if info else 0))
         for sample in samples:
-            yield decode_sample(sample, self.spaces, self.crop, self.rng if self.random_crop else None)
+            yield self.decode(sample)
 
 
 def shard_dataset(
@@ -148,11 +152,16 @@ def shard_dataset(
     shuffle_buffer: int = 250,
     seed: int = 0,
     resampled: bool = False,
+    decode: bool = True,
+    worker_shift: int = 0,
 ) -> wds.DataPipeline:
     """A WebDataset pipeline over one split: shards split across nodes and workers; with `train`,
     shuffled shards, a sample shuffle buffer and random crops, else file order and centre crops.
     `resampled` draws shards with replacement forever (fixed-length epochs for DDP). Every random
-    choice is seeded by `seed`, the node and the worker: the same seed gives the same stream."""
+    choice is seeded by `seed`, the node and the worker: the same seed gives the same stream.
+    With `decode=False` the samples stay raw (bytes per member), for stages that pick samples
+    before paying for their decoding; `Decoder` decodes them later. `worker_shift` rotates the
+    roles of the DataLoader workers (see `worker_role`)."""
     shard_set = open_shards(shards, split)
     spaces = parse_spaces(spaces)
     missing = [space for space in spaces if shard_set.spaces and space not in shard_set.spaces]
@@ -161,17 +170,51 @@ def shard_dataset(
             f"colour spaces {','.join(missing)} are not in the shards ({','.join(shard_set.spaces)})"
         )
     if resampled:
-        stages = [wds.ResampledShards(shard_set.urls, seed=seed, deterministic=True)]
+        role_seed = _RoleSeed(worker_shift)
+        stages = [wds.ResampledShards(shard_set.urls, seed=seed, worker_seed=role_seed, deterministic=True)]
     else:
         stages = [wds.SimpleShardList(shard_set.urls)]
         if train:
             stages.append(wds.shuffle(100, rng=random.Random(seed)))
         stages.append(wds.split_by_node)
-    stages += [wds.split_by_worker, wds.tarfile_to_samples()]
+    stages += [SplitByWorker(worker_shift), wds.tarfile_to_samples()]
     if train:
         stages.append(wds.shuffle(shuffle_buffer, rng=random.Random(seed + 1)))
-    stages.append(_Decode(spaces, crop, train, seed))
+    if decode:
+        stages.append(Decoder(spaces, crop, train, seed))
     return wds.DataPipeline(*stages)
+
+
+def worker_role(shift: int = 0) -> tuple[int, int]:
+    """(role, workers) of this DataLoader worker: its id rotated by `shift`. A DataLoader takes
+    batches from its workers in turn from worker 0; a resumed stream that must start with the
+    batch of worker `shift % workers` gives worker 0 that worker's role, and so on."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return 0, 1
+    return (info.id + shift) % info.num_workers, info.num_workers
+
+
+@dataclass(frozen=True)
+class SplitByWorker:
+    """Every worker keeps the shards of its role (WebDataset's split_by_worker, with roles)."""
+
+    shift: int = 0
+
+    def __call__(self, source):
+        role, workers = worker_role(self.shift)
+        yield from itertools.islice(source, role, None, workers)
+
+
+@dataclass(frozen=True)
+class _RoleSeed:
+    """Seed of a worker's resampled shard draws: its node and its role."""
+
+    shift: int = 0
+
+    def __call__(self) -> int:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return rank * 1000 + worker_role(self.shift)[0]
 
 
 def collate(samples: list[dict]) -> dict:

@@ -79,8 +79,10 @@ def test_training_lowers_the_loss_and_beats_chance(shards: Path, tmp_path: Path,
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(shards: Path, tmp_path: Path) -> None:
+    # Two loader workers: the resumed run's skipped batches come from both, in turn.
+    tiny = TINY | {"workers": 2}
     settings = dict(
-        shards=str(shards), epochs=2, steps_per_epoch=3, freeze_epochs=1, spaces="rgb,ycbcr", **TINY
+        shards=str(shards), epochs=2, steps_per_epoch=3, freeze_epochs=1, spaces="rgb,ycbcr", **tiny
     )
     train(make_config(run=str(tmp_path / "whole"), **settings), show_progress=False)
     stopped = train(make_config(run=str(tmp_path / "parts"), max_steps=4, **settings), show_progress=False)

@@ -19,7 +19,7 @@ from ffx.errors import FfxError
 
 @dataclass
 class BalancedBatches:
-    """A picklable stream stage: samples (dicts with an int `label`) in, lists of P x K samples out."""
+    """A picklable stream stage: samples (decoded, or raw with a `cls` member) in, lists of P x K out."""
 
     classes_per_batch: int = 3
     images_per_class: int = 9
@@ -36,7 +36,7 @@ class BalancedBatches:
         limit = self.queue_limit or 4 * self.images_per_class * max(self.classes_per_batch, 2)
         queues: dict[int, deque] = {}
         for sample in samples:
-            queue = queues.setdefault(sample["label"], deque())
+            queue = queues.setdefault(_label(sample), deque())
             if len(queue) >= limit:
                 self.skipped += 1
                 continue
@@ -49,3 +49,8 @@ class BalancedBatches:
                 for label in rng.sample(ready, self.classes_per_batch):
                     batch += [queues[label].popleft() for _ in range(self.images_per_class)]
                 yield batch
+
+
+def _label(sample: dict) -> int:
+    """The class of a decoded sample, or of a raw one (its `cls` member)."""
+    return sample["label"] if "label" in sample else int(sample["cls"])

@@ -17,6 +17,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,12 +25,13 @@ import torch.distributed as dist
 import webdataset as wds
 from safetensors.torch import load_file, save_file
 
-from ffx.data import collate, open_shards, shard_dataset
+from ffx.data import Decoder, collate, open_shards, shard_dataset, worker_role
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig, pairwise_loss
 from ffx.pipeline import store
 from ffx.pipeline.color import parse_spaces
 from ffx.pipeline.progress import stage_progress
+from ffx.pipeline.workers import available_cores
 from ffx.train.batches import BalancedBatches
 from ffx.train.metrics import detection_metrics
 
@@ -65,7 +67,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     compile: bool = False
     accumulate: int = 1  # batches per optimiser step
-    workers: int = 2
+    workers: int | None = None  # loader processes; default: this rank's share of the cores
     seed: int = 0
     pretrained: str | None = None  # a local timm checkpoint of the RGB backbone
     device: str = "auto"
@@ -202,14 +204,26 @@ def check_shards(config: TrainConfig) -> tuple[int, int]:
     return classes, min(shard_set.labels.values())
 
 
-def epoch_batches(config: TrainConfig, epoch: int, placement: Placement):
-    """This rank's batches for one epoch: an endless resampled stream, seeded by (seed, epoch, rank)."""
+def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: int = 0):
+    """This rank's batches for one epoch: an endless resampled stream, seeded by (seed, epoch, rank).
+
+    Samples are chosen for batches before they are decoded, so neither the samples a batch does
+    not need nor the `skip` batches a resumed run has already trained on cost any decoding."""
     seed = config.seed * 1_000_003 + epoch * 1009 + placement.rank
     samples = shard_dataset(
-        config.shards, "train", config.spaces, config.crop, train=True, seed=seed, resampled=True
+        config.shards,
+        "train",
+        config.spaces,
+        config.crop,
+        train=True,
+        seed=seed,
+        resampled=True,
+        decode=False,
+        worker_shift=skip,
     )
     batcher = BalancedBatches(config.classes_per_batch, config.images_per_class, seed=seed)
-    batches = samples.compose(batcher, wds.map(collate))
+    decoder = Decoder(config.spaces, config.crop, True, seed)
+    batches = samples.compose(batcher, SkipFirst(skip), wds.map(partial(_decode_batch, decoder)))
     return wds.WebLoader(
         batches,
         batch_size=None,
@@ -218,6 +232,26 @@ def epoch_batches(config: TrainConfig, epoch: int, placement: Placement):
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),  # leaves the global RNG (dropout) alone
     )
+
+
+def _decode_batch(decoder: Decoder, batch: list[dict]) -> dict:
+    return collate([decoder.decode(sample) for sample in batch])
+
+
+@dataclass(frozen=True)
+class SkipFirst:
+    """Drop the first `count` batches of the loader's output. The stream's worker roles are
+    rotated by `count` (see `ffx.data.worker_role`), so the loader, which starts with worker 0,
+    starts with batch `count`; each worker drops those of the first `count` batches its role made."""
+
+    count: int
+
+    def __call__(self, batches):
+        role, workers = worker_role(self.count)
+        own = len(range(role, self.count, workers))
+        for number, batch in enumerate(batches):
+            if number >= own:
+                yield batch
 
 
 def normalise(
@@ -318,6 +352,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     if not config.shards or not config.run:
         raise FfxError("a run needs --shards and --run")
     placement = place(config.device)
+    if config.workers is None:
+        config = replace(config, workers=max(1, available_cores() // placement.world))
     classes, rarest = check_shards(config)
     batch = config.classes_per_batch * config.images_per_class
     steps_per_epoch = config.steps_per_epoch or max(
@@ -387,9 +423,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
             trainer.frozen = epoch < config.freeze_epochs
             model.train()
             losses, started, seen = [], time.monotonic(), 0
-            batches = iter(epoch_batches(config, epoch, placement))
-            for _ in range((step % steps_per_epoch) * config.accumulate):  # replay: skip what was trained
-                next(batches)
+            done_in_epoch = (step % steps_per_epoch) * config.accumulate  # a resumed run skips these
+            batches = iter(epoch_batches(config, epoch, placement, skip=done_in_epoch))
             while step < stop_at and step // steps_per_epoch == epoch:
                 lr = cosine_lr(step, total_steps, config.lr)
                 optimizer.param_groups[0]["lr"] = 0.0 if trainer.frozen else lr

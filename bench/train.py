@@ -1,0 +1,769 @@
+"""Benchmark of `ffx train`'s input pipeline against its training step, in one run.
+
+Inputs (not timed): a generated build of 512x512 face crops made without extract or crop, by
+tests/generated.py's `make_cropped_build` (a `real/` + `fake/` tree of placeholder clips indexed
+with the `folder` recipe, whose seeded split puts about 80% of the videos in train; crop PNGs and
+faces.parquet written directly), then `run_shard(build, settings=ShardSettings(spaces=(rgb, lab,
+hsv, ycbcr), max_count=...))`, cut so that the train split holds several shards (8 by default).
+The crops are frames of the real clips in ../shared/media/videos (a centred square, resized to
+512), so the PNGs decode like real face crops; without the clips (or with --no-media) they are
+smooth random textures. Default: 2 x 20 videos x 8 crops.
+
+Timed, on this machine's CPU (torch.set_num_threads(all cores)):
+
+- loader: `epoch_batches(config, epoch=0, place("cpu"))`, the stream `ffx train` makes (resampled
+  shards, class-balanced P x K batches, 2 classes x 9 images by default as the data has 2
+  classes, random 448 crops, --workers processes), each batch moved to the device and normalised
+  with `normalise`, which is what the loop's step receives. Reported: the seconds to the first
+  batch (workers starting, shards opening, the shuffle buffer's first fill; `ffx train` pays it
+  once per epoch), then samples/s over the next --batches batches. Once with the four colour
+  spaces (12 channels), once with rgb only (the same shards; only rgb is decoded);
+- step: `TrainStep(MCXAPI(ModelConfig(--backbone, spaces, num_classes=2)), config)` forward,
+  backward and SGD step (the loop's optimiser: two parameter groups, momentum, weight decay) in
+  full precision, on one fixed batch already on the device and normalised (a loader batch, taken
+  untimed): no data loading. --warmup untimed steps, then --steps timed ones; once with the
+  backbone learning, once frozen as in the first `freeze_epochs` epochs (the backbone's forward
+  under no_grad, only the head learns), for each spaces setting.
+
+The ratio loader samples/s / step samples/s says whether the loader keeps up: it must be > 1.
+On a CPU-only machine the comparison point is a small timm backbone's step on the same cores;
+the two are timed apart here, whereas in `ffx train` the loader's workers and the step share the
+cores. With a GPU (torch.cuda.is_available(), unless --no-gpu), also: the loader with the GPU
+placement (pinned memory, the copy to the GPU, normalising and channels_last there), and the step
+of --gpu-backbone (legacy_xception, the paper's) at 448x448 with bf16 autocast and channels_last,
+timed between torch.cuda.synchronize() calls; that ratio is the one that matters for real runs.
+
+Each timed part reports wall seconds, the CPU seconds it used (this process and its reaped loader
+workers) and the CPU seconds other processes used meanwhile (a large figure means a busy machine:
+the figures are then too low). Before each timed part the benchmark waits until no pytest or
+other bench/ script runs (checking every 10 s, for at most --max-wait seconds). Shards are read
+once before timing, so they are in the page cache.
+
+Run from the repository root:
+
+    .venv/bin/python bench/train.py            # defaults: resnet18, 20 loader batches, 3 steps
+    .venv/bin/python bench/train.py --help
+
+The figures are printed and written to bench/results/train-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+if TYPE_CHECKING:
+    from ffx.train.loop import Placement, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA_DIR = Path(__file__).resolve().parents[2] / "shared" / "media"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CROP_SIDE = 512  # ffx crop's default output size
+CLIP_SQUARE = 0.75  # the centred square cut from a clip frame, as a share of its shorter side
+POOL_FRAMES = 40  # frames kept per clip, evenly spread over it
+SPACE_SETS = (("rgb", "lab", "hsv", "ycbcr"), ("rgb",))
+TRAIN_SHARDS = 8  # the automatic --shard-size aims at this many train shards
+FACELESS_KEY = "fake__none"  # make_cropped_build's video without a face
+BUSY_PATTERNS = ("pytest", "bench/extract.py", "bench/crop.py", "bench/shard.py")
+POLL_SECONDS = 10.0  # while waiting for a quiet machine
+
+
+@dataclass(frozen=True)
+class LoaderTiming:
+    """One loader run: seconds to its first batch, then `batches` batches of `samples` samples in
+    `seconds`; CPU seconds of the whole part (first batch included, workers reaped) and of the
+    other processes meanwhile (None where /proc/stat is missing)."""
+
+    name: str
+    spaces: tuple[str, ...]
+    device: str
+    workers: int
+    first_batch_seconds: float
+    batches: int
+    samples: int
+    seconds: float
+    cpu_seconds: float
+    other_cpu_seconds: float | None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"samples_per_second": self.samples_per_second}
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """`steps` training steps on one fixed batch in `seconds` (after `warmup_steps` untimed ones
+    taking `warmup_seconds`), CPU seconds as in LoaderTiming (timed steps only)."""
+
+    name: str
+    backbone: str
+    spaces: tuple[str, ...]
+    device: str
+    precision: str
+    frozen: bool
+    batch_size: int
+    warmup_steps: int
+    warmup_seconds: float
+    steps: int
+    seconds: float
+    cpu_seconds: float
+    other_cpu_seconds: float | None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.steps * self.batch_size / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"samples_per_second": self.samples_per_second}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--videos-per-label", type=int, default=20, help="real and fake videos each (default: 20)"
+    )
+    parser.add_argument("--frames", type=int, default=8, help="face crops per video (default: 8)")
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help=f"ShardSettings.max_count (default: the train samples / {TRAIN_SHARDS}, rounded up)",
+    )
+    parser.add_argument(
+        "--batches", type=int, default=20, help="loader batches timed, after the first (default: 20)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="loader worker processes (default: 2)")
+    parser.add_argument(
+        "--classes-per-batch", type=int, default=2, help="P of the P x K batches (default: 2)"
+    )
+    parser.add_argument("--images-per-class", type=int, default=9, help="K of the P x K batches (default: 9)")
+    parser.add_argument("--crop", type=int, default=448, help="random crop side (default: 448)")
+    parser.add_argument(
+        "--backbone",
+        default="resnet18",
+        help="timm backbone of the CPU step, built without weights (default: resnet18)",
+    )
+    parser.add_argument("--steps", type=int, default=3, help="training steps timed (default: 3)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed training steps before the timed ones (default: 2)"
+    )
+    parser.add_argument(
+        "--gpu-backbone",
+        default="legacy_xception",
+        help="timm backbone of the GPU step, when there is a GPU (default: legacy_xception)",
+    )
+    parser.add_argument("--gpu-steps", type=int, default=20, help="GPU training steps timed (default: 20)")
+    parser.add_argument("--no-gpu", action="store_true", help="time on the CPU only, even with a GPU")
+    parser.add_argument(
+        "--no-media", action="store_true", help=f"random textures instead of {MEDIA_DIR} clips"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the build goes; must be empty or new, and is never removed "
+        "(default: a temp dir, removed at the end unless --keep)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp work dir and print its path")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="before each timed part, wait at most this many seconds while a test run or another "
+        f"benchmark ({', '.join(BUSY_PATTERNS)}) is running (default: 600)",
+    )
+    args = parser.parse_args(argv)
+    positive = ("videos_per_label", "frames", "batches", "classes_per_batch", "images_per_class", "crop")
+    if min(getattr(args, name) for name in (*positive, "steps", "gpu_steps")) < 1:
+        parser.error(
+            "--videos-per-label, --frames, --batches, --classes-per-batch, --images-per-class, "
+            "--crop, --steps and --gpu-steps must be >= 1"
+        )
+    if args.workers < 0 or args.warmup < 0 or (args.shard_size is not None and args.shard_size < 1):
+        parser.error("--workers and --warmup must be >= 0, --shard-size >= 1")
+    if args.crop > CROP_SIDE:
+        parser.error(f"--crop must be at most {CROP_SIDE}, the crops' side")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs (not timed)
+
+
+def texture(seed: int, side: int) -> np.ndarray:
+    """A smooth random RGB image: noise octaves, larger ones stronger (roughly 1/f)."""
+    rng = np.random.default_rng(seed)
+    field = np.zeros((side, side, 3), np.float32)
+    for scale in (2, 4, 8, 16, 32, 64, 128):
+        coarse = rng.standard_normal((side // scale + 3, side // scale + 3, 3), dtype=np.float32)
+        size = ((coarse.shape[1] - 1) * scale, (coarse.shape[0] - 1) * scale)
+        upscaled = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
+        field += scale * upscaled[scale : scale + side, scale : scale + side]
+    return np.clip(128 + field / field.std() * 45, 0, 255).astype(np.uint8)
+
+
+def square_crop(rgb: np.ndarray, side: int) -> np.ndarray:
+    """The centred square of a frame (CLIP_SQUARE of its shorter side), resized to `side`."""
+    height, width = rgb.shape[:2]
+    square = int(min(height, width) * CLIP_SQUARE)
+    top, left = (height - square) // 2, (width - square) // 2
+    interpolation = cv2.INTER_AREA if square > side else cv2.INTER_CUBIC
+    return cv2.resize(
+        rgb[top : top + square, left : left + square], (side, side), interpolation=interpolation
+    )
+
+
+def clip_pool(clip: Path, side: int) -> list[np.ndarray]:
+    """POOL_FRAMES frames spread evenly over a clip (decode order), as `side` squares."""
+    import av
+
+    with av.open(str(clip)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    chosen = sorted({position * len(frames) // POOL_FRAMES for position in range(POOL_FRAMES)})
+    return [square_crop(frames[index], side) for index in chosen]
+
+
+def _number(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+class CropPixels:
+    """make_cropped_build's `pixels`: a video's crops are successive pool frames of one clip (the
+    clip and start chosen by the key's hash), or seeded textures without clips."""
+
+    def __init__(self, clips: list[Path], side: int):
+        self.pools = [clip_pool(clip, side) for clip in clips]
+
+    def __call__(self, key: str, frame: int, side: int) -> np.ndarray:
+        number = _number(key)
+        if not self.pools:
+            return texture(_number(f"{key}/{frame}"), side)
+        pool = self.pools[number % len(self.pools)]
+        return pool[(number // len(self.pools) + frame) % len(pool)]
+
+
+def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
+    """The generated build, sharded; the shards folder and what the inputs are, in a dict."""
+    from ffx.pipeline.shard import ShardSettings, run_shard
+
+    sys.path.insert(0, str(REPO))
+    from tests.generated import make_cropped_build
+
+    clips = [] if args.no_media else sorted((MEDIA_DIR / "videos").glob("*.mp4"))
+    pixels = CropPixels(clips, CROP_SIDE)
+    build = make_cropped_build(
+        work, videos_per_label=args.videos_per_label, frames=args.frames, side=CROP_SIDE, pixels=pixels
+    )
+    videos = pq.read_table(build / "videos.parquet").to_pylist()
+    train_videos = sum(1 for video in videos if video["split"] == "train" and video["key"] != FACELESS_KEY)
+    shard_size = args.shard_size or max(1, math.ceil(train_videos * args.frames / TRAIN_SHARDS))
+    report = run_shard(
+        build, settings=ShardSettings(spaces=SPACE_SETS[0], max_count=shard_size), show_progress=False
+    )
+    failed = [item for item in report.failed if item[0] != FACELESS_KEY]  # that one has no crops
+    if not report.merged or failed:
+        sys.exit(f"shard failed: merged {report.merged}, failed {failed[:3]}")
+    splits: dict[str, dict] = {}
+    for entry in report.shards:
+        split = splits.setdefault(entry["split"], {"shards": 0, "samples": 0, "bytes": 0, "labels": {}})
+        split["shards"] += 1
+        split["samples"] += entry["samples"]
+        split["bytes"] += entry["bytes"]
+        for label, count in entry["labels"].items():
+            split["labels"][label] = split["labels"].get(label, 0) + count
+    origin = f"frames of {', '.join(clip.name for clip in clips)}" if clips else "smooth random textures"
+    inputs = {
+        "origin": origin,
+        "crop_side": CROP_SIDE,
+        "videos": len(videos),
+        "frames_per_video": args.frames,
+        "shard_size": shard_size,
+        "spaces_stored": list(SPACE_SETS[0]),
+        "splits": dict(sorted(splits.items())),
+    }
+    return build / "shards", inputs
+
+
+def warm_page_cache(paths: list[Path]) -> None:
+    """Read every input once so that all timed parts start with them in the page cache."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Timed parts
+
+
+class Stopwatch:
+    """Wall-clock and CPU time (self plus reaped children, e.g. the loader's workers) since it was
+    made, and the CPU time every other process used meanwhile."""
+
+    def __init__(self) -> None:
+        self.machine = _machine_busy_seconds()
+        self.cpu = _own_cpu_seconds()
+        self.wall = time.perf_counter()
+
+    def cpu_seconds(self) -> tuple[float, float | None]:
+        """(own CPU seconds, other processes' CPU seconds) since the start."""
+        cpu = _own_cpu_seconds() - self.cpu
+        machine = _machine_busy_seconds()
+        others = None if machine is None or self.machine is None else max(0.0, machine - self.machine - cpu)
+        return cpu, others
+
+
+def _own_cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux /proc/stat), idle and iowait excluded."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(field) for field in fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_processes() -> list[str]:
+    """Command lines of other processes that would disturb the timings (test runs, benchmarks)."""
+    found = []
+    for pattern in BUSY_PATTERNS:
+        result = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
+        for line in result.stdout.splitlines():
+            pid, _, command = line.partition(" ")
+            if int(pid) not in (os.getpid(), os.getppid()):
+                found.append(command)
+    return found
+
+
+@dataclass
+class Quiet:
+    """Waits, before each timed part, until no busy process runs (at most `max_wait` seconds)."""
+
+    max_wait: float
+    waits: list[dict] = field(default_factory=list)
+
+    def wait(self, part: str) -> None:
+        start = time.monotonic()
+        while busy := busy_processes():
+            waited = time.monotonic() - start
+            if waited >= self.max_wait:
+                print(f"  [{part}] gave up waiting after {waited:.0f} s; still running: {busy[0][:80]}")
+                break
+            print(
+                f"  [{part}] waiting for {len(busy)} process(es) to finish ({waited:.0f} s): {busy[0][:80]}"
+            )
+            time.sleep(POLL_SECONDS)
+        waited = time.monotonic() - start
+        self.waits.append({"part": part, "seconds": round(waited, 1), "busy_after": busy_processes()})
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def receive(batch: dict, placement: Placement, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch as the loop's step gets it: normalised images on the device (channels_last
+    on CUDA when the config says so) and labels on the device."""
+    from ffx.train.loop import normalise
+
+    images = normalise(batch["image"], placement.device)
+    if placement.device.type == "cuda" and config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["label"].to(placement.device, non_blocking=True)
+
+
+def time_loader(
+    config: TrainConfig, placement: Placement, batches: int, quiet: Quiet
+) -> tuple[LoaderTiming, dict]:
+    """`epoch_batches` iterated as the loop does; the timing and the first batch (uint8, on the host)."""
+    from ffx.train.loop import epoch_batches
+
+    spaces = ",".join(config.spaces)
+    name = f"loader {spaces} ({3 * len(config.spaces)} ch, {placement.device.type})"
+    gc.collect()
+    quiet.wait(name)
+    stopwatch = Stopwatch()
+    iterator = iter(epoch_batches(config, 0, placement))
+    first = next(iterator)
+    receive(first, placement, config)
+    synchronize(placement.device)
+    started = time.perf_counter()
+    first_seconds = started - stopwatch.wall
+    samples = 0
+    for _ in range(batches):
+        _images, labels = receive(next(iterator), placement, config)
+        samples += len(labels)
+    synchronize(placement.device)
+    seconds = time.perf_counter() - started
+    del iterator  # shuts the workers down and joins them, so their CPU time is counted
+    gc.collect()
+    cpu, others = stopwatch.cpu_seconds()
+    timing = LoaderTiming(
+        name,
+        config.spaces,
+        str(placement.device),
+        config.workers,
+        first_seconds,
+        batches,
+        samples,
+        seconds,
+        cpu,
+        others,
+    )
+    kept = {"image": first["image"].clone(), "label": first["label"].clone()}
+    return timing, kept
+
+
+def time_steps(
+    config: TrainConfig,
+    classes: int,
+    batch: dict,
+    placement: Placement,
+    dtype: torch.dtype | None,
+    warmup: int,
+    steps: int,
+    quiet: Quiet,
+) -> list[StepTiming]:
+    """`TrainStep` forward + backward + SGD step on one fixed batch, as the loop runs it: the
+    backbone learning, then frozen (its forward under no_grad, its learning rate 0)."""
+    from ffx.model.mcx_api import MCXAPI, ModelConfig
+    from ffx.train.loop import TrainStep
+
+    device = placement.device
+    torch.manual_seed(config.seed)
+    model = MCXAPI(ModelConfig(config.backbone, config.spaces, classes, config.hidden, config.dropout))
+    model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    trainer = TrainStep(model, config)
+    optimizer = torch.optim.SGD(
+        [{"params": model.backbone.parameters()}, {"params": model.head.parameters()}],
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    images, labels = receive(batch, placement, config)
+    synchronize(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _parts = trainer(images, labels)
+        loss.backward()
+        optimizer.step()
+
+    timings = []
+    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+    for frozen in (False, True):
+        state = "frozen backbone" if frozen else "backbone learning"
+        name = f"step {config.backbone} {3 * len(config.spaces)} ch, {precision}, {state} ({device.type})"
+        trainer.frozen = frozen
+        optimizer.param_groups[0]["lr"] = 0.0 if frozen else config.lr
+        optimizer.param_groups[1]["lr"] = config.lr
+        gc.collect()
+        quiet.wait(name)
+        started = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        synchronize(device)
+        warmup_seconds = time.perf_counter() - started
+        stopwatch = Stopwatch()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        seconds = time.perf_counter() - stopwatch.wall
+        cpu, others = stopwatch.cpu_seconds()
+        timings.append(
+            StepTiming(
+                name,
+                config.backbone,
+                config.spaces,
+                str(device),
+                precision,
+                frozen,
+                len(labels),
+                warmup,
+                warmup_seconds,
+                steps,
+                seconds,
+                cpu,
+                others,
+            )
+        )
+        print(f"  {name}: {timings[-1].samples_per_second:.2f} samples/s", flush=True)
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def environment() -> dict:
+    import timm
+    import webdataset
+
+    import ffx
+
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    cuda = torch.cuda.is_available()
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_available": _available_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "ffx": ffx.__version__,
+        "git": git.stdout.strip(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "webdataset": webdataset.__version__,
+        "cv2": cv2.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.cuda.get_device_name() if cuda else None,
+    }
+
+
+def ratios(loaders: list[LoaderTiming], steps: list[StepTiming]) -> list[dict]:
+    """Loader / step samples/s for every step and the loader of the same spaces and device type."""
+    rows = []
+    for step in steps:
+        device_type = torch.device(step.device).type
+        for loader in loaders:
+            if loader.spaces == step.spaces and torch.device(loader.device).type == device_type:
+                rows.append(
+                    {
+                        "loader": loader.name,
+                        "step": step.name,
+                        "loader_samples_per_second": loader.samples_per_second,
+                        "step_samples_per_second": step.samples_per_second,
+                        "ratio": loader.samples_per_second / step.samples_per_second
+                        if step.samples_per_second
+                        else None,
+                    }
+                )
+    return rows
+
+
+def print_report(results: dict) -> None:
+    env, inputs = results["environment"], results["inputs"]
+    print(
+        f"\nCPUs: {env['cpu_count']} ({env['cpus_available']} available, torch {env['torch_threads']} "
+        f"threads)   GPU: {env['cuda'] or 'none'}   torch {env['torch']}   timm {env['timm']}   "
+        f"webdataset {env['webdataset']}   cv2 {env['cv2']}   ffx {env['ffx']} ({env['git']})"
+    )
+    split_text = ", ".join(
+        f"{name} {split['samples']} samples in {split['shards']} shards ({split['bytes'] / 1e6:.0f} MB)"
+        for name, split in inputs["splits"].items()
+    )
+    print(
+        f"Inputs: {inputs['videos']} videos x {inputs['frames_per_video']} crops of "
+        f"{inputs['crop_side']}x{inputs['crop_side']} ({inputs['origin']}), spaces "
+        f"{','.join(inputs['spaces_stored'])}: {split_text}"
+    )
+    arguments = results["arguments"]
+    print(
+        f"Batches: {arguments['classes_per_batch']} classes x {arguments['images_per_class']} images, "
+        f"random {arguments['crop']} crops, {arguments['workers']} loader workers"
+    )
+
+    print(
+        f"\n{'loader':<40}{'first s':>8}{'batches':>8}{'samples':>8}{'seconds':>9}{'samples/s':>10}"
+        f"{'cpu s':>8}{'others cpu s':>13}"
+    )
+    for loader in results["loaders"]:
+        print(
+            f"{loader['name']:<40}{loader['first_batch_seconds']:>8.2f}{loader['batches']:>8}"
+            f"{loader['samples']:>8}{loader['seconds']:>9.2f}{loader['samples_per_second']:>10.1f}"
+            f"{loader['cpu_seconds']:>8.2f}{_format_seconds(loader['other_cpu_seconds']):>13}"
+        )
+    print(f"\n{'step':<66}{'steps':>6}{'seconds':>9}{'samples/s':>10}{'cpu s':>8}{'others cpu s':>13}")
+    for step in results["steps"]:
+        print(
+            f"{step['name']:<66}{step['steps']:>6}{step['seconds']:>9.2f}{step['samples_per_second']:>10.2f}"
+            f"{step['cpu_seconds']:>8.2f}{_format_seconds(step['other_cpu_seconds']):>13}"
+        )
+    print("\nloader / step samples/s (the loader keeps up when > 1):")
+    for row in results["ratios"]:
+        ratio = row["ratio"]
+        verdict = "n/a" if ratio is None else ("ok" if ratio > 1 else "LOADER IS THE BOTTLENECK")
+        print(f"  {row['step']:<66}{_format_ratio(ratio):>9}  {verdict}")
+    if not env["cuda"]:
+        print(
+            f"  (CPU only: the comparison point is a small backbone's step, {arguments['backbone']}, on the "
+            "same cores, timed apart from the loader; in `ffx train` both share the cores. With a GPU this "
+            f"benchmark also times {arguments['gpu_backbone']} with bf16 and channels_last.)"
+        )
+    elif not arguments["no_gpu"]:
+        print(
+            f"  (GPU: the (cuda) rows, the loader to the GPU against {arguments['gpu_backbone']}'s bf16 "
+            "step, are what a real run sees; the (cpu) rows compare the loader with "
+            f"{arguments['backbone']} on this machine's cores. The loader used {arguments['workers']} "
+            f"worker processes of this machine's {env['cpus_available']} cores.)"
+        )
+    busy = [
+        part["name"]
+        for part in results["loaders"] + results["steps"]
+        if part["other_cpu_seconds"] is not None and part["other_cpu_seconds"] > 0.25 * part["seconds"]
+    ]
+    if busy:
+        print(f"WARNING: other processes used over a quarter of a core during: {'; '.join(busy)}")
+    waits = [wait for wait in results["waits"] if wait["seconds"] >= 1 or wait["busy_after"]]
+    for wait in waits:
+        still = f", still running after: {wait['busy_after'][0][:60]}" if wait["busy_after"] else ""
+        print(f"  waited {wait['seconds']:.0f} s for a quiet machine before {wait['part']}{still}")
+    print(f"\nResults: {results['results_file']}")
+
+
+def _format_seconds(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds:.2f}"
+
+
+def _format_ratio(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def write_results(results: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results["results_file"] = str(path)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    from ffx.train.loop import check_shards, make_config, place
+
+    torch.set_num_threads(_available_cores())
+    print(f"Generating the build and its shards in {workdir} (untimed) ...", flush=True)
+    shards, inputs = make_shards(workdir, args)
+    warm_page_cache(sorted(shards.glob("*.tar")))
+
+    configs = [
+        make_config(
+            shards=str(shards),
+            run=str(workdir / "run"),
+            backbone=args.backbone,
+            crop=args.crop,
+            classes_per_batch=args.classes_per_batch,
+            images_per_class=args.images_per_class,
+            workers=args.workers,
+            spaces=spaces,
+        )
+        for spaces in SPACE_SETS
+    ]
+    classes, _rarest = check_shards(configs[0])
+    cpu = place("cpu")
+    quiet = Quiet(args.max_wait)
+    loaders, steps, first_batches = [], [], []
+    for config in configs:
+        print(f"Timing the loader, {','.join(config.spaces)} on the CPU ...", flush=True)
+        timing, batch = time_loader(config, cpu, args.batches, quiet)
+        loaders.append(timing)
+        first_batches.append(batch)
+    for config, batch in zip(configs, first_batches):
+        print(
+            f"Timing the training step, {config.backbone} {','.join(config.spaces)} on the CPU ...",
+            flush=True,
+        )
+        steps += time_steps(config, classes, batch, cpu, None, args.warmup, args.steps, quiet)
+
+    if torch.cuda.is_available() and not args.no_gpu:
+        gpu = place("cuda")
+        for config, batch in zip(configs, first_batches):
+            gpu_config = replace(config, backbone=args.gpu_backbone, channels_last=True)
+            print(f"Timing the loader, {','.join(config.spaces)} to the GPU ...", flush=True)
+            loaders.append(time_loader(gpu_config, gpu, args.batches, quiet)[0])
+            print(
+                f"Timing the training step, {args.gpu_backbone} {','.join(config.spaces)} on the GPU ...",
+                flush=True,
+            )
+            steps += time_steps(
+                gpu_config, classes, batch, gpu, torch.bfloat16, max(args.warmup, 2), args.gpu_steps, quiet
+            )
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    return {
+        "environment": environment(),
+        "arguments": {
+            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
+        },
+        "inputs": inputs,
+        "classes": classes,
+        "loaders": [timing.as_dict() for timing in loaders],
+        "steps": [timing.as_dict() for timing in steps],
+        "ratios": ratios(loaders, steps),
+        "waits": quiet.waits,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.workdir is not None:
+        workdir = args.workdir
+        if workdir.exists() and any(workdir.iterdir()):
+            sys.exit(f"--workdir {workdir} is not empty")
+        workdir.mkdir(parents=True, exist_ok=True)
+        remove = False
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="ffx-bench-train-"))
+        remove = not args.keep
+    try:
+        results = run(args, workdir)
+        write_results(results)
+        print_report(results)
+    finally:
+        if remove:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"Work dir kept: {workdir}")
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    main()
