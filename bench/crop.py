@@ -21,8 +21,9 @@ extracted once with `ffx extract` (`first:N`, N = 30 by default), it times on th
   once with default settings and once with `CropSettings(boxes_from_original=True)`.
 
 Set-up (copying clips, indexing, extracting, building the FF++ tree) is not timed. Before each
-timed part the benchmark waits until no `bench/extract.py` and no pytest is running (checking
-every 10 s, for at most --max-wait seconds) and syncs dirty pages.
+timed part the benchmark waits until no pytest and no other bench/ script is running (checking
+every 10 s, for at most --max-wait seconds) and syncs dirty pages; a part during which one shows
+up is run again (--attempts).
 
 Run from the repository root:
 
@@ -35,14 +36,11 @@ The figures are printed and written to bench/results/crop-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,15 +52,21 @@ from typing import TypeVar
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
+from common import (
+    MEDIA_DIR,
+    REPO,
+    BusyWatch,
+    add_max_wait_option,
+    add_workdir_options,
+    available_cores,
+    git_describe,
+    media_videos,
+    run_and_report,
+    wait_until_quiet,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA_DIR = Path(__file__).resolve().parents[2] / "shared" / "media"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PUBLIC_MIN_PROB = 0.99  # the public MCX-API code keeps a face above this probability
 PUBLIC_SIZE, PUBLIC_MARGIN = 512, 120
-BUSY_PATTERNS = ("bench/extract.py", "pytest")
-POLL_SECONDS = 10.0  # while waiting for a quiet machine
-WATCH_SECONDS = 1.0  # while a timed part runs
 CROP_OUTPUTS = ("faces", "faces.parquet", "faces.json", "faces.parts")
 FAKE_REGION = slice(150, 330)  # the square inverted in the generated fake (as tests/pipeline/test_crop.py)
 TARGET_RATIO, TARGET_IOU = 4.0, 0.9
@@ -90,28 +94,6 @@ class Wait:
     seconds: float
     gave_up: bool
     disturbed_by: list[str] = field(default_factory=list)  # busy processes seen while it ran
-
-
-class Watch:
-    """Looks for busy processes every WATCH_SECONDS in a thread while a timed part runs."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(WATCH_SECONDS):
-            self.seen.update(busy_processes())
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.seen.update(busy_processes())
 
 
 @dataclass
@@ -165,25 +147,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="index each clip this many times under different names, a larger workload on which "
         "the workers' fixed start-up weighs less, as on a real dataset (default: 1)",
     )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="where the builds go (must be empty or absent; kept); default: a temporary folder",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    add_workdir_options(parser, "the builds")
     parser.add_argument(
         "--attempts",
         type=int,
         default=3,
         help="times a timed part is run when a busy process shows up while it runs (default: 3)",
     )
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=900.0,
-        help="seconds to wait for bench/extract.py or pytest to finish before each timed part "
-        "(default: 900; then the part runs anyway and the output says so)",
-    )
+    add_max_wait_option(parser, default=900.0)
     args = parser.parse_args(argv)
     if args.frames < 1 or args.attempts < 1 or args.copies < 1:
         parser.error("--frames, --copies and --attempts must be at least 1")
@@ -193,30 +164,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- machine state
 
 
-def busy_processes() -> list[str]:
-    """Command lines of other processes that would disturb the timings."""
-    found = []
-    for pattern in BUSY_PATTERNS:
-        result = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
-        for line in result.stdout.splitlines():
-            pid, _, command = line.partition(" ")
-            if int(pid) not in (os.getpid(), os.getppid()):
-                found.append(command)
-    return found
-
-
-def wait_until_quiet(part: str, attempt: int, max_wait: float) -> Wait:
-    """Block until no benchmark or test run is busy (or `max_wait` passed), then sync the disks."""
+def quiet_machine(part: str, attempt: int, max_wait: float) -> Wait:
+    """Wait until no test run or other benchmark is busy (or `max_wait` passed), then sync the disks."""
     start = time.monotonic()
-    gave_up = False
-    while busy := busy_processes():
-        waited = time.monotonic() - start
-        if waited >= max_wait:
-            print(f"  [{part}] gave up waiting after {waited:.0f} s; still running: {busy[0][:80]}")
-            gave_up = True
-            break
-        print(f"  [{part}] waiting for {len(busy)} process(es) to finish ({waited:.0f} s): {busy[0][:80]}")
-        time.sleep(POLL_SECONDS)
+    _seconds, gave_up = wait_until_quiet(part, max_wait)
     os.sync()
     return Wait(part, attempt, round(time.monotonic() - start, 1), gave_up)
 
@@ -225,8 +176,8 @@ def measured(part: str, measure: Callable[[int], T], args: argparse.Namespace, w
     """Run a timed part (given its attempt number) on a quiet machine; repeat it, up to
     --attempts times, when a busy process showed up while it ran."""
     for attempt in range(1, args.attempts + 1):
-        wait = wait_until_quiet(part, attempt, args.max_wait)
-        with Watch() as watch:
+        wait = quiet_machine(part, attempt, args.max_wait)
+        with BusyWatch() as watch:
             result = measure(attempt)
         wait.disturbed_by = sorted(watch.seen)
         waits.append(wait)
@@ -241,7 +192,7 @@ def versions() -> dict:
     import facenet_pytorch
     import torch
 
-    from ffx.pipeline.workers import available_cores
+    import ffx
 
     try:
         from importlib.metadata import version
@@ -254,6 +205,8 @@ def versions() -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "available_cores": available_cores(),
+        "ffx": ffx.__version__,
+        "git": git_describe(),
         "torch": torch.__version__,
         "facenet_pytorch": facenet_version,
         "cv2": cv2.__version__,
@@ -534,7 +487,7 @@ def print_machine(machine: dict) -> None:
         f"machine: {machine['cpu_count']} CPUs ({machine['available_cores']} usable), "
         f"torch {machine['torch']} ({machine['torch_threads']} threads), "
         f"facenet-pytorch {machine['facenet_pytorch']}, OpenCV {machine['cv2']}, "
-        f"Python {machine['python']}"
+        f"Python {machine['python']}, ffx {machine['ffx']} ({machine['git']})"
     )
 
 
@@ -619,24 +572,12 @@ def print_waits(waits: list[Wait]) -> None:
         print(f"WARNING: these figures were taken on a busy machine: {', '.join(troubled)}")
 
 
-def write_results(results: dict) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"crop-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+def print_results_file(results: dict) -> None:
+    """The report's last line (run_benchmark prints the figures as it goes)."""
+    print(f"\nresults: {results['results_file']}")
 
 
 # ---------------------------------------------------------------- main
-
-
-def make_workdir(args: argparse.Namespace) -> tuple[Path, bool]:
-    """The work folder and whether to delete it at the end."""
-    if args.workdir is None:
-        return Path(tempfile.mkdtemp(prefix="ffx-bench-crop-")), not args.keep
-    if args.workdir.exists() and any(args.workdir.iterdir()):
-        sys.exit(f"--workdir {args.workdir} is not empty")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    return args.workdir, False
 
 
 def _ffx_attempt(extracted: Path, work: Path, name: str, attempt: int, settings=None) -> FfxRun:
@@ -654,7 +595,7 @@ def _per_clip_attempt(extracted: Path, frames: list[Frame], work: Path, attempt:
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
     from ffx.pipeline.crop import CropSettings
 
-    clips = sorted((MEDIA_DIR / "videos").glob("*.mp4"))
+    clips = media_videos()
     machine = versions()
     print_machine(machine)
     print(
@@ -768,15 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no clips: {MEDIA_DIR / 'videos'} is absent; nothing to benchmark.")
         return 0
     sys.path.insert(0, str(REPO))
-    work, remove = make_workdir(args)
-    try:
-        results = run_benchmark(args, work)
-        print(f"\nresults: {write_results(results)}")
-    finally:
-        if remove:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work dir kept: {work}")
+    run_and_report("crop", args, run_benchmark, print_results_file)
     return 0
 
 

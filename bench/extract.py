@@ -29,14 +29,7 @@ The figures are printed and written to bench/results/extract-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -45,15 +38,26 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from common import (
+    MEDIA_DIR,
+    Stopwatch,
+    add_workdir_options,
+    arguments_record,
+    available_cores,
+    environment,
+    format_seconds,
+    media_videos,
+    run_and_report,
+    texture_field,
+    tree_bytes,
+    warm_page_cache,
+)
 
 from ffx.pipeline.decode import DEFAULT_BACKENDS
 
 if TYPE_CHECKING:
     from ffx.pipeline.extract import ExtractReport
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA_DIR = Path(__file__).resolve().parents[2] / "shared" / "media"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESOLUTIONS = ((1280, 720), (1920, 1080))
 FPS = 25
 PAN_PER_FRAME = (6, 2)  # pixels the camera moves right and down each frame
@@ -138,17 +142,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--decode-threads",
         type=int,
-        default=_available_cores(),
+        default=available_cores(),
         help="decoder threads for the single-process decode-only floors (default: all cores, %(default)s)",
     )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="where clips and outputs go; must be empty or new, and is never removed "
-        "(default: a temp dir, removed at the end unless --keep)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp work dir and print its path")
+    add_workdir_options(parser, "clips and outputs")
     parser.add_argument(
         "--repeats",
         type=int,
@@ -164,18 +161,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------------------------------------
 # Inputs (not timed)
-
-
-def texture_field(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A natural-looking RGB texture: noise octaves upscaled from 2x to 128x, larger ones
-    stronger (roughly 1/f), so it has smooth areas and fine detail like a real scene."""
-    field = np.zeros((height, width, 3), np.float32)
-    for scale in (2, 4, 8, 16, 32, 64, 128):
-        coarse = rng.standard_normal((height // scale + 3, width // scale + 3, 3), dtype=np.float32)
-        size = ((coarse.shape[1] - 1) * scale, (coarse.shape[0] - 1) * scale)
-        upscaled = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
-        field += scale * upscaled[scale : scale + height, scale : scale + width]
-    return 128 + field / field.std() * 45
 
 
 def write_clip(path: Path, width: int, height: int, frames: int, seed: int) -> None:
@@ -204,8 +189,7 @@ def make_dataset(root: Path, clips: int, frames: int, include_media: bool) -> No
         for number in range(clips):
             path = root / "synthetic" / f"{width}x{height}" / f"clip-{number:02d}.mp4"
             write_clip(path, width, height, frames, seed=width * 100 + number)
-    media_videos = sorted((MEDIA_DIR / "videos").glob("*.mp4")) if include_media else []
-    for video in media_videos:
+    for video in media_videos() if include_media else []:
         link = root / "media" / video.name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(video)
@@ -228,48 +212,8 @@ def index_dataset(root: Path, build: Path) -> list[Clip]:
     return clips
 
 
-def warm_page_cache(paths: list[Path]) -> None:
-    """Read every input once so that all timed parts start with them in the page cache."""
-    for path in paths:
-        with open(path, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
-
-
 # ---------------------------------------------------------------------------------------------
 # Timed parts
-
-
-class Stopwatch:
-    """Wall-clock and CPU time (self plus reaped children, e.g. ffx's workers) since it was made;
-    syncs dirty pages first so an earlier part's writes are not flushed on this part's time."""
-
-    def __init__(self) -> None:
-        os.sync()
-        self.machine = _machine_busy_seconds()
-        self.wall = time.perf_counter()
-        self.cpu = _own_cpu_seconds()
-
-    def timing(self, name: str, frames: int) -> Timing:
-        wall, cpu = time.perf_counter() - self.wall, _own_cpu_seconds() - self.cpu
-        machine = _machine_busy_seconds()
-        others = None if machine is None or self.machine is None else max(0.0, machine - self.machine - cpu)
-        return Timing(name, frames, wall, cpu, others)
-
-
-def _own_cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (Linux /proc/stat), idle and iowait excluded."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(field) for field in fields)
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def time_ffx(
@@ -281,7 +225,7 @@ def time_ffx(
     stopwatch = Stopwatch()
     chain = {"backends": backends} if backends else {}  # None: ffx's default chain
     report = run_extract(build, sampling=sampling, workers=workers, show_progress=False, **chain)
-    return stopwatch.timing("ffx", report.frames), report
+    return Timing("ffx", report.frames, *stopwatch.figures()), report
 
 
 def naive_extract(video: Path, out_dir: Path, first: int) -> int:
@@ -302,7 +246,7 @@ def naive_extract(video: Path, out_dir: Path, first: int) -> int:
 def time_naive(root: Path, clips: list[Clip], out_root: Path, first: int) -> Timing:
     stopwatch = Stopwatch()
     frames = sum(naive_extract(root / clip.path, out_root / clip.key, first) for clip in clips)
-    return stopwatch.timing("naive", frames)
+    return Timing("naive", frames, *stopwatch.figures())
 
 
 def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads: int) -> Timing:
@@ -318,7 +262,7 @@ def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads
         for _frame in decode(root / clip.path, plan, threads):
             frames += 1
     name = f"floor({backend})" if threads != 1 else f"floor({backend}, 1 thread)"
-    return stopwatch.timing(name, frames)
+    return Timing(name, frames, *stopwatch.figures())
 
 
 def ffx_png_params(level: int) -> list[int]:
@@ -401,40 +345,18 @@ def check_pixels(
     return PixelCheck(clip.key, backend, len(decoded), roundtrip, identical, vs_opencv)
 
 
-def tree_bytes(directory: Path, pattern: str = "*.png") -> tuple[int, int]:
-    """(files, bytes) of the files matching `pattern` below `directory`."""
-    sizes = [path.stat().st_size for path in directory.rglob(pattern)]
-    return len(sizes), sum(sizes)
-
-
 # ---------------------------------------------------------------------------------------------
 # Report
 
 
-def environment() -> dict:
+def versions() -> dict:
+    """The environment with the decoders' and OpenCV's versions."""
     import av
     import decord
 
-    import ffx
-
-    git = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
+    return environment(
+        av=av.__version__, decord=decord.__version__, cv2=cv2.__version__, numpy=np.__version__
     )
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_available": _available_cores(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "ffx": ffx.__version__,
-        "git": git.stdout.strip(),
-        "av": av.__version__,
-        "decord": decord.__version__,
-        "cv2": cv2.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def print_report(results: dict) -> None:
@@ -456,7 +378,7 @@ def print_report(results: dict) -> None:
     for timing in results["timings"]:
         print(
             f"{timing['name']:<26}{timing['frames']:>8}{timing['seconds']:>10.2f}{timing['fps']:>10.1f}"
-            f"{timing['cpu_seconds']:>9.2f}{_format_seconds(timing['other_cpu_seconds']):>14}"
+            f"{timing['cpu_seconds']:>9.2f}{format_seconds(timing['other_cpu_seconds']):>14}"
         )
     ratios = results["ratios"]
     print(f"\nffx / naive throughput:          {ratios['ffx_over_naive']:.2f}x")
@@ -506,10 +428,6 @@ def print_report(results: dict) -> None:
     print(f"\nResults: {results['results_file']}")
 
 
-def _format_seconds(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds:.2f}"
-
-
 def summarise(
     args: argparse.Namespace,
     clips: list[Clip],
@@ -528,15 +446,13 @@ def summarise(
     ffx, naive = by_name["ffx"], by_name["naive"]
     floor_backend = (args.ffx_backends or DEFAULT_BACKENDS)[0]
     floor = by_name.get(f"floor({floor_backend})") or by_name[f"floor({floor_backend}, 1 thread)"]
-    ffx_files, ffx_bytes = tree_bytes(build / "frames")
-    naive_files, naive_bytes = tree_bytes(naive_root)
+    ffx_files, ffx_bytes = tree_bytes(build / "frames", "*.png")
+    naive_files, naive_bytes = tree_bytes(naive_root, "*.png")
     frames = max(png.frames, 1)
     ffx_per_frame, naive_per_frame = ffx_bytes / max(ffx_files, 1), naive_bytes / max(naive_files, 1)
     return {
-        "environment": environment(),
-        "arguments": {
-            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
-        },
+        "environment": versions(),
+        "arguments": arguments_record(args),
         "sampling": f"first:{args.first}",
         "clips": [asdict(clip) for clip in clips],
         "timings": [asdict(timing) | {"fps": timing.fps} for timing in timings],
@@ -576,14 +492,6 @@ def summarise(
         },
         "pixel_checks": [asdict(check) for check in checks],
     }
-
-
-def write_results(results: dict) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"extract-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    results["results_file"] = str(path)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,31 +546,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.workdir is not None:
-        workdir = args.workdir
-        if workdir.exists() and any(workdir.iterdir()):
-            sys.exit(f"--workdir {workdir} is not empty")
-        workdir.mkdir(parents=True, exist_ok=True)
-        remove = False
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="ffx-bench-extract-"))
-        remove = not args.keep
-    try:
-        results = run(args, workdir)
-        write_results(results)
-        print_report(results)
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"Work dir kept: {workdir}")
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
+    run_and_report("extract", args, run, print_report)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ worker processes; a loader's wall time stops at its last batch, its CPU time onc
 are joined) and the CPU seconds other processes used meanwhile (a large figure means a busy
 machine: use --repeats to keep each part's fastest round; a small one on the parts that write
 files is the kernel writing their pages back). Before each timed part the benchmark
-waits until no pytest, bench/extract.py or bench/crop.py runs (checking every 10 s, for at most
+waits until no pytest and no other bench/ script runs (checking every 10 s, for at most
 --max-wait seconds). Every input is read once before timing (and loader imports done) and dirty
 pages are synced before each timed part.
 
@@ -60,17 +60,13 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -79,17 +75,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from common import (
+    CROP_SIDE,
+    MEDIA_DIR,
+    REPO,
+    TRAIN_SHARDS,
+    Quiet,
+    Stopwatch,
+    add_max_wait_option,
+    add_shard_size_option,
+    add_workdir_options,
+    arguments_record,
+    environment,
+    format_seconds,
+    media_videos,
+    run_and_report,
+    square_crop,
+    texture,
+    tree_bytes,
+    warm_page_cache,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA_DIR = Path(__file__).resolve().parents[2] / "shared" / "media"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CROP_SIDE = 512  # ffx crop's default output size
-CLIP_SQUARE = 0.75  # the centred square cut from a clip frame, as a share of its shorter side
 SPACES = ("rgb", "lab", "hsv", "ycbcr")
-TRAIN_SHARDS = 8  # the automatic --shard-size aims at this many train shards
 TARGET_LOADER_RATIO = 1.5
-BUSY_PATTERNS = ("pytest", "bench/extract.py", "bench/crop.py")
-POLL_SECONDS = 10.0  # while waiting for a quiet machine
 
 
 @dataclass(frozen=True)
@@ -128,12 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--videos", type=int, default=40, help="videos, half real and half fake (default: 40)"
     )
     parser.add_argument("--crops-per-video", type=int, default=10, help="face crops per video (default: 10)")
-    parser.add_argument(
-        "--shard-size",
-        type=int,
-        default=None,
-        help=f"ShardSettings.max_count (default: the train samples / {TRAIN_SHARDS}, rounded up)",
-    )
+    add_shard_size_option(parser)
     parser.add_argument(
         "--shard-workers", type=int, default=None, help="run_shard's workers (default: all cores, as the CLI)"
     )
@@ -145,21 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-media", action="store_true", help=f"random textures instead of {MEDIA_DIR} clips"
     )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="where the build and outputs go; must be empty or new, and is never removed "
-        "(default: a temp dir, removed at the end unless --keep)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp work dir and print its path")
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=600.0,
-        help="before each timed part, wait at most this many seconds while a test run or another "
-        "benchmark (pytest, bench/extract.py, bench/crop.py) is running (default: 600)",
-    )
+    add_workdir_options(parser, "the build and outputs")
+    add_max_wait_option(parser, default=600.0)
     parser.add_argument(
         "--repeats",
         type=int,
@@ -196,28 +186,6 @@ def index_tree(work: Path, videos: int) -> tuple[Path, list[dict]]:
     return build, sorted(rows, key=lambda row: row["key"])
 
 
-def texture(seed: int) -> np.ndarray:
-    """A smooth random RGB image: noise octaves, larger ones stronger (roughly 1/f)."""
-    rng = np.random.default_rng(seed)
-    field = np.zeros((CROP_SIDE, CROP_SIDE, 3), np.float32)
-    for scale in (2, 4, 8, 16, 32, 64, 128):
-        coarse = rng.standard_normal((CROP_SIDE // scale + 3, CROP_SIDE // scale + 3, 3), dtype=np.float32)
-        size = ((coarse.shape[1] - 1) * scale, (coarse.shape[0] - 1) * scale)
-        upscaled = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
-        field += scale * upscaled[scale : scale + CROP_SIDE, scale : scale + CROP_SIDE]
-    return np.clip(128 + field / field.std() * 45, 0, 255).astype(np.uint8)
-
-
-def square_crop(rgb: np.ndarray) -> np.ndarray:
-    """The centred square of a frame (CLIP_SQUARE of its shorter side), resized to CROP_SIDE."""
-    height, width = rgb.shape[:2]
-    side = int(min(height, width) * CLIP_SQUARE)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = rgb[top : top + side, left : left + side]
-    interpolation = cv2.INTER_AREA if side > CROP_SIDE else cv2.INTER_CUBIC
-    return cv2.resize(square, (CROP_SIDE, CROP_SIDE), interpolation=interpolation)
-
-
 def clip_frames(clip: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     """The wanted frames of a clip (decode order) as CROP_SIDE squares."""
     import av
@@ -226,7 +194,7 @@ def clip_frames(clip: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     with av.open(str(clip)) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
-                found[index] = square_crop(frame.to_ndarray(format="rgb24"))
+                found[index] = square_crop(frame.to_ndarray(format="rgb24"), CROP_SIDE)
             if len(found) == len(wanted):
                 break
     return found
@@ -289,7 +257,7 @@ def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) 
     for number, (key, frame) in enumerate(targets):
         path = f"faces/{key}/{frame:06d}.png"
         (build / path).parent.mkdir(parents=True, exist_ok=True)
-        rgb = pixels.pop((key, frame)) if clips else texture(number)
+        rgb = pixels.pop((key, frame)) if clips else texture(number, CROP_SIDE)
         (build / path).write_bytes(encode_png(rgb, 1))
         rows.append(face_row(key, frame, path))
     pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
@@ -319,60 +287,8 @@ def extract_members(shards_dir: Path, out_dir: Path) -> int:
     return members
 
 
-def warm_page_cache(paths: list[Path]) -> None:
-    """Read every input once so that all timed parts start with them in the page cache."""
-    for path in paths:
-        with open(path, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
-
-
-def tree_bytes(directory: Path, pattern: str = "*") -> tuple[int, int]:
-    """(files, bytes) of the files matching `pattern` below `directory`."""
-    sizes = [path.stat().st_size for path in directory.rglob(pattern) if path.is_file()]
-    return len(sizes), sum(sizes)
-
-
 # ---------------------------------------------------------------------------------------------
 # Timed parts
-
-
-class Stopwatch:
-    """Wall-clock and CPU time (self plus reaped children) since it was made; syncs dirty pages
-    first so an earlier part's writes are not flushed on this part's time. `stop()` ends the
-    wall-clock time early (a loader's last batch) while CPU time runs on until `timing()`."""
-
-    def __init__(self) -> None:
-        os.sync()
-        self.machine = _machine_busy_seconds()
-        self.wall = time.perf_counter()
-        self.cpu = _own_cpu_seconds()
-        self.stopped: float | None = None
-
-    def stop(self) -> None:
-        self.stopped = time.perf_counter()
-
-    def timing(self, name: str, samples: int, size: int) -> Timing:
-        wall = (self.stopped or time.perf_counter()) - self.wall
-        cpu = _own_cpu_seconds() - self.cpu
-        machine = _machine_busy_seconds()
-        others = None if machine is None or self.machine is None else max(0.0, machine - self.machine - cpu)
-        return Timing(name, samples, size, wall, cpu, others)
-
-
-def _own_cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (Linux /proc/stat), idle and iowait excluded."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(field) for field in fields)
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _reap_workers() -> None:
@@ -389,9 +305,8 @@ def time_stage(base: Path, build: Path, settings, workers: int | None) -> tuple[
     shutil.copytree(base, build)
     stopwatch = Stopwatch()
     report = run_shard(build, settings=settings, workers=workers, show_progress=False)
-    timing = stopwatch.timing(
-        "ffx run_shard (encode + pack)", report.samples.get("ok", 0), _shard_bytes(build)
-    )
+    samples, size = report.samples.get("ok", 0), _shard_bytes(build)
+    timing = Timing("ffx run_shard (encode + pack)", samples, size, *stopwatch.figures())
     if not report.merged or report.failed:
         sys.exit(f"run_shard did not finish cleanly: merged {report.merged}, failed {report.failed}")
     summary = {
@@ -411,7 +326,8 @@ def time_packing(build: Path, settings) -> Timing:
     stopwatch = Stopwatch()
     entries, _written = write_shards(build, settings, show_progress=False)
     size = sum(entry["bytes"] for entry in entries)
-    return stopwatch.timing("ffx write_shards (pack only)", sum(entry["samples"] for entry in entries), size)
+    samples = sum(entry["samples"] for entry in entries)
+    return Timing("ffx write_shards (pack only)", samples, size, *stopwatch.figures())
 
 
 def time_tar(name: str, source: Path, out: Path, samples: int, fsync: bool) -> Timing:
@@ -422,7 +338,7 @@ def time_tar(name: str, source: Path, out: Path, samples: int, fsync: bool) -> T
     if fsync:
         with open(out, "rb") as handle:
             os.fsync(handle.fileno())
-    return stopwatch.timing(name, samples, out.stat().st_size)
+    return Timing(name, samples, out.stat().st_size, *stopwatch.figures())
 
 
 def _tar_round(_number: int, **arguments) -> Timing:
@@ -450,7 +366,7 @@ def time_ffx_loader(shards: Path, spaces: tuple[str, ...], args: argparse.Namesp
     stopwatch.stop()
     del loader, dataset, batch
     _reap_workers()
-    return stopwatch.timing(f"ffx shard_loader ({','.join(spaces)})", samples, size)
+    return Timing(f"ffx shard_loader ({','.join(spaces)})", samples, size, *stopwatch.figures())
 
 
 class CropFolder(torch.utils.data.Dataset):
@@ -492,41 +408,7 @@ def time_baseline_loader(items: list[tuple[str, int]], all_spaces: bool, args, s
     del loader, dataset, images
     _reap_workers()
     spaces = "rgb,lab,hsv,ycrcb" if all_spaces else "rgb"
-    return stopwatch.timing(f"baseline DataLoader ({spaces})", samples, size)
-
-
-def busy_processes() -> list[str]:
-    """Command lines of other processes that would disturb the timings (test runs, benchmarks)."""
-    found = []
-    for pattern in BUSY_PATTERNS:
-        result = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
-        for line in result.stdout.splitlines():
-            pid, _, command = line.partition(" ")
-            if int(pid) not in (os.getpid(), os.getppid()):
-                found.append(command)
-    return found
-
-
-@dataclass
-class Quiet:
-    """Waits, before each timed part, until no busy process runs (at most `max_wait` seconds)."""
-
-    max_wait: float
-    waits: list[dict] = field(default_factory=list)
-
-    def wait(self, part: str) -> None:
-        start = time.monotonic()
-        while busy := busy_processes():
-            waited = time.monotonic() - start
-            if waited >= self.max_wait:
-                print(f"  [{part}] gave up waiting after {waited:.0f} s; still running: {busy[0][:80]}")
-                break
-            print(
-                f"  [{part}] waiting for {len(busy)} process(es) to finish ({waited:.0f} s): {busy[0][:80]}"
-            )
-            time.sleep(POLL_SECONDS)
-        waited = time.monotonic() - start
-        self.waits.append({"part": part, "seconds": round(waited, 1), "busy_after": busy_processes()})
+    return Timing(f"baseline DataLoader ({spaces})", samples, size, *stopwatch.figures())
 
 
 def fastest(
@@ -550,34 +432,20 @@ def fastest(
 # Report
 
 
-def environment() -> dict:
+def versions() -> dict:
+    """The environment with the loaders' libraries' and GNU tar's versions."""
     import torchvision
     import webdataset
 
-    import ffx
-    from ffx.pipeline.workers import available_cores
-
-    git = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
     tar = subprocess.run(["tar", "--version"], capture_output=True, text=True, check=False)
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_available": available_cores(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "ffx": ffx.__version__,
-        "git": git.stdout.strip(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "webdataset": getattr(webdataset, "__version__", "unknown"),
-        "cv2": cv2.__version__,
-        "numpy": np.__version__,
-        "tar": tar.stdout.split("\n", 1)[0],
-    }
+    return environment(
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        webdataset=getattr(webdataset, "__version__", "unknown"),
+        cv2=cv2.__version__,
+        numpy=np.__version__,
+        tar=tar.stdout.split("\n", 1)[0],
+    )
 
 
 def print_timings(title: str, timings: list[dict], rate: str) -> None:
@@ -586,7 +454,7 @@ def print_timings(title: str, timings: list[dict], rate: str) -> None:
     print(f"  {'part':<44}{'samples':>8}{'MB':>9}{'seconds':>9}{unit:>11}{'cpu s':>8}{'others s':>10}")
     for timing in timings:
         value = timing["samples_per_second"] if rate == "samples" else timing["mb_per_second"]
-        others = "n/a" if timing["other_cpu_seconds"] is None else f"{timing['other_cpu_seconds']:.2f}"
+        others = format_seconds(timing["other_cpu_seconds"])
         print(
             f"  {timing['name']:<44}{timing['samples']:>8}{timing['bytes'] / 1e6:>9.1f}"
             f"{timing['seconds']:>9.2f}{value:>11.1f}{timing['cpu_seconds']:>8.2f}{others:>10}"
@@ -668,14 +536,6 @@ def print_report(results: dict) -> None:
     print(f"\nResults: {results['results_file']}")
 
 
-def write_results(results: dict) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"shard-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    results["results_file"] = str(path)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
 def _shard_bytes(build: Path) -> int:
     return tree_bytes(build / "shards", "*.tar")[1]
 
@@ -686,7 +546,7 @@ def _shard_bytes(build: Path) -> int:
 def run(args: argparse.Namespace, work: Path) -> dict:
     from ffx.pipeline.shard import ShardSettings
 
-    clips = [] if args.no_media else sorted((MEDIA_DIR / "videos").glob("*.mp4"))
+    clips = [] if args.no_media else media_videos()
     print(f"Set-up (untimed): index + {args.videos * args.crops_per_video} crops in {work} ...", flush=True)
     base, videos = index_tree(work, args.videos)
     origin = write_crops(base, videos, args.crops_per_video, clips)
@@ -760,10 +620,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         return first.samples_per_second / second.samples_per_second if second.samples_per_second else None
 
     return {
-        "environment": environment(),
-        "arguments": {
-            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
-        },
+        "environment": versions(),
+        "arguments": arguments_record(args),
         "inputs": {
             "videos": len(videos),
             "crops_per_video": args.crops_per_video,
@@ -807,24 +665,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    if args.workdir is not None:
-        workdir = args.workdir
-        if workdir.exists() and any(workdir.iterdir()):
-            sys.exit(f"--workdir {workdir} is not empty")
-        workdir.mkdir(parents=True, exist_ok=True)
-        remove = False
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="ffx-bench-shard-"))
-        remove = not args.keep
-    try:
-        results = run(args, workdir)
-        write_results(results)
-        print_report(results)
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"Work dir kept: {workdir}")
+    run_and_report("shard", args, run, print_report)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ timed between torch.cuda.synchronize() calls; that ratio is the one that matters
 Each timed part reports wall seconds, the CPU seconds it used (this process and its reaped loader
 workers) and the CPU seconds other processes used meanwhile (a large figure means a busy machine:
 the figures are then too low). Before each timed part the benchmark waits until no pytest or
-other bench/ script runs (checking every 10 s, for at most --max-wait seconds). Shards are read
-once before timing, so they are in the page cache.
+other bench/ script runs (checking every 10 s, for at most --max-wait seconds) and syncs dirty
+pages. Shards are read once before timing, so they are in the page cache.
 
 Run from the repository root:
 
@@ -52,17 +52,10 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import json
 import math
-import os
-import platform
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,21 +63,33 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from common import (
+    CROP_SIDE,
+    MEDIA_DIR,
+    REPO,
+    TRAIN_SHARDS,
+    Quiet,
+    Stopwatch,
+    add_max_wait_option,
+    add_shard_size_option,
+    add_workdir_options,
+    arguments_record,
+    available_cores,
+    environment,
+    format_seconds,
+    media_videos,
+    run_and_report,
+    square_crop,
+    texture,
+    warm_page_cache,
+)
 
 if TYPE_CHECKING:
     from ffx.train.loop import Placement, TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA_DIR = Path(__file__).resolve().parents[2] / "shared" / "media"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CROP_SIDE = 512  # ffx crop's default output size
-CLIP_SQUARE = 0.75  # the centred square cut from a clip frame, as a share of its shorter side
 POOL_FRAMES = 40  # frames kept per clip, evenly spread over it
 SPACE_SETS = (("rgb", "lab", "hsv", "ycbcr"), ("rgb",))
-TRAIN_SHARDS = 8  # the automatic --shard-size aims at this many train shards
 FACELESS_KEY = "fake__none"  # make_cropped_build's video without a face
-BUSY_PATTERNS = ("pytest", "bench/extract.py", "bench/crop.py", "bench/shard.py")
-POLL_SECONDS = 10.0  # while waiting for a quiet machine
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--videos-per-label", type=int, default=20, help="real and fake videos each (default: 20)"
     )
     parser.add_argument("--frames", type=int, default=8, help="face crops per video (default: 8)")
-    parser.add_argument(
-        "--shard-size",
-        type=int,
-        default=None,
-        help=f"ShardSettings.max_count (default: the train samples / {TRAIN_SHARDS}, rounded up)",
-    )
+    add_shard_size_option(parser)
     parser.add_argument(
         "--batches", type=int, default=20, help="loader batches timed, after the first (default: 20)"
     )
@@ -181,21 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-media", action="store_true", help=f"random textures instead of {MEDIA_DIR} clips"
     )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="where the build goes; must be empty or new, and is never removed "
-        "(default: a temp dir, removed at the end unless --keep)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp work dir and print its path")
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=600.0,
-        help="before each timed part, wait at most this many seconds while a test run or another "
-        f"benchmark ({', '.join(BUSY_PATTERNS)}) is running (default: 600)",
-    )
+    add_workdir_options(parser, "the build")
+    add_max_wait_option(parser, default=600.0)
     args = parser.parse_args(argv)
     positive = ("videos_per_label", "frames", "batches", "classes_per_batch", "images_per_class", "crop")
     if min(getattr(args, name) for name in (*positive, "steps", "gpu_steps")) < 1:
@@ -212,29 +199,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------------------------------------
 # Inputs (not timed)
-
-
-def texture(seed: int, side: int) -> np.ndarray:
-    """A smooth random RGB image: noise octaves, larger ones stronger (roughly 1/f)."""
-    rng = np.random.default_rng(seed)
-    field = np.zeros((side, side, 3), np.float32)
-    for scale in (2, 4, 8, 16, 32, 64, 128):
-        coarse = rng.standard_normal((side // scale + 3, side // scale + 3, 3), dtype=np.float32)
-        size = ((coarse.shape[1] - 1) * scale, (coarse.shape[0] - 1) * scale)
-        upscaled = cv2.resize(coarse, size, interpolation=cv2.INTER_CUBIC)
-        field += scale * upscaled[scale : scale + side, scale : scale + side]
-    return np.clip(128 + field / field.std() * 45, 0, 255).astype(np.uint8)
-
-
-def square_crop(rgb: np.ndarray, side: int) -> np.ndarray:
-    """The centred square of a frame (CLIP_SQUARE of its shorter side), resized to `side`."""
-    height, width = rgb.shape[:2]
-    square = int(min(height, width) * CLIP_SQUARE)
-    top, left = (height - square) // 2, (width - square) // 2
-    interpolation = cv2.INTER_AREA if square > side else cv2.INTER_CUBIC
-    return cv2.resize(
-        rgb[top : top + square, left : left + square], (side, side), interpolation=interpolation
-    )
 
 
 def clip_pool(clip: Path, side: int) -> list[np.ndarray]:
@@ -273,7 +237,7 @@ def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     sys.path.insert(0, str(REPO))
     from tests.generated import make_cropped_build
 
-    clips = [] if args.no_media else sorted((MEDIA_DIR / "videos").glob("*.mp4"))
+    clips = [] if args.no_media else media_videos()
     pixels = CropPixels(clips, CROP_SIDE)
     build = make_cropped_build(
         work, videos_per_label=args.videos_per_label, frames=args.frames, side=CROP_SIDE, pixels=pixels
@@ -308,82 +272,8 @@ def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     return build / "shards", inputs
 
 
-def warm_page_cache(paths: list[Path]) -> None:
-    """Read every input once so that all timed parts start with them in the page cache."""
-    for path in paths:
-        with open(path, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
-
-
 # ---------------------------------------------------------------------------------------------
 # Timed parts
-
-
-class Stopwatch:
-    """Wall-clock and CPU time (self plus reaped children, e.g. the loader's workers) since it was
-    made, and the CPU time every other process used meanwhile."""
-
-    def __init__(self) -> None:
-        self.machine = _machine_busy_seconds()
-        self.cpu = _own_cpu_seconds()
-        self.wall = time.perf_counter()
-
-    def cpu_seconds(self) -> tuple[float, float | None]:
-        """(own CPU seconds, other processes' CPU seconds) since the start."""
-        cpu = _own_cpu_seconds() - self.cpu
-        machine = _machine_busy_seconds()
-        others = None if machine is None or self.machine is None else max(0.0, machine - self.machine - cpu)
-        return cpu, others
-
-
-def _own_cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (Linux /proc/stat), idle and iowait excluded."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(field) for field in fields)
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_processes() -> list[str]:
-    """Command lines of other processes that would disturb the timings (test runs, benchmarks)."""
-    found = []
-    for pattern in BUSY_PATTERNS:
-        result = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
-        for line in result.stdout.splitlines():
-            pid, _, command = line.partition(" ")
-            if int(pid) not in (os.getpid(), os.getppid()):
-                found.append(command)
-    return found
-
-
-@dataclass
-class Quiet:
-    """Waits, before each timed part, until no busy process runs (at most `max_wait` seconds)."""
-
-    max_wait: float
-    waits: list[dict] = field(default_factory=list)
-
-    def wait(self, part: str) -> None:
-        start = time.monotonic()
-        while busy := busy_processes():
-            waited = time.monotonic() - start
-            if waited >= self.max_wait:
-                print(f"  [{part}] gave up waiting after {waited:.0f} s; still running: {busy[0][:80]}")
-                break
-            print(
-                f"  [{part}] waiting for {len(busy)} process(es) to finish ({waited:.0f} s): {busy[0][:80]}"
-            )
-            time.sleep(POLL_SECONDS)
-        waited = time.monotonic() - start
-        self.waits.append({"part": part, "seconds": round(waited, 1), "busy_after": busy_processes()})
 
 
 def synchronize(device: torch.device) -> None:
@@ -418,7 +308,7 @@ def time_loader(
     receive(first, placement, config)
     synchronize(placement.device)
     started = time.perf_counter()
-    first_seconds = started - stopwatch.wall
+    first_seconds = started - stopwatch.start
     samples = 0
     for _ in range(batches):
         _images, labels = receive(next(iterator), placement, config)
@@ -502,7 +392,7 @@ def time_steps(
         for _ in range(steps):
             step()
         synchronize(device)
-        seconds = time.perf_counter() - stopwatch.wall
+        seconds = stopwatch.seconds()
         cpu, others = stopwatch.cpu_seconds()
         timings.append(
             StepTiming(
@@ -529,34 +419,20 @@ def time_steps(
 # Report
 
 
-def environment() -> dict:
+def versions() -> dict:
+    """The environment with torch's threads, the libraries' versions and the GPU (None without one)."""
     import timm
     import webdataset
 
-    import ffx
-
-    git = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
+    return environment(
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        timm=timm.__version__,
+        webdataset=webdataset.__version__,
+        cv2=cv2.__version__,
+        numpy=np.__version__,
+        cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     )
-    cuda = torch.cuda.is_available()
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_available": _available_cores(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "ffx": ffx.__version__,
-        "git": git.stdout.strip(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "webdataset": webdataset.__version__,
-        "cv2": cv2.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.cuda.get_device_name() if cuda else None,
-    }
 
 
 def ratios(loaders: list[LoaderTiming], steps: list[StepTiming]) -> list[dict]:
@@ -610,13 +486,13 @@ def print_report(results: dict) -> None:
         print(
             f"{loader['name']:<40}{loader['first_batch_seconds']:>8.2f}{loader['batches']:>8}"
             f"{loader['samples']:>8}{loader['seconds']:>9.2f}{loader['samples_per_second']:>10.1f}"
-            f"{loader['cpu_seconds']:>8.2f}{_format_seconds(loader['other_cpu_seconds']):>13}"
+            f"{loader['cpu_seconds']:>8.2f}{format_seconds(loader['other_cpu_seconds']):>13}"
         )
     print(f"\n{'step':<66}{'steps':>6}{'seconds':>9}{'samples/s':>10}{'cpu s':>8}{'others cpu s':>13}")
     for step in results["steps"]:
         print(
             f"{step['name']:<66}{step['steps']:>6}{step['seconds']:>9.2f}{step['samples_per_second']:>10.2f}"
-            f"{step['cpu_seconds']:>8.2f}{_format_seconds(step['other_cpu_seconds']):>13}"
+            f"{step['cpu_seconds']:>8.2f}{format_seconds(step['other_cpu_seconds']):>13}"
         )
     print("\nloader / step samples/s (the loader keeps up when > 1):")
     for row in results["ratios"]:
@@ -650,20 +526,8 @@ def print_report(results: dict) -> None:
     print(f"\nResults: {results['results_file']}")
 
 
-def _format_seconds(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds:.2f}"
-
-
 def _format_ratio(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
-
-
-def write_results(results: dict) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    results["results_file"] = str(path)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,7 +536,7 @@ def write_results(results: dict) -> Path:
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     from ffx.train.loop import check_shards, make_config, place
 
-    torch.set_num_threads(_available_cores())
+    torch.set_num_threads(available_cores())
     print(f"Generating the build and its shards in {workdir} (untimed) ...", flush=True)
     shards, inputs = make_shards(workdir, args)
     warm_page_cache(sorted(shards.glob("*.tar")))
@@ -723,10 +587,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             torch.cuda.empty_cache()
 
     return {
-        "environment": environment(),
-        "arguments": {
-            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
-        },
+        "environment": versions(),
+        "arguments": arguments_record(args),
         "inputs": inputs,
         "classes": classes,
         "loaders": [timing.as_dict() for timing in loaders],
@@ -738,31 +600,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.workdir is not None:
-        workdir = args.workdir
-        if workdir.exists() and any(workdir.iterdir()):
-            sys.exit(f"--workdir {workdir} is not empty")
-        workdir.mkdir(parents=True, exist_ok=True)
-        remove = False
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="ffx-bench-train-"))
-        remove = not args.keep
-    try:
-        results = run(args, workdir)
-        write_results(results)
-        print_report(results)
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"Work dir kept: {workdir}")
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
+    run_and_report("train", args, run, print_report)
 
 
 if __name__ == "__main__":
