@@ -265,15 +265,6 @@ def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads
     return Timing(name, frames, *stopwatch.figures())
 
 
-def ffx_png_params(level: int) -> list[int]:
-    """The OpenCV PNG settings ffx writes frames with (ffx.pipeline.images; extract in older trees)."""
-    try:
-        from ffx.pipeline.images import png_params
-    except ImportError:
-        from ffx.pipeline.extract import png_params
-    return png_params(level)
-
-
 def decode_frames(backend: str, video: Path, first: int, threads: int) -> list[np.ndarray]:
     """The first `first` frames of a video as RGB arrays."""
     from ffx.pipeline.decode import BACKENDS
@@ -285,7 +276,9 @@ def decode_frames(backend: str, video: Path, first: int, threads: int) -> list[n
 
 def measure_png_cost(root: Path, clips: list[Clip], first: int) -> PngCost:
     """Time decoding with ffx's first backend (1 thread, like one ffx worker) and both PNG encodings."""
-    ffx_params = ffx_png_params(level=1)
+    from ffx.pipeline.images import png_params
+
+    ffx_params = png_params(level=1)
     frames = ffx_bytes = default_bytes = 0
     decode_seconds = ffx_seconds = default_seconds = 0.0
     for clip in clips:
@@ -331,7 +324,7 @@ def check_pixels(
     root: Path, clip: Clip, build: Path, naive_root: Path, backend: str, first: int
 ) -> PixelCheck:
     """Compare each ffx PNG of a clip with its backend's decode and with the naive PNG."""
-    from ffx.pipeline.extract import frame_file
+    from ffx.pipeline.extract_worker import frame_file
 
     decoded = decode_frames(backend, root / clip.path, first, threads=1) if backend else []
     roundtrip = vs_opencv = identical = 0

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from ffx.pipeline.images import encode_png
 from ffx.pipeline.index import run_index
 from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.schema import FACES_SCHEMA, NO_TRACK, Status
+from ffx.pipeline.schema import FACES_SCHEMA
+from ffx.pipeline.statuses import NO_TRACK, Status
 from tests.conftest import touch
 
 CROP_SIDE = 48

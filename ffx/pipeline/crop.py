@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from ffx.errors import FfxError
-from ffx.pipeline import store
+from ffx.pipeline import publish, store
 from ffx.pipeline.detect import DetectorSettings, resolve_device
 from ffx.pipeline.distribute import Part
 from ffx.pipeline.faces import PRESETS, Detection, crop_box, track_faces
 from ffx.pipeline.images import encode_png, read_rgb
 from ffx.pipeline.index import VIDEOS_TABLE
 from ffx.pipeline.progress import stage_progress
-from ffx.pipeline.schema import FACES_SCHEMA, NO_FRAME, NO_TRACK, Status
+from ffx.pipeline.schema import FACES_SCHEMA
+from ffx.pipeline.statuses import NO_FRAME, NO_TRACK, Status
 from ffx.pipeline.workers import Stalled, available_cores, run_tasks
 
 STAGE = "faces"
@@ -107,8 +108,8 @@ def crop_video(task: CropTask, report) -> tuple[list[dict], int]:
     kept = tracks if settings.all_faces else tracks[:1]
 
     faces_root = build / FACES_DIR
-    store.remove_item_temps(faces_root, task.key)
-    temp = store.item_temp_dir(faces_root, task.key, "crop")
+    publish.remove_item_temps(faces_root, task.key)
+    temp = publish.item_temp_dir(faces_root, task.key, "crop")
     temp.mkdir(parents=True)
     rows = []
     for position, (frame_index, _) in enumerate(task.frames):
@@ -152,8 +153,8 @@ def crop_video(task: CropTask, report) -> tuple[list[dict], int]:
                 | dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), cut))
                 | {"path": f"{FACES_DIR}/{task.key}/{name}"}
             )
-    store.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, task.key)
-    store.remove_item_temps(faces_root, task.key)
+    publish.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, task.key)
+    publish.remove_item_temps(faces_root, task.key)
     return rows, len(to_detect)
 
 

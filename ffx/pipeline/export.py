@@ -22,8 +22,9 @@ from pathlib import Path
 from ffx.errors import FfxError
 from ffx.pipeline import store
 from ffx.pipeline.index import VIDEOS_TABLE
-from ffx.pipeline.schema import UNKNOWN_LABEL, Status
+from ffx.pipeline.schema import UNKNOWN_LABEL
 from ffx.pipeline.shard import FACES_TABLE, sample_name
+from ffx.pipeline.statuses import Status
 
 FORMATS = ("mcx-api", "lib", "imagefolder")
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ffx.pipeline import store
 from ffx.pipeline.images import encode_png, read_rgb
-from ffx.pipeline.schema import Status
+from ffx.pipeline.statuses import Status
 
 QA_DIR = "qa"
 

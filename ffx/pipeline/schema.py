@@ -1,27 +1,11 @@
-"""Table schemas, item statuses and key rules: the contract between stages, kept in one place."""
+"""Table schemas and key rules: the contract between stages (statuses: ffx.pipeline.statuses)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from enum import Enum
 
 import pyarrow as pa
-
-
-class Status(str, Enum):
-    """Outcome of one item in a stage table; every item gets exactly one."""
-
-    OK = "ok"
-    PARTIAL = "partial"  # some output before a failure (truncated video)
-    SHORT = "short"  # fewer frames than the sampling asked for
-    NO_FACE = "no_face"
-    LOW_PROB = "low_prob"
-    DECODE_ERROR = "decode_error"
-    TIMEOUT = "timeout"
-    MISSING = "missing"  # input file or upstream item absent
-    ERROR = "error"  # anything else, with the message in `error`
-
 
 UNKNOWN_LABEL = -1
 UNKNOWN_LABEL_NAME = "unknown"
@@ -68,9 +52,8 @@ def is_safe_key(key: str) -> bool:
     return bool(key) and _UNSAFE.search(key) is None
 
 
-# One row per extracted frame; a video that gave no frame has one row with frame_index -1.
-# Video-level facts (status, backend, container metadata) repeat on each of its rows.
-NO_FRAME = -1
+# One row per extracted frame; a video that gave no frame has one row with frame_index -1
+# (NO_FRAME). Video-level facts (status, backend, container metadata) repeat on each of its rows.
 FRAMES_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -92,9 +75,8 @@ FRAMES_SCHEMA = pa.schema(
 )
 
 # One row per frame and face track (track 0 is the video's main face; with --all-faces every
-# track gets rows). A frame without a usable face has one row with track -1 and no boxes; a
-# video that gave no frame upstream has one row with frame_index -1 and its upstream status.
-NO_TRACK = -1
+# track gets rows). A frame without a usable face has one row with track -1 (NO_TRACK) and no
+# boxes; a video that gave no frame upstream has one row with frame_index -1 and its upstream status.
 FACES_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),

@@ -32,7 +32,8 @@ from ffx.pipeline.index import MANIFEST_FILE, VIDEOS_TABLE
 from ffx.pipeline.manifest import load_manifest
 from ffx.pipeline.progress import stage_progress
 from ffx.pipeline.record import write_build_record
-from ffx.pipeline.schema import NO_FRAME, NO_TRACK, SAMPLES_SCHEMA, Status
+from ffx.pipeline.schema import SAMPLES_SCHEMA
+from ffx.pipeline.statuses import NO_FRAME, NO_TRACK, Status
 from ffx.pipeline.tars import END_OF_ARCHIVE, tar_records
 from ffx.pipeline.workers import Stalled, available_cores, run_tasks
 
