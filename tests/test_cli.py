@@ -84,3 +84,9 @@ def test_demo(tmp_path, capsys):
     assert "12 already done" in out and "0 shards written now" in out
     assert {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")} == shards
     assert main(["verify", str(tmp_path / "demo/build")]) == 0
+
+
+def test_usage_errors_exit_2_with_a_message_not_a_traceback(capsys):
+    assert main(["index", "--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option: --no-such-option" in err and "Traceback" not in err
