@@ -154,6 +154,7 @@ def shard_dataset(
     resampled: bool = False,
     decode: bool = True,
     worker_shift: int = 0,
+    split_nodes: bool = True,
 ) -> wds.DataPipeline:
     """A WebDataset pipeline over one split: shards split across nodes and workers; with `train`,
     shuffled shards, a sample shuffle buffer and random crops, else file order and centre crops.
@@ -161,7 +162,8 @@ def shard_dataset(
     choice is seeded by `seed`, the node and the worker: the same seed gives the same stream.
     With `decode=False` the samples stay raw (bytes per member), for stages that pick samples
     before paying for their decoding; `Decoder` decodes them later. `worker_shift` rotates the
-    roles of the DataLoader workers (see `worker_role`)."""
+    roles of the DataLoader workers (see `worker_role`). `split_nodes=False` gives this process
+    every shard even under torchrun (one rank evaluating a whole split)."""
     shard_set = open_shards(shards, split)
     spaces = parse_spaces(spaces)
     missing = [space for space in spaces if shard_set.spaces and space not in shard_set.spaces]
@@ -176,7 +178,8 @@ def shard_dataset(
         stages = [wds.SimpleShardList(shard_set.urls)]
         if train:
             stages.append(wds.shuffle(100, rng=random.Random(seed)))
-        stages.append(wds.split_by_node)
+        if split_nodes:
+            stages.append(wds.split_by_node)
     stages += [SplitByWorker(worker_shift), wds.tarfile_to_samples()]
     if train:
         stages.append(wds.shuffle(shuffle_buffer, rng=random.Random(seed + 1)))

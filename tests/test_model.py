@@ -72,10 +72,10 @@ def test_loss_is_cross_entropy_of_the_four_plus_the_rank_hinge() -> None:
         targets = [labels[a], labels[a], labels[b], labels[b]]
         probabilities = [torch.softmax(x[0], 0)[t].item() for x, t in zip(attentive, targets)]
         cross_entropies += [-math.log(p) for p in probabilities]
-        hinges.append(
-            max(0.0, probabilities[1] - probabilities[0] + 0.05)
-            + max(0.0, probabilities[3] - probabilities[2] + 0.05)
-        )
+        hinges += [  # one hinge per image: its own attention must beat the borrowed one
+            max(0.0, probabilities[1] - probabilities[0] + 0.05),
+            max(0.0, probabilities[3] - probabilities[2] + 0.05),
+        ]
     expected_ce = sum(cross_entropies) / len(cross_entropies)
     expected_rank = sum(hinges) / len(hinges)
     assert parts["cross_entropy"] == pytest.approx(expected_ce, rel=1e-5)

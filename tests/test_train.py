@@ -89,7 +89,15 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(shards: Path, tmp_path
     assert stopped.step == 4
     with pytest.raises(FfxError, match="already holds a run"):
         train(make_config(run=str(tmp_path / "parts"), **settings), show_progress=False)
-    resumed = train(make_config(run=str(tmp_path / "parts"), **settings), resume=True, show_progress=False)
+    # The state of step 4 with the weights of another step: a run stopped between two writes.
+    shutil.copytree(tmp_path / "parts", tmp_path / "torn")
+    shutil.copy(tmp_path / "whole" / "last.safetensors", tmp_path / "torn" / "last.safetensors")
+    with pytest.raises(FfxError, match="disagree"):
+        train(make_config(run=str(tmp_path / "torn"), shards=str(shards)), resume=True, show_progress=False)
+    # Resuming needs only the run and the shards: every other setting comes from the run itself.
+    resumed = train(
+        make_config(run=str(tmp_path / "parts"), shards=str(shards)), resume=True, show_progress=False
+    )
     assert resumed.step == 6
     whole, parts = (
         load_file(str(tmp_path / "whole" / "last.safetensors")),

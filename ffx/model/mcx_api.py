@@ -165,7 +165,8 @@ def pairwise_loss(
     metric: str = "euclidean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MCX-API's training loss on a batch: cross-entropy over the four attentive features of every
-    mined pair plus rank_weight * hinge(p_other(c) - p_self(c) + margin) for both images."""
+    mined pair plus rank_weight * the mean over both images of every pair of
+    hinge(p_other(c) - p_self(c) + margin)."""
     anchors, intra, inter = mine_pairs(features, labels, metric)
     firsts = torch.cat([anchors[intra >= 0], anchors[inter >= 0]])
     seconds = torch.cat([intra[intra >= 0], inter[inter >= 0]])
@@ -177,9 +178,9 @@ def pairwise_loss(
     targets = torch.cat([first_labels, first_labels, second_labels, second_labels])
     cross_entropy = F.cross_entropy(logits, targets)
     probabilities = F.softmax(logits, dim=1).gather(1, targets[:, None])[:, 0].chunk(4)
-    rank = (
-        F.relu(probabilities[1] - probabilities[0] + margin)
-        + F.relu(probabilities[3] - probabilities[2] + margin)
+    # One hinge per image of every pair, averaged over all of them (APINet's MarginRankingLoss).
+    rank = F.relu(
+        torch.cat([probabilities[1] - probabilities[0], probabilities[3] - probabilities[2]]) + margin
     ).mean()
     loss = cross_entropy + rank_weight * rank
     return loss, {"cross_entropy": float(cross_entropy.detach()), "rank": float(rank.detach())}

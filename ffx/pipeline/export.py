@@ -2,7 +2,8 @@
 
 - `mcx-api`: `{split}.txt`, one `path label` line per crop (the public MCX-API datalist);
 - `lib`: `{split}.csv`, one `label,folder,nframes` line per video, the folder holding its crops
-  (BUILD/faces/{key}/, frame order = file name order);
+  (BUILD/faces/{key}/, frame order = file name order); with --all-faces crops in a build, the
+  folder holds links to the main face's crops only (`OUT/faces/{key}/`);
 - `imagefolder`: `{split}/{label_name}/{sample}.png`, symbolic links to the crops (`copy`: files).
 
 Paths are absolute, so the lists work from any directory. Videos without a label are left out
@@ -64,7 +65,12 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
         if export_format == "mcx-api":
             lines += [f"{build / row['path']} {video['label']}" for row in crops]
         elif export_format == "lib":
-            lines.append(_csv_line([video["label"], build / "faces" / key, len(crops)]))
+            main_face = [row for row in crops if row["track"] == 0]
+            folder = build / "faces" / key
+            if len(main_face) != len(crops):  # other faces' crops share the folder: link the main ones
+                folder = out.resolve() / "faces" / key
+                _link_crops(build, folder, key, main_face, copy)
+            lines.append(_csv_line([video["label"], folder, len(main_face)]))
         else:
             _link_crops(build, out / video["split"] / video["label_name"], key, crops, copy)
         report.crops[video["split"]] = report.crops.get(video["split"], 0) + len(crops)

@@ -37,8 +37,11 @@ LIBRARIES = (
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape a build's bytes ("absent" if not installed)."""
-    versions = {}
+    """Installed versions of the libraries that shape a build's bytes ("absent" if not installed);
+    `cv2` is OpenCV as imported, whichever of its packages provides it."""
+    import cv2
+
+    versions = {"cv2": cv2.__version__}
     for name in LIBRARIES:
         try:
             versions[name] = metadata.version(name)

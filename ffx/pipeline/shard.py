@@ -12,6 +12,7 @@ parts give byte-identical shards.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import tarfile
@@ -91,6 +92,8 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
     """Worker entry point: write the video's samples file and return one row per crop."""
     build = Path(task.build)
     video = task.video
+    for temp in (build / SAMPLES_DIR).glob(f".{task.key}.tar.*.tmp"):  # left by a killed worker
+        temp.unlink()
     blocks: list[bytes] = []
     rows = []
     offset = 0
@@ -264,10 +267,14 @@ def run_shard(
     store.log_run(build, STAGE, part, progress.elapsed, len(todo))
     report.merged = ledger.merge_when_complete(video_of)
     if report.merged:
-        started = time.monotonic()
-        report.shards, report.shards_written = write_shards(build, settings, show_progress)
-        store.log_run(build, SHARDS_DIR, part, time.monotonic() - started, report.shards_written)
-        write_build_record(build, strict=strict)
+        # Two parts can both find the samples complete; one lays the shards out, the other waits
+        # and then finds them written.
+        with open(build / f".{SHARDS_DIR}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            started = time.monotonic()
+            report.shards, report.shards_written = write_shards(build, settings, show_progress)
+            store.log_run(build, SHARDS_DIR, part, time.monotonic() - started, report.shards_written)
+            write_build_record(build, strict=strict)
     report.seconds = progress.elapsed
     return report
 
@@ -389,6 +396,8 @@ def _drop_stale_shards(shards_dir: Path, digest: str, names: set[str]) -> None:
     for path in shards_dir.glob("*.tar"):
         if not same or path.name not in names:
             path.unlink()
+    for temp in shards_dir.glob(".*.tmp"):  # left by a run killed while writing a shard
+        temp.unlink()
     if not same:
         (shards_dir / SHARD_INDEX).unlink(missing_ok=True)
 

@@ -289,6 +289,15 @@ class TrainStep(torch.nn.Module):
         )
 
 
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the saved step (a run stopped while saving)."""
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            store.write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+
 def _plain_json(values: dict) -> dict:
     """NaN (a metric without both classes) as null: strict JSON readers refuse NaN."""
     return {
@@ -305,10 +314,14 @@ def cosine_lr(step: int, total: int, base: float) -> float:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig) -> None:
-    """Model weights as safetensors, the model config in its metadata."""
+def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig, step: int) -> None:
+    """Model weights as safetensors, the model config and the step in its metadata."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    metadata = {"model": json.dumps(asdict(model.config)), "train": json.dumps(asdict(config))}
+    metadata = {
+        "model": json.dumps(asdict(model.config)),
+        "train": json.dumps(asdict(config)),
+        "step": str(step),
+    }
     with store.atomic_path(run / name) as temp:
         save_file(tensors, str(temp), metadata=metadata)
 
@@ -330,17 +343,66 @@ def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
     return model.to(device).eval()
 
 
-def save_state(run: Path, optimizer, scaler, step: int, best: float, history: dict) -> None:
+def save_state(run: Path, optimizer, scaler, step: int, best: float, history: dict, world: int) -> None:
+    """Optimiser, scaler, step and bookkeeping of the run (rank 0), beside `last.safetensors`."""
     state = {
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
         "step": step,
         "best": best,
         "history": history,
-        "torch_rng": torch.get_rng_state(),
+        "world": world,
     }
     with store.atomic_path(run / STATE) as temp:
         torch.save(state, temp)
+
+
+def save_random_state(run: Path, rank: int, step: int, device: torch.device) -> None:
+    """This rank's CPU and CUDA generators (dropout), so a resumed run draws what it would have."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8)
+    with store.atomic_path(run / f"last.rng-{rank}.pt") as temp:
+        torch.save({"cpu": torch.get_rng_state(), "cuda": cuda, "step": step}, temp)
+
+
+def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:
+    """The saved state and this rank's random state, checked to belong to the same step as the
+    weights (a kill between two checkpoint writes would leave them apart)."""
+    from safetensors import safe_open
+
+    state = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    rng_path = run / f"last.rng-{placement.rank}.pt"
+    if not rng_path.is_file():
+        raise FfxError(
+            f"{rng_path} is missing: resume with as many processes as the run had ({state['world']})"
+        )
+    random_state = torch.load(rng_path, map_location="cpu", weights_only=True)
+    with safe_open(str(run / LAST), "pt") as handle:
+        weights_step = int((handle.metadata() or {}).get("step", -1))
+    if not state["step"] == random_state["step"] == weights_step:
+        raise FfxError(
+            f"{run}: weights (step {weights_step}), optimiser (step {state['step']}) and random state "
+            f"(step {random_state['step']}) disagree: the run was stopped while saving; "
+            "start it again from an earlier copy or anew"
+        )
+    if state["world"] != placement.world:
+        raise FfxError(
+            f"{run} was trained by {state['world']} processes; resume it with as many, not {placement.world}"
+        )
+    return state, random_state
+
+
+def resumed_config(run: Path, given: TrainConfig) -> TrainConfig:
+    """The run's saved settings; only where it runs (`device`) and when it stops (`max_steps`)
+    come from the call, everything else must stay as it was for the run to continue exactly."""
+    path = run / CONFIG_FILE
+    if not path.is_file() or not (run / LAST).is_file():
+        raise FfxError(f"nothing to resume in {run} (no {CONFIG_FILE} and {LAST})")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return replace(
+        TrainConfig(**saved | {"spaces": tuple(saved["spaces"])}),
+        device=given.device,
+        max_steps=given.max_steps,
+    )
 
 
 # ---------------------------------------------------------------- training
@@ -352,35 +414,25 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     if not config.shards or not config.run:
         raise FfxError("a run needs --shards and --run")
     placement = place(config.device)
+    if resume:
+        config = resumed_config(run, config)
+    elif (run / LAST).is_file():
+        raise FfxError(f"{run} already holds a run: use --resume, or another --run")
     if config.workers is None:
         config = replace(config, workers=max(1, available_cores() // placement.world))
     classes, rarest = check_shards(config)
-    batch = config.classes_per_batch * config.images_per_class
-    steps_per_epoch = config.steps_per_epoch or max(
-        1, rarest * classes // (batch * config.accumulate * placement.world)
-    )
+    if config.steps_per_epoch is None:  # saved resolved in config.json, so a resume keeps it
+        batch = config.classes_per_batch * config.images_per_class * config.accumulate
+        config = replace(config, steps_per_epoch=max(1, rarest * classes // (batch * placement.world)))
+    steps_per_epoch = config.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
-    if resume:
-        saved = (
-            json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
-            if (run / CONFIG_FILE).is_file()
-            else None
-        )
-        if saved is None or not (run / LAST).is_file():
-            raise FfxError(f"nothing to resume in {run} (no {CONFIG_FILE} and {LAST})")
-        config = replace(
-            config,
-            **{key: value for key, value in saved.items() if key not in ("max_steps", "device", "workers")},
-        )
-        config = replace(config, spaces=tuple(config.spaces))
-    elif (run / LAST).is_file():
-        raise FfxError(f"{run} already holds a run: use --resume, or another --run")
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = MCXAPI(
         ModelConfig(config.backbone, config.spaces, classes, config.hidden, config.dropout),
         Path(config.pretrained) if config.pretrained else None,
     )
+    torch.manual_seed(config.seed * 1000 + placement.rank)  # dropout differs between ranks
     if resume:
         model.load_state_dict(load_file(str(run / LAST)))
     model.to(placement.device)
@@ -396,15 +448,21 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     step, best, history = 0, -math.inf, {}
     if resume:
-        state = torch.load(run / STATE, map_location="cpu", weights_only=True)
+        state, random_state = load_run_state(run, placement)
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         step, best, history = state["step"], state["best"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(random_state["cpu"])
+        if placement.device.type == "cuda" and random_state["cuda"].numel():
+            torch.cuda.set_rng_state(random_state["cuda"], placement.device)
+        if placement.main:
+            _trim_metrics(run / METRICS_FILE, step)
     elif placement.main:
         run.mkdir(parents=True, exist_ok=True)
         store.write_json(run / CONFIG_FILE, asdict(config) | {"spaces": list(config.spaces)})
+    if placement.world > 1:
+        dist.barrier()  # the run folder exists before any rank writes into it
 
     trainer = TrainStep(model, config)
     wrapped = trainer
@@ -455,6 +513,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
                 progress.describe(
                     f"train loss {sum(losses[-20:]) / len(losses[-20:]):.3f} lr {lr:.2e} {rate:.1f} samples/s"
                 )
+            del batches  # its loader workers end before validation starts others
             epoch_done = step % steps_per_epoch == 0
             metrics = {
                 "epoch": epoch,
@@ -473,11 +532,12 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
                     score = metrics.get("val_video_auc", -math.inf)
                     if isinstance(score, float) and not math.isnan(score) and score > best:
                         best = score
-                        save_checkpoint(run, BEST, model, config)
+                        save_checkpoint(run, BEST, model, config, step)
                     with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
                         log.write(json.dumps(_plain_json(metrics)) + "\n")
-                save_checkpoint(run, LAST, model, config)
-                save_state(run, optimizer, scaler, step, best, history)
+                save_state(run, optimizer, scaler, step, best, history, placement.world)
+                save_checkpoint(run, LAST, model, config, step)
+            save_random_state(run, placement.rank, step, placement.device)
             report = TrainReport(run, step, total_steps, step // steps_per_epoch, metrics)
             if placement.world > 1:
                 dist.barrier()
@@ -495,7 +555,7 @@ def evaluate(
     from ffx.data import shard_loader
 
     model.eval()
-    dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False)
+    dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False, split_nodes=False)
     labels, scores, videos = [], [], []
     workers = min(workers, len(open_shards(shards, split).urls))  # a worker without a shard idles
     for batch in shard_loader(dataset, batch_size=32, workers=workers):

@@ -145,6 +145,7 @@ def test_an_interrupted_layout_finishes_with_the_same_bytes(cropped_build: Path)
     (shards / "index.json").unlink()
     report = run_shard(cropped_build, settings=SETTINGS, workers=2, show_progress=False)
     assert report.shards_written == 1 and shard_digests(cropped_build) == expected
+    assert not list(shards.glob(".*.tmp"))  # the half-written temp file is gone
     assert verify_shards(cropped_build).problems == []
 
 
