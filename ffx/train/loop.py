@@ -392,14 +392,16 @@ def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:
 
 
 def resumed_config(run: Path, given: TrainConfig) -> TrainConfig:
-    """The run's saved settings; only where it runs (`device`) and when it stops (`max_steps`)
-    come from the call, everything else must stay as it was for the run to continue exactly."""
+    """The run's saved settings; only where the shards are, where it runs (`device`) and when it
+    stops (`max_steps`) come from the call: everything else must stay as it was for the run to
+    continue exactly."""
     path = run / CONFIG_FILE
     if not path.is_file() or not (run / LAST).is_file():
         raise FfxError(f"nothing to resume in {run} (no {CONFIG_FILE} and {LAST})")
     saved = json.loads(path.read_text(encoding="utf-8"))
     return replace(
         TrainConfig(**saved | {"spaces": tuple(saved["spaces"])}),
+        shards=given.shards or saved["shards"],  # the same shards, perhaps moved
         device=given.device,
         max_steps=given.max_steps,
     )
