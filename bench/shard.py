@@ -324,9 +324,9 @@ def time_packing(build: Path, settings) -> Timing:
 
     shutil.rmtree(build / "shards")
     stopwatch = Stopwatch()
-    entries, _written = write_shards(build, settings, show_progress=False)
-    size = sum(entry["bytes"] for entry in entries)
-    samples = sum(entry["samples"] for entry in entries)
+    index, _written = write_shards(build, settings, show_progress=False)
+    size = sum(totals["bytes"] for totals in index["splits"].values())
+    samples = sum(totals["samples"] for totals in index["splits"].values())
     return Timing("ffx write_shards (pack only)", samples, size, *stopwatch.figures())
 
 

@@ -480,14 +480,9 @@ def print_shard_report(report, build: Path) -> None:
     if not report.merged:
         console.print("  shards not written yet: other parts are still missing (run again when they finish)")
         return
-    by_split: dict[str, list[int]] = {}
-    for entry in report.shards:
-        totals = by_split.setdefault(entry["split"], [0, 0, 0])
-        totals[0] += 1
-        totals[1] += entry["samples"]
-        totals[2] += entry["bytes"]
-    for split, (shards, samples, size) in by_split.items():
-        console.print(f"  {split}: {shards} shards, {samples} samples, {size / 1e6:.1f} MB")
+    for split, totals in report.splits.items():
+        shards, samples, megabytes = totals["shards"], totals["samples"], totals["bytes"] / 1e6
+        console.print(f"  {split}: {shards} shards, {samples} samples, {megabytes:.1f} MB")
     console.print(f"  {report.shards_written} shards written now; index: {build / 'shards' / 'index.json'}")
 
 

@@ -51,14 +51,11 @@ def open_shards(shards: str | Path, split: str) -> ShardSet:
     if not entries:
         present = ", ".join(sorted(index["splits"])) or "none"
         raise BuildError(f"no {split!r} shards in {folder} (splits there: {present})")
-    labels: dict[int, int] = {}
-    for entry in entries:
-        for label, count in entry["labels"].items():
-            labels[int(label)] = labels.get(int(label), 0) + count
+    totals = index["splits"][split]
     return ShardSet(
         [str(folder / entry["name"]) for entry in entries],
-        sum(entry["samples"] for entry in entries),
-        dict(sorted(labels.items())),
+        totals["samples"],
+        dict(sorted((int(label), count) for label, count in totals["labels"].items())),
         tuple(index["settings"]["spaces"]),
     )
 

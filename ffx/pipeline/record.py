@@ -60,9 +60,11 @@ def input_fingerprint(build: Path, strict: bool = False) -> dict:
     for path in paths:
         source = root / path
         try:
-            facts = (
-                _file_sha256(source) if strict else f"{source.stat().st_size}\t{source.stat().st_mtime_ns}"
-            )
+            if strict:
+                facts = store.file_sha256(source)
+            else:
+                stat = source.stat()
+                facts = f"{stat.st_size}\t{stat.st_mtime_ns}"
         except OSError:
             facts, missing = "missing", missing + 1
         digest.update(f"{path}\t{facts}\n".encode())
@@ -74,20 +76,10 @@ def input_fingerprint(build: Path, strict: bool = False) -> dict:
     }
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_build_record(build: Path, strict: bool = False) -> dict:
-    """Write BUILD/build.json from the build's files and return it."""
+def write_build_record(build: Path, shards: list[dict], strict: bool = False) -> dict:
+    """Write BUILD/build.json from the build's files and its shards' index entries; return it."""
     build = Path(build)
     recipe = load_manifest(build / MANIFEST_FILE)
-    index_path = build / "shards" / "index.json"
-    shards = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else None
     seconds = store.stage_seconds(build)
     record = {
         "ffx": __version__,
@@ -101,7 +93,7 @@ def write_build_record(build: Path, strict: bool = False) -> dict:
             for stage in build_status(build)
         },
         "seconds": seconds,
-        "shards": {entry["name"]: entry["sha256"] for entry in shards["shards"]} if shards else {},
+        "shards": {entry["name"]: entry["sha256"] for entry in shards},
     }
     store.write_json(build / BUILD_RECORD, record)
     return record

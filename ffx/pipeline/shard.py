@@ -161,6 +161,7 @@ class ShardReport:
     seconds: float
     merged: bool  # every part done, so the shards were laid out
     shards: list[dict] = field(default_factory=list)  # the index's shard entries
+    splits: dict[str, dict] = field(default_factory=dict)  # the index's totals per split
     shards_written: int = 0  # the rest were already complete from an earlier run
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, status, error)
 
@@ -272,9 +273,10 @@ def run_shard(
         with open(build / f".{SHARDS_DIR}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             started = time.monotonic()
-            report.shards, report.shards_written = write_shards(build, settings, show_progress)
+            index, report.shards_written = write_shards(build, settings, show_progress)
+            report.shards, report.splits = index["shards"], index["splits"]
             store.log_run(build, SHARDS_DIR, part, time.monotonic() - started, report.shards_written)
-            write_build_record(build, strict=strict)
+            write_build_record(build, report.shards, strict=strict)
     report.seconds = progress.elapsed
     return report
 
@@ -344,9 +346,9 @@ def _shuffle_key(seed: int, sample: str) -> bytes:
     return hashlib.sha256(f"{seed}/{sample}".encode()).digest()
 
 
-def write_shards(build: Path, settings: ShardSettings, show_progress: bool = True) -> tuple[list[dict], int]:
-    """Write every planned shard not already complete, then shards/index.json; the index's shard
-    entries and how many shards were written now."""
+def write_shards(build: Path, settings: ShardSettings, show_progress: bool = True) -> tuple[dict, int]:
+    """Write every planned shard not already complete, then shards/index.json; the index and how
+    many shards were written now."""
     table = store.read_table(build / f"{STAGE}.parquet", "`ffx shard`")
     rows = [row for row in table.to_pylist() if row["sample"] and row["status"] == Status.OK.value]
     shards = plan_shards(rows, settings)
@@ -369,7 +371,7 @@ def write_shards(build: Path, settings: ShardSettings, show_progress: bool = Tru
         for shard in shards:
             path = shards_dir / shard["name"]
             if path.is_file():  # complete: shards only ever appear by an atomic rename
-                sha256, size = _file_digest(path)
+                sha256, size = store.file_sha256(path), path.stat().st_size
             else:
                 sha256, size = _write_shard(build, path, shard["rows"])
                 written += 1
@@ -385,8 +387,9 @@ def write_shards(build: Path, settings: ShardSettings, show_progress: bool = Tru
                 }
             )
             progress.advance(len(shard["rows"]), 1)
-    store.write_json(shards_dir / SHARD_INDEX, _index(entries, settings, digest))
-    return entries, written
+    index = _index(entries, settings, digest)
+    store.write_json(shards_dir / SHARD_INDEX, index)
+    return index, written
 
 
 def _drop_stale_shards(shards_dir: Path, digest: str, names: set[str]) -> None:
@@ -428,14 +431,6 @@ def _write_shard(build: Path, path: Path, rows: list[dict]) -> tuple[str, int]:
         size += len(END_OF_ARCHIVE)
         out.flush()
     return sha256.hexdigest(), size
-
-
-def _file_digest(path: Path) -> tuple[str, int]:
-    sha256 = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            sha256.update(chunk)
-    return sha256.hexdigest(), path.stat().st_size
 
 
 def _index(entries: list[dict], settings: ShardSettings, digest: str) -> dict:
@@ -481,7 +476,7 @@ def verify_shards(build: Path) -> VerifyReport:
         if not path.is_file():
             problems.append(f"{entry['name']}: missing")
             continue
-        sha256, size = _file_digest(path)
+        sha256, size = store.file_sha256(path), path.stat().st_size
         if sha256 != entry["sha256"] or size != entry["bytes"]:
             problems.append(
                 f"{entry['name']}: altered or truncated ({size} bytes, sha256 {sha256[:12]}…; "

@@ -9,6 +9,7 @@ all rows into `BUILD/{stage}.parquet`: one run and any number of parts give the 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,15 @@ def atomic_path(final: Path):
         os.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import webdataset as wds
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ffx.data import Decoder, collate, open_shards, shard_dataset, worker_role
+from ffx.data import SHARD_INDEX, Decoder, collate, open_shards, shard_dataset, worker_role
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig, pairwise_loss
 from ffx.pipeline import store
@@ -326,10 +327,8 @@ def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig, st
         save_file(tensors, str(temp), metadata=metadata)
 
 
-def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
-    """A model from a checkpoint written by `ffx train` (config from the file's metadata)."""
-    from safetensors import safe_open
-
+def checkpoint_metadata(checkpoint: Path) -> dict[str, str]:
+    """The metadata `save_checkpoint` wrote: model and training configs (JSON) and the step."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FfxError(f"checkpoint not found: {path}")
@@ -337,9 +336,14 @@ def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
         metadata = handle.metadata() or {}
     if "model" not in metadata:
         raise FfxError(f"{path} is not an ffx checkpoint (no model config in its metadata)")
-    values = json.loads(metadata["model"])
+    return metadata
+
+
+def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
+    """A model from a checkpoint written by `ffx train` (config from the file's metadata)."""
+    values = json.loads(checkpoint_metadata(checkpoint)["model"])
     model = MCXAPI(ModelConfig(**values | {"spaces": tuple(values["spaces"])}))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(load_file(str(checkpoint)))
     return model.to(device).eval()
 
 
@@ -367,8 +371,6 @@ def save_random_state(run: Path, rank: int, step: int, device: torch.device) -> 
 def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:
     """The saved state and this rank's random state, checked to belong to the same step as the
     weights (a kill between two checkpoint writes would leave them apart)."""
-    from safetensors import safe_open
-
     state = torch.load(run / STATE, map_location="cpu", weights_only=True)
     rng_path = run / f"last.rng-{placement.rank}.pt"
     if not rng_path.is_file():
@@ -376,8 +378,7 @@ def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:
             f"{rng_path} is missing: resume with as many processes as the run had ({state['world']})"
         )
     random_state = torch.load(rng_path, map_location="cpu", weights_only=True)
-    with safe_open(str(run / LAST), "pt") as handle:
-        weights_step = int((handle.metadata() or {}).get("step", -1))
+    weights_step = int(checkpoint_metadata(run / LAST).get("step", -1))
     if not state["step"] == random_state["step"] == weights_step:
         raise FfxError(
             f"{run}: weights (step {weights_step}), optimiser (step {state['step']}) and random state "
@@ -572,7 +573,7 @@ def evaluate(
 
 def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:
     """Metrics on the validation split, or {} when the shards have none (or no index to tell)."""
-    if not (Path(config.shards) / "index.json").is_file():
+    if not (Path(config.shards) / SHARD_INDEX).is_file():
         return {}
     try:
         open_shards(config.shards, config.val_split)
@@ -592,10 +593,7 @@ def evaluate_checkpoint(
     """Metrics of a checkpoint on a split, also written to `{checkpoint stem}.eval-{split}.json`."""
     placement = place(device)
     model = load_model(checkpoint, placement.device)
-    from safetensors import safe_open
-
-    with safe_open(str(checkpoint), "pt") as handle:
-        trained = json.loads((handle.metadata() or {}).get("train", "{}"))
+    trained = json.loads(checkpoint_metadata(checkpoint).get("train", "{}"))
     crop = crop or trained.get("crop")
     metrics = evaluate(model, shards, split, crop, placement.device, 2 if workers is None else workers)
     metrics |= {"checkpoint": str(checkpoint), "shards": str(shards), "split": split, "crop": crop}
