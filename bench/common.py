@@ -305,12 +305,14 @@ def add_workdir_options(parser: argparse.ArgumentParser, contents: str) -> None:
 
 
 def add_shard_size_option(parser: argparse.ArgumentParser) -> None:
-    """The --shard-size option: ShardSettings.max_count of the benchmark's shards (None: automatic)."""
+    """The --shard-size option: run_shard's max_count (the recipe's shard.max_count) of the
+    benchmark's shards (None: automatic)."""
     parser.add_argument(
         "--shard-size",
         type=int,
         default=None,
-        help=f"ShardSettings.max_count (default: the train samples / {TRAIN_SHARDS}, rounded up)",
+        help=f"samples per shard, run_shard's max_count (default: the train samples / {TRAIN_SHARDS}, "
+        "rounded up)",
     )
 
 

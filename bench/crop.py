@@ -18,7 +18,8 @@ extracted once with `ffx extract` (`first:N`, N = 30 by default), it times on th
 - agreement: IoU between ffx's main-face boxes (faces.parquet, status ok, track 0) and the
   public boxes on the frames where both found a face;
 - box reuse: a small FF++ tree (two originals and a generated fake of the first one), cropped
-  once with default settings and once with `CropSettings(boxes_from_original=True)`.
+  once with default settings (`boxes_from_original=False`, overriding the ffpp-c23 recipe's
+  true) and once with `run_crop(..., boxes_from_original=True)`.
 
 Set-up (copying clips, indexing, extracting, building the FF++ tree) is not timed. Before each
 timed part the benchmark waits until no pytest and no other bench/ script is running (checking
@@ -67,7 +68,7 @@ from common import (
 
 PUBLIC_MIN_PROB = 0.99  # the public MCX-API code keeps a face above this probability
 PUBLIC_SIZE, PUBLIC_MARGIN = 512, 120
-CROP_OUTPUTS = ("faces", "faces.parquet", "faces.json", "faces.parts")
+NO_FACE_STATUSES = ("no_face", "low_prob")  # a video's status in a report's `failed` when it gave no crop
 FAKE_REGION = slice(150, 330)  # the square inverted in the generated fake (as tests/pipeline/test_crop.py)
 TARGET_RATIO, TARGET_IOU = 4.0, 0.9
 
@@ -237,9 +238,11 @@ def extracted_folder_build(clips: list[Path], work: Path, frames: int, copies: i
 
 def fresh_copy(extracted: Path, destination: Path) -> Path:
     """A copy of an extracted build with no crop outputs."""
+    from ffx.pipeline.builddir import BuildDir
+
     shutil.copytree(extracted, destination)
-    for name in CROP_OUTPUTS:
-        path = destination / name
+    build = BuildDir(destination)
+    for path in (build.faces, build.table("faces"), build.parts("faces"), build.merge_lock("faces")):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -296,27 +299,28 @@ def extracted_ffpp_build(videos: Path, work: Path, frames: int) -> Path:
 # ---------------------------------------------------------------- ffx
 
 
-def time_ffx(build: Path, settings=None) -> FfxRun:
+def time_ffx(build: Path, settings: dict | None = None) -> FfxRun:
+    """`run_crop` on the CPU; `settings` are `[crop]` fields of the recipe (None: the recipe's)."""
     from ffx.pipeline.crop import run_crop
 
     start = time.perf_counter()
-    report = run_crop(build, settings=settings, device="cpu", show_progress=False)
+    report = run_crop(build, device="cpu", show_progress=False, **(settings or {}))
     wall = time.perf_counter() - start
     return FfxRun(
         build=str(build),
         wall_seconds=wall,
         report_seconds=report.seconds,
-        videos=report.videos,
-        faces=report.faces,
-        detected_frames=report.detected_frames,
-        reused_frames=report.reused_frames,
-        statuses=dict(sorted(report.frames.items())),
-        videos_without_faces=list(report.videos_without_faces),
-        failed=[list(item) for item in report.failed],
+        videos=report.items,
+        faces=report.outputs,
+        detected_frames=report.counts["frames detected"],
+        reused_frames=report.counts["boxes reused"],
+        statuses=dict(sorted(report.rows_by_status.items())),
+        videos_without_faces=[key for key, status, _error in report.failed if status in NO_FACE_STATUSES],
+        failed=[list(item) for item in report.failed if item[1] not in NO_FACE_STATUSES],
     )
 
 
-def ffx_on_copy(extracted: Path, destination: Path, settings=None) -> FfxRun:
+def ffx_on_copy(extracted: Path, destination: Path, settings: dict | None = None) -> FfxRun:
     """`run_crop` timed on a fresh copy of an extracted build (the copy is not timed)."""
     return time_ffx(fresh_copy(extracted, destination), settings)
 
@@ -338,7 +342,8 @@ def not_ok_rows(build: Path) -> list[dict]:
 
 def worker_import_seconds() -> float:
     """Wall time of a fresh Python importing what a crop worker imports (ffx, torch, facenet)."""
-    script = "import ffx.pipeline.crop, torch; from facenet_pytorch import MTCNN"
+    # A worker runs crop_worker.crop_video under workers.call_guarded (detection imports torch and facenet).
+    script = "import ffx.pipeline.workers, ffx.pipeline.crop_worker, torch; from facenet_pytorch import MTCNN"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)
     return time.perf_counter() - start
@@ -357,18 +362,28 @@ def ffx_per_clip(build: Path, frames: list[Frame]) -> dict[str, float]:
     """Seconds of `crop_video` per clip in this process with one torch thread, as in one worker."""
     import torch
 
-    from ffx.pipeline.crop import CropSettings, CropTask, crop_video
+    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.crop_worker import CropSettings, CropTask, crop_video
+    from ffx.pipeline.detect import DetectorSettings
+    from ffx.pipeline.manifest import load_manifest
 
-    settings, threads_before = CropSettings(), torch.get_num_threads()
-    threads = 1  # run_crop on a CPU: one worker per core, cores // workers = 1 thread each
+    crop = load_manifest(BuildDir(build).manifest).crop  # the recipe's [crop], as run_crop reads it
+    detector = DetectorSettings(crop.detect_max_side, crop.min_face_ratio)
+    settings = CropSettings(
+        crop.preset, crop.size, crop.scale, crop.min_prob, crop.all_faces, crop.png_level, detector
+    )
+    threads_before = torch.get_num_threads()
 
     def task(key: str, clip_frames: list[Frame]) -> CropTask:
         pairs = tuple((frame.frame_index, frame.path) for frame in clip_frames)
-        return CropTask(key, pairs, str(build), settings, "cpu", threads, 8)
+        return CropTask(key, pairs, str(build), settings, "cpu", 8)  # run_crop's CPU batch size
 
-    crop_video(task("warmup", frames[:1]), lambda _: None)  # loads the detector, untimed
     seconds = {}
     try:
+        crop_video(task("warmup", frames[:1]), lambda _: None)  # loads the detector, untimed
+        # One torch thread, as in each of run_crop's workers (crop_video sets it only when it makes
+        # the detector, which a later attempt in this process reuses).
+        torch.set_num_threads(1)
         for key in dict.fromkeys(frame.key for frame in frames):
             clip_task = task(key, [frame for frame in frames if frame.key == key])
             start = time.perf_counter()
@@ -580,7 +595,9 @@ def print_results_file(results: dict) -> None:
 # ---------------------------------------------------------------- main
 
 
-def _ffx_attempt(extracted: Path, work: Path, name: str, attempt: int, settings=None) -> FfxRun:
+def _ffx_attempt(
+    extracted: Path, work: Path, name: str, attempt: int, settings: dict | None = None
+) -> FfxRun:
     return ffx_on_copy(extracted, work / f"{name}-{attempt}", settings)
 
 
@@ -593,8 +610,6 @@ def _per_clip_attempt(extracted: Path, frames: list[Frame], work: Path, attempt:
 
 
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
-    from ffx.pipeline.crop import CropSettings
-
     clips = media_videos()
     machine = versions()
     print_machine(machine)
@@ -652,8 +667,15 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
 
     print("\nset-up (untimed): FF++ tree + index + extract ...")
     ffpp = extracted_ffpp_build(MEDIA_DIR / "videos", work, args.frames)
-    default = measured("reuse: default", partial(_ffx_attempt, ffpp, work, "ffpp-default"), args, waits)
-    reuse_settings = CropSettings(boxes_from_original=True)
+    # The ffpp-c23 recipe reuses boxes; the default run must detect on every video.
+    default_settings = {"boxes_from_original": False}
+    default = measured(
+        "reuse: default",
+        partial(_ffx_attempt, ffpp, work, "ffpp-default", settings=default_settings),
+        args,
+        waits,
+    )
+    reuse_settings = {"boxes_from_original": True}
     reuse = measured(
         "reuse: boxes_from_original",
         partial(_ffx_attempt, ffpp, work, "ffpp-reuse", settings=reuse_settings),

@@ -56,7 +56,7 @@ from common import (
 from ffx.pipeline.decode import DEFAULT_BACKENDS
 
 if TYPE_CHECKING:
-    from ffx.pipeline.extract import ExtractReport
+    from ffx.pipeline.engine import StageReport
 
 RESOLUTIONS = ((1280, 720), (1920, 1080))
 FPS = 25
@@ -198,12 +198,13 @@ def make_dataset(root: Path, clips: int, frames: int, include_media: bool) -> No
 def index_dataset(root: Path, build: Path) -> list[Clip]:
     """Index the tree with the `folder` recipe into a fresh build; the clips in key order."""
     from ffx.pipeline import store
+    from ffx.pipeline.builddir import BuildDir
     from ffx.pipeline.decode import probe
-    from ffx.pipeline.index import VIDEOS_TABLE, run_index
+    from ffx.pipeline.index import run_index
     from ffx.pipeline.manifest import load_manifest
 
     run_index(load_manifest("folder"), root, build)
-    table = store.read_table(build / VIDEOS_TABLE, "`ffx index`").select(["key", "path"]).to_pylist()
+    table = store.read_table(BuildDir(build).videos, "`ffx index`").select(["key", "path"]).to_pylist()
     clips = []
     for row in sorted(table, key=lambda row: row["key"]):
         info = probe(root / row["path"])
@@ -218,14 +219,14 @@ def index_dataset(root: Path, build: Path) -> list[Clip]:
 
 def time_ffx(
     build: Path, sampling: str, workers: int | None, backends: tuple[str, ...] | None
-) -> tuple[Timing, ExtractReport]:
+) -> tuple[Timing, StageReport]:
     """`run_extract` as the CLI calls it (no progress bar); the timing and ffx's own report."""
     from ffx.pipeline.extract import run_extract
 
     stopwatch = Stopwatch()
-    chain = {"backends": backends} if backends else {}  # None: ffx's default chain
-    report = run_extract(build, sampling=sampling, workers=workers, show_progress=False, **chain)
-    return Timing("ffx", report.frames, *stopwatch.figures()), report
+    chain = backends or None  # None: the recipe's chain (ffx's default); given: written into the recipe
+    report = run_extract(build, sampling=sampling, workers=workers, backends=chain, show_progress=False)
+    return Timing("ffx", report.outputs, *stopwatch.figures()), report
 
 
 def naive_extract(video: Path, out_dir: Path, first: int) -> int:
@@ -306,10 +307,10 @@ def measure_png_cost(root: Path, clips: list[Clip], first: int) -> PngCost:
 def ffx_backends(build: Path) -> dict[str, str]:
     """The backend ffx used for each key, from its ledger (merged table or chunks)."""
     from ffx.pipeline import store
-    from ffx.pipeline.extract import STAGE
-    from ffx.pipeline.schema import FRAMES_SCHEMA
+    from ffx.pipeline.extract import ExtractStage
 
-    rows = store.Ledger(build, STAGE, FRAMES_SCHEMA, sort_by=["key"]).rows().select(["key", "backend"])
+    stage = ExtractStage()
+    rows = store.Ledger(build, stage.name, stage.schema, sort_by=["key"]).rows().select(["key", "backend"])
     return dict(zip(rows.column("key").to_pylist(), rows.column("backend").to_pylist()))
 
 
@@ -324,7 +325,7 @@ def check_pixels(
     root: Path, clip: Clip, build: Path, naive_root: Path, backend: str, first: int
 ) -> PixelCheck:
     """Compare each ffx PNG of a clip with its backend's decode and with the naive PNG."""
-    from ffx.pipeline.extract_worker import frame_file
+    from ffx.pipeline.builddir import frame_file
 
     decoded = decode_frames(backend, root / clip.path, first, threads=1) if backend else []
     roundtrip = vs_opencv = identical = 0
@@ -426,7 +427,7 @@ def summarise(
     clips: list[Clip],
     timings: list[Timing],
     all_timings: list[Timing],
-    reports: list[ExtractReport],
+    reports: list[StageReport],
     png: PngCost,
     build: Path,
     naive_root: Path,
@@ -434,12 +435,14 @@ def summarise(
 ) -> dict:
     """Every figure of the run as a JSON-ready dict; `timings` are the fastest of each part
     over the rounds, `reports` ffx's own report of each round (outputs are those of round 1)."""
+    from ffx.pipeline.builddir import BuildDir
+
     report = reports[0]
     by_name = {timing.name: timing for timing in timings}
     ffx, naive = by_name["ffx"], by_name["naive"]
     floor_backend = (args.ffx_backends or DEFAULT_BACKENDS)[0]
     floor = by_name.get(f"floor({floor_backend})") or by_name[f"floor({floor_backend}, 1 thread)"]
-    ffx_files, ffx_bytes = tree_bytes(build / "frames", "*.png")
+    ffx_files, ffx_bytes = tree_bytes(BuildDir(build).frames, "*.png")
     naive_files, naive_bytes = tree_bytes(naive_root, "*.png")
     frames = max(png.frames, 1)
     ffx_per_frame, naive_per_frame = ffx_bytes / max(ffx_files, 1), naive_bytes / max(naive_files, 1)
@@ -456,11 +459,11 @@ def summarise(
             "ffx_over_floor": ffx.fps / floor.fps if floor.fps else None,
         },
         "ffx_report": {
-            "videos": report.videos,
-            "by_status": report.by_status,
-            "by_status_per_round": [each.by_status for each in reports],
+            "videos": report.items,
+            "by_status": dict(report.items_by_status),
+            "by_status_per_round": [dict(each.items_by_status) for each in reports],
             "failed_per_round": [[list(item) for item in each.failed] for each in reports],
-            "frames": report.frames,
+            "frames": report.outputs,
             "seconds": report.seconds,
             "merged": report.merged,
             "failed": [list(item) for item in report.failed],
@@ -492,7 +495,7 @@ def summarise(
 
 def time_round(
     args: argparse.Namespace, root: Path, clips: list[Clip], workdir: Path, number: int
-) -> tuple[list[Timing], ExtractReport]:
+) -> tuple[list[Timing], StageReport]:
     """One round of every timed part, on its own output folders; ffx's timing comes first."""
     label = f" (round {number + 1} of {args.repeats})" if args.repeats > 1 else ""
     timings = []

@@ -3,17 +3,19 @@
 Inputs (not timed): a generated build with face crops, made without extract or crop. A
 `real/` + `fake/` tree of placeholder .mp4 files is indexed with the `folder` recipe, then every
 video gets 512x512 RGB crops in BUILD/faces/{key}/{frame:06d}.png (PNG level 1, as `ffx crop`
-writes them) and a faces.parquet row each, as in tests/pipeline/test_shard.py. The crops are
+writes them) and a frames.parquet and a faces.parquet row each, stamped with the `made_from` the
+stages' plans give, as tests/generated.py writes them. The crops are
 frames of the real clips in ../shared/media/videos (a centred square, resized to 512), so the
 PNGs compress like real face crops; without the clips (or with --no-media) they are smooth
 random textures. Default: 40 videos x 10 crops = 400 samples.
 
 Shard writing, on the same build:
 
-- stage: `run_shard(build, settings=ShardSettings(max_count=...))` on a fresh copy of the build,
-  default workers (all cores), as the CLI runs it: every crop converted and PNG-encoded in the
-  four colour spaces, then packed. Samples/s, and MB/s of shard output;
-- packing: `write_shards(build, settings)` alone after deleting BUILD/shards, the samples being
+- stage: `run_shard(build, spaces=..., max_count=...)` then `write_build_record(build)` on a
+  fresh copy of the build, default workers (all cores), as the CLI runs them: every crop
+  converted and PNG-encoded in the four colour spaces, then packed, then BUILD/build.json.
+  Samples/s, and MB/s of shard output;
+- packing: `write_shards(build)` alone after deleting BUILD/shards, the samples being
   encoded already (BUILD/samples/{key}.tar): MB/s of shard output;
 - floor: GNU tar, `tar -cf out.tar -C DIR .`, then an fsync of out.tar (ffx fsyncs each shard
   before its rename). DIR is BUILD/samples: the very bytes the packer reads, as a few large
@@ -173,6 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def index_tree(work: Path, videos: int) -> tuple[Path, list[dict]]:
     """A folder tree of placeholder clips (real/ and fake/), indexed into a fresh build; the
     build and its videos.parquet rows in key order."""
+    from ffx.pipeline.builddir import BuildDir
     from ffx.pipeline.index import run_index
     from ffx.pipeline.manifest import load_manifest
 
@@ -182,7 +185,7 @@ def index_tree(work: Path, videos: int) -> tuple[Path, list[dict]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"\0")
     run_index(load_manifest("folder"), root, build)
-    rows = pq.read_table(build / "videos.parquet").to_pylist()
+    rows = pq.read_table(BuildDir(build).videos).to_pylist()
     return build, sorted(rows, key=lambda row: row["key"])
 
 
@@ -206,6 +209,41 @@ def frame_count(clip: Path) -> int:
     with av.open(str(clip)) as container:
         frames = container.streams.video[0].frames
         return frames or sum(1 for _ in container.decode(video=0))
+
+
+def frame_row(key: str, frame: int) -> dict:
+    """A frames.parquet row of a decoded frame (as tests/generated.py writes them; shard reads
+    only faces.parquet, but the faces rows must be made from current frames rows)."""
+    return {
+        "key": key,
+        "frame_index": frame,
+        "timestamp": frame / 25,
+        "width": CROP_SIDE,
+        "height": CROP_SIDE,
+        "path": f"frames/{key}/{frame:06d}.png",
+        "status": "ok",
+        "error": "",
+        "backend": "pyav",
+        "frames_asked": 30,
+        "frames_got": 30,
+        "video_frames": 30,
+        "fps": 25.0,
+        "codec": "h264",
+        "rotation": 0,
+    }
+
+
+def write_stamped(build: Path, stage: str, rows: list[dict]) -> None:
+    """Write a stage table (frames, faces) whose rows carry the `made_from` digest its stage's
+    plan gives for this build, as a real run would: else the next stage refuses it as out of date."""
+    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.engine import stage_for
+    from ffx.pipeline.manifest import load_manifest
+
+    build_dir = BuildDir(build)
+    made_from = stage_for(stage).plan(build_dir, load_manifest(build_dir.manifest)).made_from
+    stamped = [row | {"made_from": made_from[row["key"]]} for row in rows]
+    pq.write_table(pa.Table.from_pylist(stamped, schema=stage_for(stage).schema), build_dir.table(stage))
 
 
 def face_row(key: str, frame: int, path: str) -> dict:
@@ -233,12 +271,11 @@ def face_row(key: str, frame: int, path: str) -> dict:
 
 
 def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) -> str:
-    """Every video's crop PNGs and faces.parquet; where the pixels came from, in words.
+    """Every video's crop PNGs, frames.parquet and faces.parquet; where the pixels came from, in words.
 
     Video number v takes its crops from clip v mod len(clips), frames spread evenly over the clip
     in order, so each video's crops are successive frames of one scene, as real crops are."""
     from ffx.pipeline.images import encode_png
-    from ffx.pipeline.schema import FACES_SCHEMA
 
     targets = [(video["key"], frame) for video in videos for frame in range(crops)]
     pixels: dict[tuple[str, int], np.ndarray] = {}
@@ -253,6 +290,7 @@ def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) 
         origin = f"frames of {', '.join(clip.name for clip in clips)}"
     else:
         origin = "smooth random textures"
+    write_stamped(build, "frames", [frame_row(key, frame) for key, frame in targets])
     rows = []
     for number, (key, frame) in enumerate(targets):
         path = f"faces/{key}/{frame:06d}.png"
@@ -260,14 +298,16 @@ def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) 
         rgb = pixels.pop((key, frame)) if clips else texture(number, CROP_SIDE)
         (build / path).write_bytes(encode_png(rgb, 1))
         rows.append(face_row(key, frame, path))
-    pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
+    write_stamped(build, "faces", rows)
     return origin
 
 
 def train_items(build: Path) -> list[tuple[str, int]]:
     """(crop PNG path, label) of every train crop: faces.parquet joined with videos.parquet."""
-    videos = {row["key"]: row for row in pq.read_table(build / "videos.parquet").to_pylist()}
-    faces = pq.read_table(build / "faces.parquet").to_pylist()
+    from ffx.pipeline.builddir import BuildDir
+
+    videos = {row["key"]: row for row in pq.read_table(BuildDir(build).videos).to_pylist()}
+    faces = pq.read_table(BuildDir(build).table("faces")).to_pylist()
     return [
         (str(build / row["path"]), videos[row["key"]]["label"])
         for row in faces
@@ -298,33 +338,38 @@ def _reap_workers() -> None:
         child.join(timeout=10)
 
 
-def time_stage(base: Path, build: Path, settings, workers: int | None) -> tuple[Timing, dict]:
-    """`run_shard` on a fresh copy of the base build (copy not timed); the timing and its report."""
+def time_stage(base: Path, build: Path, settings: dict, workers: int | None) -> tuple[Timing, dict]:
+    """`run_shard` (`settings`: its recipe options) then, once merged, `write_build_record`, as the
+    CLI runs them, on a fresh copy of the base build (copy not timed); the timing and its report."""
+    from ffx.pipeline.record import write_build_record
     from ffx.pipeline.shard import run_shard
 
     shutil.copytree(base, build)
     stopwatch = Stopwatch()
-    report = run_shard(build, settings=settings, workers=workers, show_progress=False)
-    samples, size = report.samples.get("ok", 0), _shard_bytes(build)
+    report = run_shard(build, workers=workers, show_progress=False, **settings)
+    if report.merged:
+        write_build_record(build)
+    samples, size = report.rows_by_status.get("ok", 0), _shard_bytes(build)
     timing = Timing("ffx run_shard (encode + pack)", samples, size, *stopwatch.figures())
     if not report.merged or report.failed:
         sys.exit(f"run_shard did not finish cleanly: merged {report.merged}, failed {report.failed}")
     summary = {
-        "samples": report.samples,
+        "samples": dict(report.rows_by_status),
         "seconds": report.seconds,
-        "shards": len(report.shards),
-        "shards_written": report.shards_written,
+        "shards": len(report.extra["index"]["shards"]),
+        "shards_written": report.counts["shards written"],
     }
     return timing, summary
 
 
-def time_packing(build: Path, settings) -> Timing:
-    """`write_shards` alone, BUILD/shards deleted first (not timed)."""
+def time_packing(build: Path) -> Timing:
+    """`write_shards` alone (settings from the build's recipe), BUILD/shards deleted first (not timed)."""
+    from ffx.pipeline.builddir import BuildDir
     from ffx.pipeline.shard import write_shards
 
-    shutil.rmtree(build / "shards")
+    shutil.rmtree(BuildDir(build).shards)
     stopwatch = Stopwatch()
-    index, _written = write_shards(build, settings, show_progress=False)
+    index, _written = write_shards(build, show_progress=False)
     size = sum(totals["bytes"] for totals in index["splits"].values())
     samples = sum(totals["samples"] for totals in index["splits"].values())
     return Timing("ffx write_shards (pack only)", samples, size, *stopwatch.figures())
@@ -477,7 +522,7 @@ def print_report(results: dict) -> None:
     )
     settings = results["settings"]
     print(
-        f"ShardSettings: spaces {','.join(settings['spaces'])}, png_level {settings['png_level']}, "
+        f"Shard settings: spaces {','.join(settings['spaces'])}, png_level {settings['png_level']}, "
         f"max_count {settings['max_count']}, seed {settings['seed']}"
     )
     print("shards/index.json totals:")
@@ -537,14 +582,16 @@ def print_report(results: dict) -> None:
 
 
 def _shard_bytes(build: Path) -> int:
-    return tree_bytes(build / "shards", "*.tar")[1]
+    from ffx.pipeline.builddir import BuildDir
+
+    return tree_bytes(BuildDir(build).shards, "*.tar")[1]
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    from ffx.pipeline.shard import ShardSettings
+    from ffx.pipeline.builddir import BuildDir
 
     clips = [] if args.no_media else media_videos()
     print(f"Set-up (untimed): index + {args.videos * args.crops_per_video} crops in {work} ...", flush=True)
@@ -554,8 +601,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     if not items:
         sys.exit("no train samples: use more --videos")
     shard_size = args.shard_size or math.ceil(len(items) / TRAIN_SHARDS)
-    settings = ShardSettings(spaces=SPACES, max_count=shard_size)
-    warm_page_cache([base / row["path"] for row in pq.read_table(base / "faces.parquet").to_pylist()])
+    settings = {"spaces": SPACES, "max_count": shard_size}  # run_shard writes them into the recipe
+    faces = pq.read_table(BuildDir(base).table("faces")).to_pylist()
+    warm_page_cache([base / row["path"] for row in faces])
 
     quiet = Quiet(args.max_wait)
     reports = []
@@ -568,22 +616,22 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         return timing
 
     (stage,), stage_runs = fastest(args.repeats, [("run_shard", stage_round)], quiet)
-    build = work / "build-0"
-    shards = build / "shards"
-    index = json.loads((shards / "index.json").read_text(encoding="utf-8"))
+    build = BuildDir(work / "build-0")
+    shards = build.shards
+    index = json.loads(build.shard_index.read_text(encoding="utf-8"))
 
     members_dir = work / "members"
     members = extract_members(shards, members_dir)
     samples = sum(entry["samples"] for entry in index["shards"])
-    warm_page_cache(sorted((build / "samples").glob("*.tar")))
+    warm_page_cache(sorted(build.samples.glob("*.tar")))
     warm_page_cache(sorted(members_dir.iterdir()))
     tars = [
-        ("tar samples/*.tar + fsync", build / "samples", work / "samples.tar", True),
-        ("tar samples/*.tar", build / "samples", work / "samples.tar", False),
+        ("tar samples/*.tar + fsync", build.samples, work / "samples.tar", True),
+        ("tar samples/*.tar", build.samples, work / "samples.tar", False),
         (f"tar {members} member files + fsync", members_dir, work / "members.tar", True),
     ]
     writing_parts: list[tuple[str, Callable[[int], Timing]]] = [
-        ("write_shards", lambda _number: time_packing(build, settings))
+        ("write_shards", lambda _number: time_packing(build.root))
     ]
     for name, source, out, fsync in tars:
         part = partial(_tar_round, name=name, source=source, out=out, samples=samples, fsync=fsync)
@@ -596,7 +644,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     train = index["splits"]["train"]
     if train["shards"] < max(args.loader_workers, 1):
         print(f"WARNING: {train['shards']} train shards for {args.loader_workers} loader workers")
-    crop_bytes = tree_bytes(base / "faces", "*.png")[1]
+    crop_bytes = tree_bytes(BuildDir(base).faces, "*.png")[1]
     train_png_bytes = sum(Path(path).stat().st_size for path, _label in items)
     warm_page_cache([shards / entry["name"] for entry in index["shards"] if entry["split"] == "train"])
     warm_page_cache([Path(path) for path, _label in items])
@@ -630,7 +678,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             "crop_bytes": crop_bytes,
             "by_split": {split: sum(row["split"] == split for row in videos) for split in index["splits"]},
         },
-        "settings": asdict(settings) | {"spaces": list(settings.spaces)},
+        "settings": index["settings"],  # the recipe's: spaces, png_level, max_count, max_bytes, seed
         "index": {
             "shards": len(index["shards"]),
             "samples": samples,

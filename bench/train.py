@@ -2,9 +2,10 @@
 
 Inputs (not timed): a generated build of 512x512 face crops made without extract or crop, by
 tests/generated.py's `make_cropped_build` (a `real/` + `fake/` tree of placeholder clips indexed
-with the `folder` recipe, whose seeded split puts about 80% of the videos in train; crop PNGs and
-faces.parquet written directly), then `run_shard(build, settings=ShardSettings(spaces=(rgb, lab,
-hsv, ycbcr), max_count=...))`, cut so that the train split holds several shards (8 by default).
+with the `folder` recipe, whose seeded split puts about 80% of the videos in train; crop PNGs,
+frames.parquet and faces.parquet written directly, stamped as a real run would), then
+`run_shard(build, spaces=(rgb, lab, hsv, ycbcr), max_count=...)`, cut so that the train split
+holds several shards (8 by default).
 The crops are frames of the real clips in ../shared/media/videos (a centred square, resized to
 512), so the PNGs decode like real face crops; without the clips (or with --no-media) they are
 smooth random textures. Default: 2 x 20 videos x 8 crops.
@@ -232,7 +233,8 @@ class CropPixels:
 
 def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """The generated build, sharded; the shards folder and what the inputs are, in a dict."""
-    from ffx.pipeline.shard import ShardSettings, run_shard
+    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.shard import run_shard
 
     sys.path.insert(0, str(REPO))
     from tests.generated import make_cropped_build
@@ -242,17 +244,15 @@ def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     build = make_cropped_build(
         work, videos_per_label=args.videos_per_label, frames=args.frames, side=CROP_SIDE, pixels=pixels
     )
-    videos = pq.read_table(build / "videos.parquet").to_pylist()
+    videos = pq.read_table(BuildDir(build).videos).to_pylist()
     train_videos = sum(1 for video in videos if video["split"] == "train" and video["key"] != FACELESS_KEY)
     shard_size = args.shard_size or max(1, math.ceil(train_videos * args.frames / TRAIN_SHARDS))
-    report = run_shard(
-        build, settings=ShardSettings(spaces=SPACE_SETS[0], max_count=shard_size), show_progress=False
-    )
+    report = run_shard(build, spaces=SPACE_SETS[0], max_count=shard_size, show_progress=False)
     failed = [item for item in report.failed if item[0] != FACELESS_KEY]  # that one has no crops
     if not report.merged or failed:
         sys.exit(f"shard failed: merged {report.merged}, failed {failed[:3]}")
     splits: dict[str, dict] = {}
-    for entry in report.shards:
+    for entry in report.extra["index"]["shards"]:
         split = splits.setdefault(entry["split"], {"shards": 0, "samples": 0, "bytes": 0, "labels": {}})
         split["shards"] += 1
         split["samples"] += entry["samples"]
@@ -269,7 +269,7 @@ def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
         "spaces_stored": list(SPACE_SETS[0]),
         "splits": dict(sorted(splits.items())),
     }
-    return build / "shards", inputs
+    return BuildDir(build).shards, inputs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ffx import __version__
 from ffx.errors import FfxError
-from ffx.pipeline.decode import DEFAULT_BACKENDS
+from ffx.pipeline.builddir import COMMANDS
 
 app = typer.Typer(
     name="ffx",
@@ -91,6 +92,12 @@ WorkersOpt = Annotated[
 ]
 
 
+FailOpt = Annotated[
+    bool,
+    typer.Option("--fail-on-error", help="Exit 1 if any video failed or gave no output (listed at the end)."),
+]
+
+
 @app.command()
 def extract(
     build: BuildArg,
@@ -100,14 +107,20 @@ def extract(
         str | None,
         typer.Option(
             "--sample",
-            help="first:N | stride:S:O[:MAX] | linspace:N | all (default: the manifest's, first:30).",
+            help="first:N | stride:S:O[:MAX] | linspace:N | all; sets the recipe's `sampling` (first:30).",
         ),
     ] = None,
     backend: Annotated[
-        str,
-        typer.Option("--backend", help="Decoders to try in order, comma-separated (pyav,decord,opencv)."),
-    ] = ",".join(DEFAULT_BACKENDS),
-    png_level: Annotated[int, typer.Option("--png-level", help="PNG zlib level 0-9 (lossless at any).")] = 1,
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Decoders to try in order, comma-separated; sets `extract.backends` (pyav,decord,opencv).",
+        ),
+    ] = None,
+    png_level: Annotated[
+        int | None,
+        typer.Option("--png-level", min=0, max=9, help="PNG zlib level; sets `extract.png_level` (1)."),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option("--timeout", help="Seconds without a decoded frame before a decoder counts as hung."),
@@ -119,11 +132,11 @@ def extract(
         bool,
         typer.Option("--retry-failed", help="Redo videos that failed before (partial, decode_error, ...)."),
     ] = False,
-    fail_on_error: Annotated[
-        bool, typer.Option("--fail-on-error", help="Exit 1 if any video failed (anything but ok or short).")
-    ] = False,
+    fail_on_error: FailOpt = False,
 ) -> None:
-    """Decode the sampled frames of every video into BUILD/frames/ (PNG) and frames.parquet."""
+    """Decode the sampled frames of every video into BUILD/frames/ (PNG) and frames.parquet.
+
+    An option that changes a recipe field is written into BUILD/manifest.toml and redoes the videos."""
     from ffx.pipeline.distribute import parse_part
     from ffx.pipeline.extract import run_extract
 
@@ -132,14 +145,14 @@ def extract(
         part=parse_part(part),
         workers=workers,
         sampling=sample,
-        backends=tuple(name.strip() for name in backend.split(",") if name.strip()),
+        backends=tuple(name.strip() for name in backend.split(",") if name.strip()) if backend else None,
         png_level=png_level,
         stall_seconds=timeout,
         root=root,
         retry_failed=retry_failed,
         show_progress=console.is_terminal,
     )
-    print_stage_report("extract", report)
+    print_stage_report(report)
     if fail_on_error and report.failed:
         raise typer.Exit(1)
 
@@ -155,39 +168,66 @@ def crop(
         typer.Option("--batch-size", min=1, help="Frames per MTCNN batch (default: 8 CPU, 32 GPU)."),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="mcx-api | square-1.3 (default: the recipe's crop.preset).")
+        str | None, typer.Option("--preset", help="mcx-api | square-1.3; sets `crop.preset`.")
     ] = None,
     size: Annotated[
-        int | None, typer.Option("--size", min=16, help="Output side in pixels (default: the recipe's).")
+        int | None, typer.Option("--size", min=16, help="Output side in pixels; sets `crop.size`.")
     ] = None,
-    scale: Annotated[float, typer.Option("--scale", help="square-1.3: box side / longer face side.")] = 1.3,
+    scale: Annotated[
+        float | None,
+        typer.Option("--scale", help="square-1.3: box side / longer face side; sets `crop.scale`."),
+    ] = None,
     min_prob: Annotated[
         float | None,
-        typer.Option("--min-prob", help="Least MTCNN probability of a face (recipe default 0.99)."),
+        typer.Option("--min-prob", help="Least MTCNN probability of a face; sets `crop.min_prob`."),
     ] = None,
     detect_max_side: Annotated[
-        int, typer.Option("--detect-max-side", min=32, help="Detect on a copy with at most this long side.")
-    ] = 640,
-    min_face_ratio: Annotated[
-        float,
+        int | None,
         typer.Option(
-            "--min-face-ratio", help="Skip faces smaller than this share of frame 0's largest (0: none)."
+            "--detect-max-side",
+            min=32,
+            help="Detect on a copy with at most this long side; sets `crop.detect_max_side`.",
         ),
-    ] = 0.5,
+    ] = None,
+    min_face_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--min-face-ratio",
+            help="Skip faces under this share of frame 0's largest (0: none); sets `crop.min_face_ratio`.",
+        ),
+    ] = None,
     all_faces: Annotated[
-        bool, typer.Option("--all-faces", help="Keep every face track, not only the main one.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--all-faces/--main-face", help="Keep every face track, or the main one; sets `crop.all_faces`."
+        ),
+    ] = None,
     boxes_from_original: Annotated[
-        bool,
-        typer.Option("--boxes-from-original", help="Fakes reuse their original video's boxes (FF++, DFDC)."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--boxes-from-original/--detect-fakes",
+            help="Fakes reuse their original's boxes (FF++, DFDC), or are detected; "
+            "sets `crop.boxes_from_original`.",
+        ),
+    ] = None,
+    png_level: Annotated[
+        int | None, typer.Option("--png-level", min=0, max=9, help="PNG zlib level; sets `crop.png_level`.")
+    ] = None,
+    fail_on_error: FailOpt = False,
 ) -> None:
-    """Detect faces (MTCNN) in BUILD's frames and write crops to BUILD/faces/ plus faces.parquet."""
-    from ffx.pipeline.crop import crop_settings_for, run_crop
+    """Detect faces (MTCNN) in BUILD's frames and write crops to BUILD/faces/ plus faces.parquet.
+
+    An option that changes a recipe field is written into BUILD/manifest.toml and redoes the videos."""
+    from ffx.pipeline.crop import run_crop
     from ffx.pipeline.distribute import parse_part
 
-    settings = crop_settings_for(
+    report = run_crop(
         build,
+        part=parse_part(part),
+        device=device,
+        workers=workers,
+        batch_size=batch_size,
+        show_progress=console.is_terminal,
         preset=preset,
         size=size,
         scale=scale,
@@ -196,17 +236,11 @@ def crop(
         min_face_ratio=min_face_ratio,
         all_faces=all_faces,
         boxes_from_original=boxes_from_original,
+        png_level=png_level,
     )
-    report = run_crop(
-        build,
-        settings=settings,
-        part=parse_part(part),
-        device=device,
-        workers=workers,
-        batch_size=batch_size,
-        show_progress=console.is_terminal,
-    )
-    print_crop_report(report)
+    print_stage_report(report)
+    if fail_on_error and report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -231,41 +265,54 @@ def shard(
     workers: WorkersOpt = None,
     spaces: Annotated[
         str | None,
-        typer.Option(
-            "--spaces", help="Colour spaces per sample, e.g. rgb,lab,hsv,ycbcr (default: the recipe's)."
-        ),
+        typer.Option("--spaces", help="Colour spaces per sample, e.g. rgb,lab,hsv,ycbcr; sets `spaces`."),
     ] = None,
     shard_size: Annotated[
         int | None,
-        typer.Option("--shard-size", min=1, help="Most samples per shard (default: the recipe's)."),
+        typer.Option("--shard-size", min=1, help="Most samples per shard; sets `shard.max_count`."),
     ] = None,
     shard_bytes: Annotated[
-        int | None, typer.Option("--shard-bytes", min=1, help="Most bytes per shard (default: the recipe's).")
+        int | None, typer.Option("--shard-bytes", min=1, help="Most bytes per shard; sets `shard.max_bytes`.")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of the sample order (default: the recipe's).")
+        int | None, typer.Option("--seed", help="Seed of the sample order; sets `shard.seed`.")
     ] = None,
     png_level: Annotated[
-        int, typer.Option("--png-level", help="PNG zlib level 0-9 of the converted spaces.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--png-level",
+            min=0,
+            max=9,
+            help="PNG zlib level of the converted spaces; sets `shard.png_level`.",
+        ),
+    ] = None,
     strict: StrictOpt = False,
+    fail_on_error: FailOpt = False,
 ) -> None:
-    """Pack every crop, in each colour space, into WebDataset shards: BUILD/shards/{split}-NNNNNN.tar."""
-    from ffx.pipeline.distribute import parse_part
-    from ffx.pipeline.shard import run_shard, shard_settings_for
+    """Pack every crop, in each colour space, into WebDataset shards: BUILD/shards/{split}-NNNNNN.tar.
 
-    settings = shard_settings_for(
-        build, spaces=spaces, max_count=shard_size, max_bytes=shard_bytes, seed=seed, png_level=png_level
-    )
+    An option that changes a recipe field is written into BUILD/manifest.toml and redoes what it shapes;
+    once the shards are laid out, BUILD/build.json records the build."""
+    from ffx.pipeline.distribute import parse_part
+    from ffx.pipeline.record import write_build_record
+    from ffx.pipeline.shard import run_shard
+
     report = run_shard(
         build,
-        settings=settings,
         part=parse_part(part),
         workers=workers,
-        strict=strict,
         show_progress=console.is_terminal,
+        spaces=spaces,
+        max_count=shard_size,
+        max_bytes=shard_bytes,
+        seed=seed,
+        png_level=png_level,
     )
-    print_shard_report(report, build)
+    if report.merged:
+        write_build_record(build, strict=strict)
+    print_stage_report(report)
+    if fail_on_error and report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -309,12 +356,8 @@ def print_build_report(report) -> None:
     """Every stage's summary, then what the build waits for, if anything."""
     by_split = ", ".join(f"{name} {count}" for name, count in report.index.by_split.items())
     console.print(f"index: {report.index.videos} videos: {by_split}")
-    if report.extract:
-        print_stage_report("extract", report.extract)
-    if report.crop:
-        print_crop_report(report.crop)
-    if report.shard:
-        print_shard_report(report.shard, report.build)
+    for stage in report.stages:
+        print_stage_report(stage)
     if report.waiting:
         console.print(
             f"[yellow]waiting:[/] other parts have not finished {report.waiting}; "
@@ -392,6 +435,13 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --run where it stopped.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check the shards against index.json (sha256, size) first; matches are remembered in --run.",
+        ),
+    ] = True,
 ) -> None:
     """Train MCX-API on shards (torchrun for several GPUs or processes); resumable."""
     from ffx.train.loop import make_config
@@ -421,7 +471,7 @@ def train(
         seed=seed,
         max_steps=max_steps,
     )
-    report = run_training(settings, resume=resume, show_progress=console.is_terminal)
+    report = run_training(settings, resume=resume, show_progress=console.is_terminal, verify=verify)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
         return
     metrics = ", ".join(
@@ -440,11 +490,28 @@ def evaluate(
     crop: Annotated[int | None, typer.Option("--crop", help="Centre crop side (default: the run's).")] = None,
     workers: WorkersOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check the shards against index.json (sha256, size) first; matches are remembered "
+            "beside the checkpoint.",
+        ),
+    ] = True,
 ) -> None:
     """Frame- and video-level BOSC and AUC of a checkpoint on a split; JSON beside the checkpoint."""
     from ffx.train.loop import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, shards, split, crop=crop, workers=workers, device=device)
+    metrics = evaluate_checkpoint(
+        checkpoint,
+        shards,
+        split,
+        crop=crop,
+        workers=workers,
+        device=device,
+        verify=verify,
+        show_progress=console.is_terminal,
+    )
     console.print(
         f"eval {split}: frames {metrics['frames']}, videos {metrics['videos']}; "
         f"frame BOSC {metrics['frame_bosc']:.4f} AUC {metrics['frame_auc']:.4f}; "
@@ -459,74 +526,39 @@ def verify(build: BuildArg) -> None:
 
     report = verify_shards(build)
     for problem in report.problems:
-        console.print(f"[red]bad shard[/] {problem}", highlight=False)
+        console.print(f"[red]bad shard[/] {escape(problem)}", highlight=False)
     if report.problems:
         console.print(f"verify: {len(report.problems)} problems in {report.shards} shards")
         raise typer.Exit(1)
     console.print(f"verify: {report.shards} shards, {report.samples} samples, all match the index")
 
 
-def print_shard_report(report, build: Path) -> None:
-    """Samples per status, videos without any sample, and the shards per split."""
-    counts = (
-        ", ".join(f"{status} {count}" for status, count in sorted(report.samples.items())) or "nothing to do"
-    )
+def print_stage_report(report) -> None:
+    """One line of counts, the failed videos (at most 20), shards per split, and whether the
+    table is merged. Every name from the build is escaped: rich markup in a file name stays text."""
+    items = ", ".join(f"{status} {count}" for status, count in sorted(report.items_by_status.items()))
+    rows = ", ".join(f"{status} {count}" for status, count in sorted(report.rows_by_status.items()))
+    figures = "".join(f"; {count} {name}" for name, count in sorted(report.counts.items()))
+    changed = f" ({report.redone} redone: their inputs or settings changed)" if report.redone else ""
+    dropped = f"; {report.dropped} no longer indexed, removed" if report.dropped else ""
     console.print(
-        f"shard: {report.videos} videos in this part, {report.skipped} already done; "
-        f"this run: samples {counts} in {report.seconds:.1f} s"
+        f"{COMMANDS[report.stage].split()[-1]}: {report.items} videos in this part, "
+        f"{report.skipped} already current{changed}; "
+        f"this run: videos {items or 'none'}; {report.unit} {rows or 'none'} "
+        f"({report.outputs} written){figures} in {report.seconds:.1f} s{dropped}",
+        highlight=False,
     )
     for key, status, error in report.failed[:20]:
-        console.print(f"  [yellow]{status}[/] {key}: {error}", highlight=False)
-    if not report.merged:
-        console.print("  shards not written yet: other parts are still missing (run again when they finish)")
-        return
-    for split, totals in report.splits.items():
-        shards, samples, megabytes = totals["shards"], totals["samples"], totals["bytes"] / 1e6
-        console.print(f"  {split}: {shards} shards, {samples} samples, {megabytes:.1f} MB")
-    console.print(f"  {report.shards_written} shards written now; index: {build / 'shards' / 'index.json'}")
-
-
-def print_crop_report(report) -> None:
-    """Counts per frame status, detections saved, and the videos without any face."""
-    counts = (
-        ", ".join(f"{status} {count}" for status, count in sorted(report.frames.items())) or "nothing to do"
-    )
-    console.print(
-        f"crop: {report.videos} videos in this part, {report.skipped} already done; "
-        f"this run: frames {counts}; {report.faces} crops, {report.detected_frames} frames detected, "
-        f"{report.reused_frames} boxes reused in {report.seconds:.1f} s"
-    )
-    for key, status, error in report.failed[:20]:
-        console.print(f"  [yellow]{status} upstream[/] {key}: {error}", highlight=False)
-    if report.videos_without_faces:
-        shown = ", ".join(report.videos_without_faces[:20])
-        more = (
-            f" and {len(report.videos_without_faces) - 20} more"
-            if len(report.videos_without_faces) > 20
-            else ""
-        )
-        console.print(f"  [red]{len(report.videos_without_faces)} videos without any face:[/] {shown}{more}")
-    if not report.merged:
-        console.print("  table not merged yet: other parts are still missing (run again when they finish)")
-
-
-def print_stage_report(stage: str, report) -> None:
-    """One line of counts, the failed items (at most 20), and whether the table is merged."""
-    rate = report.videos_done / report.seconds if report.seconds else 0.0
-    counts = (
-        ", ".join(f"{status} {count}" for status, count in sorted(report.by_status.items()))
-        or "nothing to do"
-    )
-    console.print(
-        f"{stage}: {report.videos} videos in this part, {report.skipped} already done; "
-        f"this run: {counts}; {report.frames} frames in {report.seconds:.1f} s ({rate:.1f} videos/s)"
-    )
-    for key, status, error in report.failed[:20]:
-        console.print(f"  [red]{status}[/] {key}: {error}", highlight=False)
+        console.print(f"  [red]{escape(status)}[/] {escape(key)}: {escape(error)}", highlight=False)
     if len(report.failed) > 20:
         console.print(f"  … and {len(report.failed) - 20} more (see `ffx status`)")
     if not report.merged:
         console.print("  table not merged yet: other parts are still missing (run again when they finish)")
+    index = report.extra.get("index")
+    if index:
+        for split, totals in index["splits"].items():
+            shards, samples, megabytes = totals["shards"], totals["samples"], totals["bytes"] / 1e6
+            console.print(f"  {split}: {shards} shards, {samples} samples, {megabytes:.1f} MB")
 
 
 @app.command()
@@ -582,7 +614,24 @@ def print_status(statuses, title: str) -> None:
             table.add_row(label, name, str(count), str(stage.rows[name]))
         if len(stage.items) > 1:
             table.add_row("", "[bold]total", str(stage.videos), str(sum(stage.rows.values())))
+        currency = stage.currency
+        if currency is not None and not currency.ok:
+            for what, count in (
+                ("[yellow]stale[/] (inputs or settings changed)", currency.stale),
+                ("[yellow]not done[/]", currency.missing),
+                ("[yellow]no longer indexed[/]", currency.gone),
+            ):
+                if count:
+                    table.add_row("", what, str(count), "")
+            if currency.upstream:
+                table.add_row("", "[yellow]waits for an upstream stage[/]", "", "")
     console.print(table)
+    stale = [stage for stage in statuses if stage.currency is not None and not stage.currency.ok]
+    if stale:
+        console.print(
+            f"[yellow]out of date:[/] {', '.join(stage.stage for stage in stale)}; "
+            "`ffx build` (or each stage's command) brings them up to date"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,15 +3,17 @@
 Only the colour spaces a run asks for are decoded, crops are cut before the spaces are stacked,
 and tensors stay uint8 (a quarter of float32's bytes between processes): normalisation belongs
 on the device. Shard lists come from `shards/index.json`, or any WebDataset URL list (globs,
-brace lists, `pipe:` commands for object stores).
+brace lists, `pipe:` commands for object stores). A record that cannot be read or decoded stops
+the stream with a `RecordError` naming its shard and sample, also from loader worker processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
@@ -26,7 +28,25 @@ from ffx.errors import BuildError, FfxError
 from ffx.pipeline.color import convert, parse_spaces
 
 SHARD_INDEX = "index.json"
+SHARD_CHECKS = "shard-checks.json"  # in a run folder: the shards whose sha256 matched index.json
+CheckKey = tuple[str, int, int, str]  # a checked shard: resolved path, bytes, mtime_ns, sha256
 COMPUTED_SPACES = ("hsv", "ycbcr")  # per-pixel and cheap: made from the RGB window when read
+
+
+class RecordError(BuildError):
+    """A shard record that cannot be read or decoded; the message names the shard and the sample."""
+
+
+def record_error(sample: dict, problem: str) -> RecordError:
+    """The one-line error for an unreadable `sample` (a raw WebDataset sample: `__url__`, `__key__`)."""
+    url = str(sample.get("__url__", "?"))
+    folder, build = Path(url).parent, "BUILD"
+    with contextlib.suppress(OSError):  # a URL that is no path (pipe:, https:) names no build
+        build = str(folder.parent) if (folder / SHARD_INDEX).is_file() else build
+    return RecordError(
+        f"{url}: sample {sample.get('__key__', '?')}: {problem} "
+        f"(a damaged shard: check it with `ffx verify {build}`, rebuild it with `ffx shard {build}`)"
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,78 @@ def _expand(pattern: str) -> list[str]:
     return urls
 
 
+def check_shard_files(
+    shards: str | Path, splits: Sequence[str], cache: Path, show_progress: bool = False
+) -> int:
+    """Check the shards of `splits` against index.json (size, then sha256) before anything reads
+    them; a BuildError names the first shard that is missing or differs. Matches are remembered in
+    `cache` (a JSON file in a run folder, never in the shards folder, which may be shared and
+    read-only), keyed by the shard's resolved path, size, mtime_ns and expected sha256: a rerun
+    hashes only shards that changed or moved. Shards given as a URL pattern come without an
+    index.json and have nothing to be checked against: they are not checked. Returns how many
+    shards were hashed."""
+    from ffx.pipeline import atomic  # the one file-hashing helper of the pipeline
+    from ffx.pipeline.progress import stage_progress
+
+    folder = Path(shards)
+    index_path = folder / SHARD_INDEX
+    if not index_path.is_file():
+        return 0
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    build = folder.resolve().parent
+    checked = _read_checks(cache)
+    pending = []
+    # Every shard is looked at (stat only) before any is hashed: a missing or truncated shard
+    # is reported at once, not after hours of hashing the others.
+    for entry in index["shards"]:
+        if entry["split"] not in splits:
+            continue
+        path = (folder / entry["name"]).resolve()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise _bad_shard(path, "listed in index.json but missing", build) from None
+        if stat.st_size != entry["bytes"]:
+            raise _bad_shard(path, f"{stat.st_size} bytes, index.json says {entry['bytes']}", build)
+        key = (str(path), stat.st_size, stat.st_mtime_ns, entry["sha256"])
+        if key not in checked:
+            pending.append(key)
+    with stage_progress("check shards", len(pending), "shards", "MB", show_progress) as progress:
+        for key in pending:
+            sha256 = atomic.file_sha256(Path(key[0]))
+            if sha256 != key[3]:
+                raise _bad_shard(
+                    Path(key[0]), f"sha256 {sha256[:12]}…, index.json says {key[3][:12]}…", build
+                )
+            checked.add(key)
+            _write_checks(cache, checked)  # after each shard: a stopped check keeps what it did
+            progress.advance(1, key[1] >> 20)
+    return len(pending)
+
+
+def _bad_shard(path: Path, problem: str, build: Path) -> BuildError:
+    return BuildError(f"{path}: {problem}; run `ffx verify {build}` / rebuild with `ffx shard {build}`")
+
+
+def _read_checks(cache: Path) -> set[CheckKey]:
+    """The checks remembered in `cache`; an unreadable cache is an empty one (it only saves time)."""
+    try:
+        entries = json.loads(Path(cache).read_text(encoding="utf-8"))["checked"]
+        return {(item["path"], item["bytes"], item["mtime_ns"], item["sha256"]) for item in entries}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _write_checks(cache: Path, checked: set[CheckKey]) -> None:
+    from ffx.pipeline import atomic
+
+    fields = ("path", "bytes", "mtime_ns", "sha256")
+    try:
+        atomic.write_json(Path(cache), {"checked": [dict(zip(fields, key)) for key in sorted(checked)]})
+    except OSError as error:
+        raise FfxError(f"cannot write {cache}: {error.strerror or error}") from None
+
+
 def decode_sample(
     sample: dict, spaces: Sequence[str], crop: int | None = None, rng: random.Random | None = None
 ) -> dict:
@@ -90,10 +182,10 @@ def decode_sample(
                 return decoded[space]
             data = sample.get(f"{space}.png")
             if data is None:
-                raise BuildError(
-                    f"sample {sample.get('__key__')} has no {space} image (shards hold other spaces)"
-                )
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                raise record_error(sample, f"no {space} image (shards hold other spaces)")
+            bgr = _decode_png(data)
+            if bgr is None:
+                raise record_error(sample, f"{space}.png is not a readable PNG")
             if window is None:
                 window = _window(bgr.shape[0], bgr.shape[1], crop, rng)
             top, left, height, width = window
@@ -101,14 +193,25 @@ def decode_sample(
             decoded[space] = cv2.cvtColor(bgr[top : top + height, left : left + width], cv2.COLOR_BGR2RGB)
         return decoded[space]
 
-    # torch interleaves the planes about three times faster than np.concatenate.
-    stacked = torch.cat([torch.from_numpy(plane(space)) for space in spaces], dim=2)
-    return {
-        "image": stacked.permute(2, 0, 1),
-        "label": int(sample["cls"]),
-        "meta": json.loads(sample["json"]),
-        "key": sample["__key__"],
-    }
+    try:
+        # torch interleaves the planes about three times faster than np.concatenate.
+        stacked = torch.cat([torch.from_numpy(plane(space)) for space in spaces], dim=2)
+        label, meta = int(sample["cls"]), json.loads(sample["json"])
+    except (KeyError, ValueError, RuntimeError, cv2.error) as error:  # members missing or garbled
+        raise record_error(sample, f"cannot be decoded ({type(error).__name__}: {error})") from None
+    return {"image": stacked.permute(2, 0, 1), "label": label, "meta": meta, "key": sample["__key__"]}
+
+
+def _decode_png(data: bytes) -> np.ndarray | None:
+    """cv2.imdecode without OpenCV's log lines about a broken PNG: the RecordError raised for it
+    is the one line the user is meant to see."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        logging.setLogLevel(level)
 
 
 def _window(
@@ -177,12 +280,62 @@ def shard_dataset(
             stages.append(wds.shuffle(100, rng=random.Random(seed)))
         if split_nodes:
             stages.append(wds.split_by_node)
-    stages += [SplitByWorker(worker_shift), wds.tarfile_to_samples()]
+    stages += [SplitByWorker(worker_shift), read_shards]
     if train:
         stages.append(wds.shuffle(shuffle_buffer, rng=random.Random(seed + 1)))
     if decode:
         stages.append(Decoder(spaces, crop, train, seed))
     return wds.DataPipeline(*stages)
+
+
+def read_shards(sources: Iterable[dict]) -> Iterator[dict]:
+    """Raw samples of each shard ({"url": ...} in), read by WebDataset; a shard that cannot be
+    opened or read stops the stream with a RecordError naming it and the sample being read."""
+    for source in sources:
+        url, member = source["url"], _LastMember()
+        try:
+            yield from wds.tarfile_samples([{"url": url}], rename_files=member)
+        except Exception as error:  # WebDataset's default handler re-raises whatever went wrong
+            # Its handlers add " @ <stream>" and the stream and URL to the arguments: keep the reason.
+            reason = str(error.args[0]).split(" @ ")[0] if error.args else ""
+            key = wds.tariterators.base_plus_ext(member.name)[0] or member.name or "?"
+            raise record_error(
+                {"__url__": url, "__key__": key}, f"unreadable tar ({type(error).__name__}: {reason})"
+            ) from None
+
+
+class _LastMember:
+    """WebDataset's `rename_files` hook, which sees each member's name before its data is read."""
+
+    name = ""
+
+    def __call__(self, name: str) -> str:
+        self.name = name
+        return name
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """An FfxError raised in a loader worker, passed on as a batch: left to propagate, torch would
+    re-raise it in the main process as a new error whose message is the worker's whole traceback."""
+
+    error: FfxError
+
+
+def send_errors(batches: Iterable) -> Iterator:
+    """The last stage in a loader worker: an FfxError ends the stream as a `_Raised` batch."""
+    try:
+        yield from batches
+    except FfxError as error:
+        yield _Raised(error)
+
+
+def raise_sent_errors(batches: Iterable) -> Iterator:
+    """The first stage after the loader, in the main process: re-raise what `send_errors` sent."""
+    for batch in batches:
+        if isinstance(batch, _Raised):
+            raise batch.error
+        yield batch
 
 
 def worker_role(shift: int = 0) -> tuple[int, int]:
@@ -231,6 +384,8 @@ def collate(samples: list[dict]) -> dict:
 
 
 def shard_loader(dataset: wds.DataPipeline, batch_size: int, workers: int = 2, pin_memory: bool = False):
-    """Batches of `dataset` from `workers` processes (uint8 tensors; pin memory for a GPU)."""
-    batched = dataset.compose(wds.batched(batch_size, collation_fn=collate, partial=True))
-    return wds.WebLoader(batched, batch_size=None, num_workers=workers, pin_memory=pin_memory)
+    """Batches of `dataset` from `workers` processes (uint8 tensors; pin memory for a GPU); an
+    FfxError in a worker (an unreadable record) is raised as itself, its one-line message kept."""
+    batched = dataset.compose(wds.batched(batch_size, collation_fn=collate, partial=True), send_errors)
+    loader = wds.WebLoader(batched, batch_size=None, num_workers=workers, pin_memory=pin_memory)
+    return loader.compose(raise_sent_errors)

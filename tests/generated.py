@@ -1,5 +1,6 @@
 """Generated builds for the stages after crop: videos.parquet from a tree of empty files, then
-faces.parquet and crop PNGs written directly (the tables are the contract between stages)."""
+frames.parquet, faces.parquet and crop PNGs written directly (the tables are the contract between
+stages), each row stamped with the `made_from` its stage's plan gives, as a real run would."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ffx.pipeline.builddir import BuildDir
+from ffx.pipeline.engine import stage_for
 from ffx.pipeline.images import encode_png
 from ffx.pipeline.index import run_index
 from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.schema import FACES_SCHEMA
 from ffx.pipeline.statuses import NO_TRACK, Status
 from tests.conftest import touch
 
@@ -47,8 +49,10 @@ def make_cropped_build(
     touch(root, "fake/none.mp4")
     build = tmp_path / "build"
     run_index(load_manifest("folder", {"seed": seed}), root, build)
+    keys = pq.read_table(build / "videos.parquet").column("key").to_pylist()
+    write_stamped(build, "frames", [frame_row(key, frame, side) for key in keys for frame in range(frames)])
     rows = []
-    for key in pq.read_table(build / "videos.parquet").column("key").to_pylist():
+    for key in keys:
         if key == FACELESS_KEY:
             rows += [face_row(key, frame, "", side) for frame in range(frames)]
             continue
@@ -57,8 +61,36 @@ def make_cropped_build(
             (build / path).parent.mkdir(parents=True, exist_ok=True)
             (build / path).write_bytes(encode_png(pixels(key, frame, side), 1))
             rows.append(face_row(key, frame, path, side))
-    pq.write_table(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), build / "faces.parquet")
+    write_stamped(build, "faces", rows)
     return build
+
+
+def write_stamped(build: Path, stage: str, rows: list[dict]) -> None:
+    """Write a stage table whose rows carry the digests the stage's plan gives for this build."""
+    made_from = stage_for(stage).plan(BuildDir(build), load_manifest(build / "manifest.toml")).made_from
+    stamped = [row | {"made_from": made_from[row["key"]]} for row in rows]
+    pq.write_table(pa.Table.from_pylist(stamped, schema=stage_for(stage).schema), build / f"{stage}.parquet")
+
+
+def frame_row(key: str, frame: int, side: int) -> dict:
+    """A frames.parquet row of a decoded frame (its PNG is not needed after crop)."""
+    return {
+        "key": key,
+        "frame_index": frame,
+        "timestamp": frame / 25,
+        "width": side,
+        "height": side,
+        "path": f"frames/{key}/{frame:06d}.png",
+        "status": Status.OK.value,
+        "error": "",
+        "backend": "pyav",
+        "frames_asked": 30,
+        "frames_got": 30,
+        "video_frames": 30,
+        "fps": 25.0,
+        "codec": "h264",
+        "rotation": 0,
+    }
 
 
 def face_row(key: str, frame: int, path: str, side: int) -> dict:

@@ -36,7 +36,12 @@ def test_every_batch_is_p_classes_of_k_images_without_repeats(
     rare = min(classes.values())
     if per_batch == len(classes):  # every batch holds every class: the rare one sets the pace
         assert len(batches) >= rare // 9 - 1
-    assert batcher.skipped + len(used) <= sum(classes.values())
+    # Every sample is used, skipped by a full queue, or still queued at the end; and the stream
+    # ended with fewer than P classes able to give K samples (else one more batch was due).
+    per_class = Counter(sample["label"] for batch in batches for sample in batch)
+    assert len(used) + batcher.skipped + sum(batcher.left.values()) == sum(classes.values())
+    assert all(per_class[label] + batcher.left[label] <= count for label, count in classes.items())
+    assert sum(1 for waiting in batcher.left.values() if waiting >= 9) < per_batch
     chosen = Counter(frozenset(sample["label"] for sample in batch) for batch in batches)
     assert per_batch == len(classes) or len(chosen) > 1  # P of 5 classes: several combinations
 
@@ -48,6 +53,10 @@ def test_same_seed_same_batches_and_queues_stay_bounded() -> None:
     assert first == second
     batcher = BalancedBatches(2, 9, seed=3, queue_limit=20)
     batches = list(batcher(samples))
-    assert len(batches) == 5 and batcher.skipped > 1800  # the common class overflowed its queue
+    # Two classes, two per batch: every batch takes 9 of the 50 rare samples, which never wait
+    # long enough to overflow; the common class keeps at most 20 queued and skips the rest.
+    assert len(batches) == 50 // 9 and batcher.left[1] == 50 - 5 * 9
+    assert 9 <= batcher.left[0] <= 20  # still full enough for a batch: the rare class ran out
+    assert batcher.skipped == 2000 - 5 * 9 - batcher.left[0]
     with pytest.raises(FfxError):
         BalancedBatches(0, 9)

@@ -58,7 +58,8 @@ def test_demo(tmp_path, capsys):
     assert len(faces) == 12 * 30 and {row["status"] for row in faces} == {"ok"}
     assert {row["track"] for row in faces} == {0} and all(row["prob"] > 0.99 for row in faces)
     out = capsys.readouterr().out
-    assert "demo build" in out and "this run: ok 12; 360 frames" in out and "360 crops" in out
+    assert "demo build" in out and "this run: videos ok 12; frames ok 360 (360 written)" in out
+    assert "faces ok 360 (360 written)" in out
     index = json.loads((tmp_path / "demo/build/shards/index.json").read_text())
     assert sum(split["samples"] for split in index["splits"].values()) == 360
     assert {split: totals["samples"] for split, totals in index["splits"].items()} == {
@@ -81,7 +82,7 @@ def test_demo(tmp_path, capsys):
     ]
     assert main(arguments) == 0
     out = capsys.readouterr().out
-    assert "12 already done" in out and "0 shards written now" in out
+    assert "12 already current" in out and "0 shards written" in out
     assert {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")} == shards
     assert main(["verify", str(tmp_path / "demo/build")]) == 0
 

@@ -84,15 +84,26 @@ def test_loss_is_cross_entropy_of_the_four_plus_the_rank_hinge() -> None:
     assert expected_rank > 0  # the hinge is active here, so its sign matters
 
 
-def test_rank_term_penalises_other_attention_scoring_higher() -> None:
+@pytest.mark.parametrize("margin", [0.03, 0.05, 0.5])
+def test_rank_term_is_the_hinge_of_borrowed_over_own_attention(margin: float) -> None:
+    """The hinge max(0, p_other(c) - p_self(c) + margin) worked out by hand for the identity head
+    (xm = x1 of each pair, logits = features) on a = [2, 0] (class 0) and b = [0, 1] (class 1)."""
+    s = sigmoid  # with two logits, p(class 0) = s(z0 - z1)
+    # Pair (a, b): xm = a; a's gates s(xm * a) = [s(4), 1/2], b's s(xm * b) = [1/2, 1/2].
+    a_self, a_other = s(2 + 2 * s(4)), s(3)  # softmax of [2 + 2 s(4), 0] and [3, 0]
+    b_self = b_other = s(1.5)  # b + b * [1/2, 1/2] either way: [0, 1.5]
+    # Pair (b, a): xm = b; b's gates [1/2, s(1)], a's [1/2, 1/2].
+    b2_self, b2_other = s(1 + s(1)), s(1.5)
+    a2_self = a2_other = s(3)
+    pairs = [(a_self, a_other), (b_self, b_other), (b2_self, b2_other), (a2_self, a2_other)]
+    expected = sum(max(0.0, other - own + margin) for own, other in pairs) / len(pairs)
     head = identity_head()
     features, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
-    _, plain = pairwise_loss(head, features, labels, margin=0.0, rank_weight=1.0)
-    _, wide = pairwise_loss(head, features, labels, margin=1.0, rank_weight=1.0)
-    assert wide["rank"] > plain["rank"] >= 0.0
     with torch.no_grad():
-        _, zero = pairwise_loss(head, features, labels, margin=-1.0)
-    assert zero["rank"] == 0.0
+        _, parts = pairwise_loss(head, features, labels, margin=margin, rank_weight=1.0)
+    assert parts["rank"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    if margin == 0.03:  # here one hinge is clipped at 0: its own attention wins by more than 0.03
+        assert b2_other - b2_self + margin < 0 < a_other - a_self + margin
 
 
 def test_model_widens_the_first_conv_for_the_colour_spaces(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from ffx.cli import main
+from ffx.data import SHARD_CHECKS
 from ffx.errors import BuildError, FfxError
-from ffx.pipeline.shard import ShardSettings, run_shard
+from ffx.pipeline.shard import run_shard
 from ffx.train.loop import evaluate, load_model, make_config, train
 from tests.generated import crop_pixels, make_cropped_build
+from tests.test_shard_checks import LAYOUT, make_shards
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 4, "workers": 0}
 
@@ -33,9 +35,7 @@ def tinted(key: str, frame_index: int, side: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     build = make_cropped_build(tmp_path_factory.mktemp("train"), videos_per_label=12, frames=4, pixels=tinted)
-    run_shard(
-        build, settings=ShardSettings(spaces=("rgb", "ycbcr"), max_count=16), workers=2, show_progress=False
-    )
+    run_shard(build, spaces=["rgb", "ycbcr"], max_count=16, workers=2, show_progress=False)
     return build / "shards"
 
 
@@ -121,11 +121,14 @@ def test_clear_errors_for_bad_runs(shards: Path, tmp_path: Path, capsys) -> None
     assert make_config(preset="mcx-api-paper").images_per_class == 9
 
 
-def test_two_gloo_processes_under_torchrun_finish_the_same_steps(shards: Path, tmp_path: Path) -> None:
+def test_two_gloo_processes_under_torchrun_finish_the_same_steps(tmp_path: Path) -> None:
     """Ranks draw resampled shards (the train split has an odd number of them), so both run
-    exactly steps_per_epoch steps per epoch and meet at every barrier."""
-    index = json.loads((shards / "index.json").read_text())
-    assert sum(1 for entry in index["shards"] if entry["split"] == "train") % 2 == 1
+    exactly steps_per_epoch steps per epoch and meet at every barrier; one process checks the
+    shards while the other waits."""
+    layout = LAYOUT | {
+        "train-000002.tar": [("real_g_0", 0), ("real_g_1", 0), ("fake_h_0", 1), ("fake_h_1", 1)]
+    }
+    shards = make_shards(tmp_path / "build" / "shards", layout)  # written here: three train shards
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "--no-python", "--"]
     command += [
@@ -143,6 +146,8 @@ def test_two_gloo_processes_under_torchrun_finish_the_same_steps(shards: Path, t
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [(line["epoch"], line["step"]) for line in lines] == [(0, 3), (1, 6)]
     assert finished.stdout.count("train: step 6 of 6") == 1  # rank 0 alone reports
+    checked = json.loads((tmp_path / "ddp" / SHARD_CHECKS).read_text())["checked"]
+    assert sorted(Path(item["path"]).name for item in checked) == sorted(layout)
 
 
 def test_shard_url_patterns_and_missing_classes(shards: Path, tmp_path: Path) -> None:

@@ -1,22 +1,24 @@
-"""`ffx build`: index -> extract -> crop -> shard in one call, resumable at any point.
+"""`ffx build`: index -> extract -> crop -> shard in one call, resumable at any point, then build.json.
 
-Each stage skips what is already done, so running the same build again after a crash (or after
-more videos arrived) finishes only what is missing. With parts, a stage can only start once
-every part finished the one before: a part that gets there first stops with `waiting` set,
-and the same command, run again when the other parts are done, carries on.
+Each stage redoes only what is not current, so running the same build again after a crash (or
+after videos were added or removed) finishes only what is missing. With parts, a stage can only
+start once every part finished the one before: a part that gets there first stops with
+`waiting` set, and the same command, run again when the other parts are done, carries on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ffx.pipeline.crop import CropReport, crop_settings_for, run_crop
+from ffx.pipeline.crop import run_crop
 from ffx.pipeline.distribute import Part
-from ffx.pipeline.extract import ExtractReport, run_extract
+from ffx.pipeline.engine import StageReport
+from ffx.pipeline.extract import run_extract
 from ffx.pipeline.index import IndexReport, run_index
 from ffx.pipeline.manifest import Manifest
-from ffx.pipeline.shard import ShardReport, run_shard, shard_settings_for
+from ffx.pipeline.record import write_build_record
+from ffx.pipeline.shard import run_shard
 
 
 @dataclass
@@ -25,9 +27,7 @@ class BuildReport:
 
     build: Path
     index: IndexReport
-    extract: ExtractReport | None = None
-    crop: CropReport | None = None
-    shard: ShardReport | None = None
+    stages: list[StageReport] = field(default_factory=list)
     waiting: str = ""
 
 
@@ -43,32 +43,23 @@ def run_build(
     strict: bool = False,
     show_progress: bool = True,
 ) -> BuildReport:
-    """Run every stage of `manifest` over the videos under `root` into `build`."""
+    """Run every stage of `manifest` over the videos under `root` into `build`; the settings are
+    the recipe's (BUILD/manifest.toml once indexed)."""
     build, part = Path(build), part or Part()
     report = BuildReport(build, run_index(manifest, root, build, splits_dir))
-    report.extract = run_extract(build, part=part, workers=workers, show_progress=show_progress)
-    if not report.extract.merged:
-        report.waiting = "extract"
-        return report
-    report.crop = run_crop(
-        build,
-        settings=crop_settings_for(build),
-        part=part,
-        device=device,
-        workers=workers,
-        show_progress=show_progress,
+    steps = (
+        ("extract", lambda: run_extract(build, part=part, workers=workers, show_progress=show_progress)),
+        (
+            "crop",
+            lambda: run_crop(build, part=part, device=device, workers=workers, show_progress=show_progress),
+        ),
+        ("shard", lambda: run_shard(build, part=part, workers=workers, show_progress=show_progress)),
     )
-    if not report.crop.merged:
-        report.waiting = "crop"
-        return report
-    report.shard = run_shard(
-        build,
-        settings=shard_settings_for(build),
-        part=part,
-        workers=workers,
-        strict=strict,
-        show_progress=show_progress,
-    )
-    if not report.shard.merged:
-        report.waiting = "shard"
+    for name, step in steps:
+        stage = step()
+        report.stages.append(stage)
+        if not stage.merged:
+            report.waiting = name
+            return report
+    write_build_record(build, strict=strict)
     return report

@@ -50,8 +50,8 @@ def _gpu_driver_loaded() -> bool:
 class DetectorSettings:
     """How faces are searched for; recorded with the crops so a build never mixes settings."""
 
-    max_side: int = 640
-    min_face_ratio: float = 0.5
+    max_side: int  # the recipe's crop.detect_max_side
+    min_face_ratio: float  # the recipe's crop.min_face_ratio
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffx.errors import FfxError
-from ffx.pipeline import store
-from ffx.pipeline.index import VIDEOS_TABLE
+from ffx.pipeline import atomic
+from ffx.pipeline.builddir import BuildDir
+from ffx.pipeline.engine import current_table
 from ffx.pipeline.schema import UNKNOWN_LABEL
-from ffx.pipeline.shard import FACES_TABLE, sample_name
+from ffx.pipeline.shard_worker import sample_name
 from ffx.pipeline.statuses import Status
 
 FORMATS = ("mcx-api", "lib", "imagefolder")
@@ -45,9 +46,10 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
     """Write the export in `export_format` for every labelled crop of the build under `out`."""
     if export_format not in FORMATS:
         raise FfxError(f"unknown export format {export_format!r}; choose from {', '.join(FORMATS)}")
-    build, out = Path(build).resolve(), Path(out)
-    videos = {row["key"]: row for row in store.read_table(build / VIDEOS_TABLE, "`ffx index`").to_pylist()}
-    faces = store.read_table(build / FACES_TABLE, "`ffx crop` (all parts)").to_pylist()
+    where = BuildDir(Path(build).resolve())
+    build, out = where.root, Path(out)
+    videos = {row["key"]: row for row in current_table(where, "videos").to_pylist()}
+    faces = current_table(where, "faces").to_pylist()
     report = ExportReport(out, export_format)
     crops_of: dict[str, list[dict]] = {}
     for row in faces:
@@ -66,7 +68,7 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
             lines += [f"{build / row['path']} {video['label']}" for row in crops]
         elif export_format == "lib":
             main_face = [row for row in crops if row["track"] == 0]
-            folder = build / "faces" / key
+            folder = where.faces / key
             if len(main_face) != len(crops):  # other faces' crops share the folder: link the main ones
                 folder = out.resolve() / "faces" / key
                 _link_crops(build, folder, key, main_face, copy)
@@ -78,7 +80,7 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
     if export_format != "imagefolder":
         suffix = ".txt" if export_format == "mcx-api" else ".csv"
         for split, lines in by_split.items():
-            store.write_bytes(out / f"{split}{suffix}", ("\n".join(lines) + "\n").encode())
+            atomic.write_bytes(out / f"{split}{suffix}", ("\n".join(lines) + "\n").encode())
     return report
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 from ffx.errors import FfxError
 from ffx.pipeline import publish
+from ffx.pipeline.builddir import frame_file
 from ffx.pipeline.decode import BACKENDS, DecodeFailure, VideoInfo, count_frames, probe
 from ffx.pipeline.images import encode_png
 from ffx.pipeline.sampling import FramePlan, parse_sampling
 from ffx.pipeline.statuses import NO_FRAME, Status
-
-FRAMES_DIR = "frames"
 
 
 @dataclass(frozen=True)
@@ -45,28 +44,23 @@ class Attempt:
     status: Status = Status.OK
 
 
-def frame_file(key: str, frame_index: int) -> str:
-    """A frame's PNG path relative to the build; zero-padded so sorting gives frame order."""
-    return f"{FRAMES_DIR}/{key}/{frame_index:06d}.png"
-
-
 def extract_video(task: VideoTask, report) -> list[dict]:
     """Worker entry point: decode one video, publish its frames, return its ledger rows."""
     source = Path(task.source)
     frames_root = Path(task.frames_root)
     publish.remove_item_temps(frames_root, task.key)
     if not source.exists():
-        return rows_without_frames(task, Status.MISSING, f"file not found: {source}")
+        return rows_without_frames(task.key, Status.MISSING, f"file not found: {source}")
     if source.is_dir():
-        return rows_without_frames(task, Status.ERROR, f"a directory, not a video file: {source}")
+        return rows_without_frames(task.key, Status.ERROR, f"a directory, not a video file: {source}")
     try:
         size = source.stat().st_size
         with open(source, "rb"):
             pass
     except OSError as error:
-        return rows_without_frames(task, Status.ERROR, f"cannot read {source}: {error.strerror}")
+        return rows_without_frames(task.key, Status.ERROR, f"cannot read {source}: {error.strerror}")
     if size == 0:
-        return rows_without_frames(task, Status.DECODE_ERROR, "empty file (0 bytes)")
+        return rows_without_frames(task.key, Status.DECODE_ERROR, "empty file (0 bytes)")
     try:
         info = probe(source)
         sampling = parse_sampling(task.sampling)
@@ -75,7 +69,7 @@ def extract_video(task: VideoTask, report) -> list[dict]:
             total = count_frames(source)
         plan = sampling.plan(total)
     except (DecodeFailure, FfxError) as error:
-        return rows_without_frames(task, Status.DECODE_ERROR, f"not a readable video: {error}")
+        return rows_without_frames(task.key, Status.DECODE_ERROR, f"not a readable video: {error}")
 
     attempts: list[Attempt] = []
     for backend in task.backends:
@@ -91,9 +85,9 @@ def extract_video(task: VideoTask, report) -> list[dict]:
     notes = list(task.failures) + [f"{a.backend}: {a.error}" for a in attempts if a.error and a is not chosen]
     error = "; ".join(notes + ([chosen.error] if chosen.error else []))
     if not chosen.frames:
-        return rows_without_frames(task, Status.DECODE_ERROR, error, info, chosen.backend)
+        return rows_without_frames(task.key, Status.DECODE_ERROR, error, info, chosen.backend)
     return [
-        _row(task, frame_index, timestamp, width, height, frame_file(task.key, frame_index))
+        _row(task.key, frame_index, timestamp, width, height, frame_file(task.key, frame_index))
         | _video_facts(chosen.status, error, chosen.backend, plan, len(chosen.frames), info)
         for frame_index, timestamp, width, height in chosen.frames
     ]
@@ -147,9 +141,9 @@ def _kept_below(plan: FramePlan, frame_count: int) -> int:
     return len(range(plan.offset, frame_count, plan.step))
 
 
-def _row(task: VideoTask, frame_index: int, timestamp, width: int, height: int, path: str) -> dict:
+def _row(key: str, frame_index: int, timestamp, width: int, height: int, path: str) -> dict:
     return {
-        "key": task.key,
+        "key": key,
         "frame_index": frame_index,
         "timestamp": timestamp,
         "width": width,
@@ -175,9 +169,9 @@ def _video_facts(
 
 
 def rows_without_frames(
-    task: VideoTask, status: Status, error: str, info: VideoInfo | None = None, backend: str = ""
+    key: str, status: Status, error: str, info: VideoInfo | None = None, backend: str = ""
 ) -> list[dict]:
     """The single row of a video that gave no frame."""
     width, height = (info.width, info.height) if info else (0, 0)
     facts = _video_facts(status, error, backend, None, 0, info)
-    return [_row(task, NO_FRAME, None, width, height, "") | facts]
+    return [_row(key, NO_FRAME, None, width, height, "") | facts]

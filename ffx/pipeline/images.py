@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ffx.errors import BuildError
+from ffx.pipeline.statuses import BadInput, Status
 
 
 def png_params(level: int) -> list[int]:
@@ -37,8 +38,11 @@ def encode_png(rgb: np.ndarray, level: int) -> bytes:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (grayscale expanded to three channels)."""
+    """An image file as RGB uint8 (grayscale expanded to three channels); BadInput when it is
+    gone or unreadable."""
+    if not Path(path).is_file():
+        raise BadInput(f"{path} not found (deleted after it was written?)")
     pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if pixels is None:
-        raise FileNotFoundError(f"cannot read image {path}")
+        raise BadInput(f"{path} is not a readable image", Status.ERROR)
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pyarrow as pa
 
 from ffx import __version__
 from ffx.errors import BuildError, InputError
-from ffx.pipeline import store
+from ffx.pipeline import atomic, store
+from ffx.pipeline.builddir import STAGES, BuildDir
 from ffx.pipeline.layouts import Entry, get_layout
-from ffx.pipeline.manifest import Manifest, manifest_to_toml
+from ffx.pipeline.manifest import Manifest, load_manifest, manifest_changes, manifest_to_toml, set_option
 from ffx.pipeline.schema import (
     SPLITS,
     UNKNOWN_LABEL,
@@ -22,7 +24,7 @@ from ffx.pipeline.schema import (
     is_safe_key,
     key_from_path,
 )
-from ffx.pipeline.split import identity_groups, seeded_group_split
+from ffx.pipeline.split import SPLIT_METHOD, identity_groups, seeded_group_split
 
 VIDEOS_TABLE = "videos.parquet"
 MANIFEST_FILE = "manifest.toml"
@@ -61,9 +63,15 @@ def label_of(entry: Entry, names: dict[str, int], binary: bool) -> tuple[int, st
     return label, label_name
 
 
-def assign_splits(entries: list[Entry], groups: list[str], manifest: Manifest) -> list[str]:
+def assign_splits(
+    entries: list[Entry], groups: list[str], manifest: Manifest, labels: Sequence[int]
+) -> list[str]:
     """Official splits where the layout gave them (unless the recipe says seeded), the seeded
-    group split for the rest; `trainval` entries split between train and val only."""
+    group split (`seeded_group_split`: by hash, stable) for the rest. `trainval` entries (not in
+    the official test list) split between train and val only, at the renormalised fractions
+    train/(train+val), val/(train+val). With `split.stratify` = label (auto: binary recipes),
+    groups are pooled by the labels their videos hold (`labels`, one per entry), so every split
+    with a non-zero fraction gets a group of each pool that has enough groups."""
     source = manifest.split.source
     if source == "official":
         missing = [entry.path for entry in entries if entry.split in (None, TRAINVAL)]
@@ -72,16 +80,48 @@ def assign_splits(entries: list[Entry], groups: list[str], manifest: Manifest) -
                 "split.source = 'official' but this dataset gave no official split "
                 "(pass --splits DIR with the split files)"
             )
+    stratify = manifest.split.stratify
+    if stratify == "auto":
+        stratify = "label" if manifest.labels.mode == "binary" else "none"
     given = [None if source == "seeded" else entry.split for entry in entries]
-    train, val, test = manifest.split.fractions
-    pools = {None: (train, val, test), TRAINVAL: (train / (train + val or 1), val / (train + val or 1), 0.0)}
+    train, val, _test = manifest.split.fractions
+    pools = {None: manifest.split.fractions, TRAINVAL: (train, val, 0.0)}
     splits = list(given)
     for pool, fractions in pools.items():
-        sizes = Counter(group for group, split in zip(groups, given) if split == pool)
-        if sizes:
-            chosen = seeded_group_split(dict(sizes), fractions, manifest.seed)
-            splits = [chosen[g] if s == pool else out for g, s, out in zip(groups, given, splits)]
+        members = [index for index, split in enumerate(given) if split == pool]
+        if not members:
+            continue
+        if not any(fractions):
+            raise InputError(
+                f"split.fractions give train and val 0, but {len(members)} videos outside the "
+                "official test list need one of them"
+            )
+        held: dict[str, set[int]] = defaultdict(set)
+        for index in members:
+            held[groups[index]].add(labels[index] if stratify == "label" else 0)
+        pool_of = {group: tuple(sorted(label_set)) for group, label_set in held.items()}
+        chosen = seeded_group_split(pool_of, fractions, manifest.seed, pool_of=pool_of)
+        for index in members:
+            splits[index] = chosen[groups[index]]
     return splits
+
+
+def check_split_method(build: Path) -> None:
+    """Refuse to re-index a build split with another `SPLIT_METHOD` once later stages exist:
+    its videos could move between splits under the frames, faces and shards made from them."""
+    index_path = build / INDEX_FILE
+    if not index_path.is_file():
+        return
+    previous = json.loads(index_path.read_text(encoding="utf-8")).get("split_method")
+    later_stages = [
+        path.name for path in build.iterdir() if path.name not in (VIDEOS_TABLE, INDEX_FILE, MANIFEST_FILE)
+    ]
+    if previous != SPLIT_METHOD and later_stages:
+        raise BuildError(
+            f"{build} was split with an older method ({previous or 'none recorded'}; this ffx uses "
+            f"{SPLIT_METHOD}) and holds {', '.join(sorted(later_stages))}; re-indexing would "
+            "move videos between splits; use a new --build directory"
+        )
 
 
 def build_rows(
@@ -99,11 +139,11 @@ def build_rows(
         keys[key] = entry.path
     path_to_key = {path: key for key, path in keys.items()}
     groups = identity_groups([entry.identities or (f"video:{entry.path}",) for entry in scan_entries])
-    splits = assign_splits(scan_entries, groups, manifest)
     binary = manifest.labels.mode == "binary"
+    labelled = [label_of(entry, names, binary) for entry in scan_entries]
+    splits = assign_splits(scan_entries, groups, manifest, [label for label, _ in labelled])
     rows = []
-    for entry, group, split in zip(scan_entries, groups, splits):
-        label, label_name = label_of(entry, names, binary)
+    for entry, group, split, (label, label_name) in zip(scan_entries, groups, splits, labelled):
         rows.append(
             {
                 "key": path_to_key[entry.path],
@@ -130,18 +170,22 @@ def straddling_groups(rows: list[dict]) -> int:
 
 
 def check_build_matches(build: Path, manifest: Manifest) -> None:
-    """Refuse to re-index a build whose later stages came from a different manifest."""
-    index_path = build / INDEX_FILE
-    if not index_path.is_file():
+    """Refuse a recipe that disagrees with the build's effective recipe once later stages exist:
+    BUILD/manifest.toml is the build's one truth, changed only by a stage's own options."""
+    where = BuildDir(build)
+    if not where.manifest.is_file():
         return
-    previous = json.loads(index_path.read_text(encoding="utf-8")).get("manifest_sha256")
-    later_stages = [
-        p.name for p in build.iterdir() if p.name not in (VIDEOS_TABLE, INDEX_FILE, MANIFEST_FILE)
-    ]
-    if previous != manifest.digest() and later_stages:
+    later = [name for name in STAGES if where.table(name).exists() or where.parts(name).exists()]
+    if not later:
+        return
+    changes = manifest_changes(load_manifest(where.manifest), manifest)
+    if changes:
+        field, built, asked = changes[0]
+        more = f" (and {len(changes) - 1} more fields)" if len(changes) > 1 else ""
         raise BuildError(
-            f"{build} was built from a different manifest (sha256 {previous[:12]}…) and "
-            f"holds {', '.join(sorted(later_stages))}; use a new --build directory"
+            f"{where.manifest} has {field} = {built!r} but this command asks {asked!r}{more}; add "
+            f"{set_option(field, built)} to keep the build's, change it with the stage's own option, "
+            "or use a new --build directory"
         )
 
 
@@ -161,17 +205,19 @@ def run_index(manifest: Manifest, root: Path, build: Path, splits_dir: Path | No
     if straddled := straddling_groups(rows):
         notes.append(f"{straddled} identity groups appear in more than one split (official lists)")
     table = pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
+    check_split_method(build)
     build.mkdir(parents=True, exist_ok=True)
     store.write_table(build / VIDEOS_TABLE, table)
-    store.write_bytes(build / MANIFEST_FILE, manifest_to_toml(manifest).encode())
+    atomic.write_bytes(build / MANIFEST_FILE, manifest_to_toml(manifest).encode())
     by_split = dict(sorted(Counter(row["split"] for row in rows).items(), key=lambda kv: _split_order(kv[0])))
     by_label = dict(sorted(Counter(row["label_name"] for row in rows).items()))
-    store.write_json(
+    atomic.write_json(
         build / INDEX_FILE,
         {
             "root": str(root),
             "dataset": scan.dataset,
             "manifest_sha256": manifest.digest(),
+            "split_method": SPLIT_METHOD,
             "ffx_version": __version__,
             "videos": len(rows),
             "by_split": by_split,
@@ -179,7 +225,23 @@ def run_index(manifest: Manifest, root: Path, build: Path, splits_dir: Path | No
             "notes": notes,
         },
     )
+    notes += later_stages_note(BuildDir(build))
     return IndexReport(build / VIDEOS_TABLE, len(rows), by_split, by_label, notes)
+
+
+def later_stages_note(build: BuildDir) -> list[str]:
+    """What a re-index left out of date in the stages after it (nothing when they are current)."""
+    from ffx.pipeline.engine import table_currency
+
+    if not build.table("frames").is_file():
+        return []
+    currency, _table = table_currency(build, "frames")
+    if currency.ok:
+        return []
+    return [
+        f"{currency.missing} videos new, {currency.stale} changed and {currency.gone} gone since "
+        f"`ffx extract`: run `ffx build` (or extract, crop and shard) to bring the later stages up to date"
+    ]
 
 
 def _split_order(split: str) -> int:

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -93,10 +94,18 @@ class Labels(_Strict):
 
 
 class Split(_Strict):
-    """Where splits come from: official files/lists when present, else a seeded group split."""
+    """Where splits come from: official files/lists when present, else a seeded group split.
+
+    The seeded split hashes each group's name into train/val/test (stable: adding videos never
+    moves the others; fractions hold approximately). `stratify`: `label` pools groups by the
+    labels they hold, so every split with a non-zero fraction gets a group of each pool that has
+    at least as many groups as such splits (both real and fake, when the data allows); `none`
+    pools all groups; `auto` is `label` for `labels.mode = "binary"`, else `none`.
+    """
 
     source: Literal["auto", "official", "seeded"] = "auto"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    stratify: Literal["auto", "label", "none"] = "auto"
 
     @field_validator("fractions")
     @classmethod
@@ -106,19 +115,41 @@ class Split(_Strict):
         return value
 
 
+class Extract(_Strict):
+    """How frames are decoded and stored (`ffx extract`); the sampling is the recipe's `sampling`."""
+
+    backends: tuple[Literal["pyav", "decord", "opencv"], ...] = ("pyav", "decord", "opencv")
+    png_level: int = Field(1, ge=0, le=9)
+
+    @field_validator("backends")
+    @classmethod
+    def _some_backends(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("a non-empty list without repeats out of pyav, decord, opencv")
+        return value
+
+
 class Crop(_Strict):
-    """Face crop preset and size (used by `ffx crop`)."""
+    """Face detection and crops (`ffx crop`)."""
 
     preset: Literal["mcx-api", "square-1.3"] = "mcx-api"
     size: int = Field(512, ge=32, le=2048)
-    min_prob: float = Field(0.99, ge=0.0, le=1.0)
+    scale: float = Field(1.3, ge=1.0, le=4.0)  # square-1.3: box side / longer face side
+    min_prob: float = Field(0.99, gt=0.0, le=1.0)
+    detect_max_side: int = Field(640, ge=32)
+    min_face_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    all_faces: bool = False
+    boxes_from_original: bool = False
+    png_level: int = Field(1, ge=0, le=9)
 
 
 class Shard(_Strict):
-    """WebDataset shard limits, by sample count and by bytes."""
+    """What each sample holds and how samples are laid out in WebDataset shards (`ffx shard`)."""
 
     max_count: int = Field(10_000, ge=1)
-    max_bytes: int = Field(1_000_000_000, ge=1_000_000)
+    max_bytes: int = Field(1_000_000_000, ge=1)
+    png_level: int = Field(1, ge=0, le=9)
+    seed: int = 0  # of the sample order inside a split's shards
 
 
 class Manifest(_Strict):
@@ -131,6 +162,7 @@ class Manifest(_Strict):
     spaces: tuple[Literal[SPACES], ...] = SPACES  # type: ignore[valid-type]
     labels: Labels = Labels()
     split: Split = Split()
+    extract: Extract = Extract()
     crop: Crop = Crop()
     shard: Shard = Shard()
     seed: int = 0
@@ -233,6 +265,34 @@ def load_manifest(
         return Manifest.model_validate(data)
     except ValidationError as error:
         raise ManifestError(_format_errors(str(path), error)) from None
+
+
+def manifest_fields(manifest: Manifest) -> dict[str, Any]:
+    """Every field of a recipe by dotted name (`crop.size`), values in JSON form; `description`
+    is left out (it shapes nothing)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and not (prefix.endswith("names") and prefix.startswith("labels")):
+            for name, item in value.items():
+                walk(f"{prefix}.{name}" if prefix else name, item)
+        else:
+            flat[prefix] = value
+
+    walk("", manifest.model_dump(mode="json"))
+    flat.pop("description", None)
+    return flat
+
+
+def manifest_changes(old: Manifest, new: Manifest) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) of every field that differs, in field order."""
+    before, after = manifest_fields(old), manifest_fields(new)
+    return [(name, before.get(name), value) for name, value in after.items() if before.get(name) != value]
+
+
+def set_option(field: str, value: Any) -> str:
+    """The `--set` that gives `field` this value."""
+    return "--set " + shlex.quote(f"{field}={_toml_value(value)}")
 
 
 def manifest_to_toml(manifest: Manifest) -> str:

@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ffx.pipeline import store
+from ffx.pipeline import atomic
+from ffx.pipeline.builddir import BuildDir
+from ffx.pipeline.engine import current_table
 from ffx.pipeline.images import encode_png, read_rgb
-from ffx.pipeline.statuses import Status
-
-QA_DIR = "qa"
+from ffx.pipeline.statuses import BadInput, Status
 
 
 @dataclass
@@ -33,8 +33,9 @@ class QaReport:
 
 def write_qa(build: Path, videos: int = 24, columns: int = 10, tile: int = 112) -> QaReport:
     """Contact sheets for the `videos` most faceless videos (then others) under BUILD/qa/."""
-    build = Path(build)
-    faces = store.read_table(build / "faces.parquet", "`ffx crop`").to_pylist()
+    where = BuildDir(build)
+    build = where.root
+    faces = current_table(where, "faces").to_pylist()
     rows_of: dict[str, list[dict]] = defaultdict(list)
     for row in faces:
         rows_of[row["key"]].append(row)
@@ -44,18 +45,18 @@ def write_qa(build: Path, videos: int = 24, columns: int = 10, tile: int = 112) 
     }
     frames = {key: len({row["frame_index"] for row in rows}) for key, rows in rows_of.items()}
     order = sorted(rows_of, key=lambda key: (-missing[key], hashlib.sha1(key.encode()).hexdigest()))
-    folder = build / QA_DIR
+    folder = where.qa
     folder.mkdir(exist_ok=True)
     worst = [(key, missing[key], frames[key]) for key in order]
     listing = "key\tframes_without_face\tframes\n" + "".join(f"{k}\t{m}\t{n}\n" for k, m, n in worst)
-    store.write_bytes(folder / "worst.tsv", listing.encode())
+    atomic.write_bytes(folder / "worst.tsv", listing.encode())
     sheets = []
     for key in order[:videos]:
         sheet = _sheet(
             build, sorted(rows_of[key], key=lambda row: (row["frame_index"], row["track"])), columns, tile
         )
         path = folder / f"{key}.png"
-        store.write_bytes(path, encode_png(sheet, 6))
+        atomic.write_bytes(path, encode_png(sheet, 6))
         sheets.append(path)
     return QaReport(folder, sheets, worst)
 
@@ -65,12 +66,13 @@ def _sheet(build: Path, rows: list[dict], columns: int, tile: int) -> np.ndarray
     sheet = np.full((rows_count * tile, columns * tile, 3), 255, np.uint8)
     for position, row in enumerate(rows):
         top, left = (position // columns) * tile, (position % columns) * tile
+        image, caption = np.full((tile, tile, 3), 96, np.uint8), f"{row['frame_index']} {row['status']}"
         if row["path"]:
-            image = cv2.resize(read_rgb(build / row["path"]), (tile, tile), interpolation=cv2.INTER_AREA)
-            caption = f"{row['frame_index']} p={row['prob']:.3f}"
-        else:
-            image = np.full((tile, tile, 3), 96, np.uint8)
-            caption = f"{row['frame_index']} {row['status']}"
+            try:
+                image = cv2.resize(read_rgb(build / row["path"]), (tile, tile), interpolation=cv2.INTER_AREA)
+                caption = f"{row['frame_index']} p={row['prob']:.3f}"
+            except BadInput as bad:  # a crop deleted since `ffx crop`: the tile says so
+                caption = f"{row['frame_index']} {bad.status.value}"
         _label(image, caption)
         sheet[top : top + tile, left : left + tile] = image
     return sheet

@@ -15,12 +15,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ffx import __version__
-from ffx.pipeline import store
-from ffx.pipeline.index import INDEX_FILE, MANIFEST_FILE, VIDEOS_TABLE
+from ffx.errors import BuildError
+from ffx.pipeline import atomic, store
+from ffx.pipeline.builddir import BuildDir
 from ffx.pipeline.manifest import load_manifest
 from ffx.pipeline.status import build_status
 
-BUILD_RECORD = "build.json"
 LIBRARIES = (
     "torch",
     "torchvision",
@@ -50,18 +50,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def input_fingerprint(build: Path, strict: bool = False) -> dict:
+def input_fingerprint(build: BuildDir, strict: bool = False) -> dict:
     """One digest over every indexed video: path, size and mtime (fast), or path and sha256 (strict)."""
-    build = Path(build)
-    root = Path(json.loads((build / INDEX_FILE).read_text(encoding="utf-8"))["root"])
-    paths = sorted(pq.read_table(build / VIDEOS_TABLE, columns=["path"]).column("path").to_pylist())
+    build = BuildDir(build)
+    root = Path(json.loads(build.index.read_text(encoding="utf-8"))["root"])
+    paths = sorted(pq.read_table(build.videos, columns=["path"]).column("path").to_pylist())
     digest = hashlib.sha256()
     missing = 0
     for path in paths:
         source = root / path
         try:
             if strict:
-                facts = store.file_sha256(source)
+                facts = atomic.file_sha256(source)
             else:
                 stat = source.stat()
                 facts = f"{stat.st_size}\t{stat.st_mtime_ns}"
@@ -76,24 +76,36 @@ def input_fingerprint(build: Path, strict: bool = False) -> dict:
     }
 
 
-def write_build_record(build: Path, shards: list[dict], strict: bool = False) -> dict:
-    """Write BUILD/build.json from the build's files and its shards' index entries; return it."""
-    build = Path(build)
-    recipe = load_manifest(build / MANIFEST_FILE)
-    seconds = store.stage_seconds(build)
+def write_build_record(build: Path | BuildDir, strict: bool = False) -> dict:
+    """The build's finishing step: BUILD/build.json from its effective recipe, tables and shard
+    index (which must be the layout of its current tables); return it."""
+    from ffx.pipeline.shard import planned_shards
+
+    build = BuildDir(build)
+    recipe = load_manifest(build.manifest)
+    shard_index = (
+        json.loads(build.shard_index.read_text(encoding="utf-8")) if build.shard_index.is_file() else {}
+    )
+    if planned_shards(build, recipe)[1] != shard_index.get("layout_digest"):
+        raise BuildError(
+            f"{build.shard_index} is not the layout of the build's tables: run `ffx shard {build}`"
+        )
+    index = json.loads(build.index.read_text(encoding="utf-8"))
+    shards = shard_index["shards"]
     record = {
         "ffx": __version__,
         "python": platform.python_version(),
         "libraries": library_versions(),
         "manifest": recipe.model_dump(mode="json"),
         "manifest_sha256": recipe.digest(),
+        "split_method": index.get("split_method"),
         "inputs": input_fingerprint(build, strict),
         "stages": {
             stage.stage: {"videos": stage.videos, "by_status": stage.items, "rows": stage.rows}
             for stage in build_status(build)
         },
-        "seconds": seconds,
+        "seconds": store.stage_seconds(build.root),
         "shards": {entry["name"]: entry["sha256"] for entry in shards},
     }
-    store.write_json(build / BUILD_RECORD, record)
+    atomic.write_json(build.record, record)
     return record

@@ -52,6 +52,10 @@ def is_safe_key(key: str) -> bool:
     return bool(key) and _UNSAFE.search(key) is None
 
 
+# Every stage row: a digest of the stage's settings and the item's upstream rows, so an item whose
+# inputs changed is redone and a table made from other inputs is never read (ffx.pipeline.engine).
+MADE_FROM_FIELD = pa.field("made_from", pa.string(), nullable=False)
+
 # One row per extracted frame; a video that gave no frame has one row with frame_index -1
 # (NO_FRAME). Video-level facts (status, backend, container metadata) repeat on each of its rows.
 FRAMES_SCHEMA = pa.schema(
@@ -71,6 +75,7 @@ FRAMES_SCHEMA = pa.schema(
         pa.field("fps", pa.float64(), nullable=False),
         pa.field("codec", pa.string(), nullable=False),
         pa.field("rotation", pa.int16(), nullable=False),
+        MADE_FROM_FIELD,
     ]
 )
 
@@ -97,6 +102,7 @@ FACES_SCHEMA = pa.schema(
         pa.field("path", pa.string(), nullable=False),  # crop PNG relative to the build; "" if none
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
+        MADE_FROM_FIELD,
     ]
 )
 
@@ -115,5 +121,6 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("length", pa.int64(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
+        MADE_FROM_FIELD,
     ]
 )

@@ -23,3 +23,19 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     MISSING = "missing"  # input file or upstream item absent
     ERROR = "error"  # anything else, with the message in `error`
+
+
+# Statuses of an item that did not come out whole: listed after a run, `--fail-on-error` exits 1.
+FAILED = (Status.PARTIAL, Status.DECODE_ERROR, Status.TIMEOUT, Status.MISSING, Status.ERROR)
+
+
+class BadInput(Exception):
+    """A worker found an input file of its item gone (`missing`) or unreadable (`error`): the item
+    gets one row with that status and the message, and the run goes on."""
+
+    def __init__(self, message: str, status: Status = Status.MISSING):
+        super().__init__(message, status)
+        self.message, self.status = message, status
+
+    def __str__(self) -> str:
+        return self.message

@@ -8,12 +8,7 @@ all rows into `BUILD/{stage}.parquet`: one run and any number of parts give the 
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -24,69 +19,14 @@ import pyarrow.compute
 import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
+from ffx.pipeline.atomic import atomic_path
 from ffx.pipeline.distribute import Part
-
-
-@contextmanager
-def atomic_path(final: Path):
-    """Yield a temp path beside `final`; on success fsync it and rename it over `final`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        yield temp
-        with open(temp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomically write bytes."""
-    with atomic_path(path) as temp:
-        temp.write_bytes(data)
-
-
-def write_json(path: Path, value) -> None:
-    """Atomically write JSON (sorted keys, so equal values give equal bytes)."""
-    write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
 
 
 def write_table(path: Path, table: pa.Table) -> None:
     """Atomically write a parquet table (no timestamps inside, so equal tables give equal bytes)."""
     with atomic_path(path) as temp:
         pq.write_table(table, temp, compression="zstd")
-
-
-def record_settings(build: Path, stage: str, settings: dict) -> None:
-    """Save a stage's output-shaping settings in `BUILD/{stage}.json`; refuse different ones later,
-    so one build never mixes outputs made two ways."""
-    path = build / f"{stage}.json"
-    if not path.is_file():
-        write_json(path, settings)
-        return
-    recorded = json.loads(path.read_text(encoding="utf-8"))
-    if recorded != settings:
-        changed = ", ".join(
-            f"{name} {recorded.get(name)!r} -> {value!r}"
-            for name, value in settings.items()
-            if recorded.get(name) != value
-        )
-        raise BuildError(
-            f"{build} holds {stage} made with other settings ({changed}); use a new --build "
-            f"directory, or delete {stage}/, {stage}.parquet, {stage}.parts/ and {stage}.json there"
-        )
 
 
 def read_table(path: Path, what: str) -> pa.Table:
@@ -114,18 +54,18 @@ class Ledger:
     def rows(self) -> pa.Table:
         """All rows so far: the merged table, then chunks in write order; for an item that
         appears more than once (a retry), only its latest rows count."""
-        pieces = [pq.read_table(self.table_path, schema=self.schema)] if self.table_path.is_file() else []
-        pieces += [pq.read_table(path, schema=self.schema) for path in self.chunk_files()]
+        paths = [self.table_path] if self.table_path.is_file() else []
+        pieces = [self._read(path) for path in [*paths, *self.chunk_files()]]
         return latest_rows_per_item(pieces, self.schema)
 
-    def done_keys(self, retry_statuses: Iterable[str] = ()) -> set[str]:
-        """Item keys that already have rows, less those whose rows carry a status to retry."""
-        table = self.rows()
-        keys = table.column("key").to_pylist()
-        statuses = table.column("status").to_pylist()
-        retry = set(retry_statuses)
-        redo = {key for key, status in zip(keys, statuses) if status in retry}
-        return set(keys) - redo
+    def _read(self, path: Path) -> pa.Table:
+        """A table file in this ledger's schema; columns it lacks (a build made by an older ffx)
+        read as empty strings, so its items count as made from unknown inputs and are redone."""
+        table = pq.read_table(path)
+        for field in self.schema:
+            if field.name not in table.column_names:
+                table = table.append_column(field.name, pa.array([""] * table.num_rows, field.type))
+        return table.select(self.schema.names).cast(self.schema)
 
     @contextmanager
     def writer(self, part: Part, flush_rows: int = 2000, flush_seconds: float = 5.0):
@@ -136,30 +76,10 @@ class Ledger:
         finally:
             chunk_writer.flush()
 
-    def merge(self) -> pa.Table:
-        """Sort every row into `{stage}.parquet`, then drop the chunks folded into it."""
-        table = self.rows()
+    def write_merged(self, table: pa.Table) -> None:
+        """Write `table` sorted as `{stage}.parquet` (the chunks are removed by the caller)."""
         table = table.take(pa.compute.sort_indices(table, [(name, "ascending") for name in self.sort_by]))
         write_table(self.table_path, table)
-        if self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir)
-        return table
-
-    def merge_when_complete(self, keys: Iterable[str]) -> bool:
-        """Merge once every key has rows, whichever part gets there last (a lock keeps two parts
-        from merging at once); True when the merged table is complete."""
-        keys = set(keys)
-        self.build.mkdir(parents=True, exist_ok=True)
-        with open(self.build / f".{self.stage}.merge.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # another part is merging right now
-            if not keys <= self.done_keys():
-                return False
-            if self.parts_dir.exists():
-                self.merge()
-            return True
 
 
 def latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ffx.errors import BuildError
+from ffx.pipeline.statuses import BadInput
 
 Report = Callable[[Any], None]
 TaskFunction = Callable[[Any, Report], Any]
@@ -40,6 +41,14 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         return os.cpu_count() or 1
+
+
+def call_guarded(function: TaskFunction, task: Any, report: Report) -> Any:
+    """Run a task; a missing input file is its result (the engine records a `missing` row)."""
+    try:
+        return function(task, report)
+    except BadInput as bad:
+        return bad
 
 
 def _serve(connection: Connection, function: TaskFunction) -> None:

@@ -8,6 +8,9 @@ exactly: it rebuilds the epoch's stream and skips the batches already trained on
 A run folder holds config.json, metrics.jsonl (a line per epoch), and checkpoints as
 safetensors (`last`, `best` by validation video AUC) with the optimiser, schedule and random
 state beside `last` in a plain tensor file read back with `weights_only=True`.
+
+Before reading a shard, both check it against shards/index.json (size and sha256; see
+`ffx.data.check_shard_files`), remembering matches in the run folder's shard-checks.json.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -26,10 +30,21 @@ import webdataset as wds
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ffx.data import SHARD_INDEX, Decoder, collate, open_shards, shard_dataset, worker_role
+from ffx.data import (
+    SHARD_CHECKS,
+    SHARD_INDEX,
+    Decoder,
+    check_shard_files,
+    collate,
+    open_shards,
+    raise_sent_errors,
+    send_errors,
+    shard_dataset,
+    worker_role,
+)
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig, pairwise_loss
-from ffx.pipeline import store
+from ffx.pipeline import atomic
 from ffx.pipeline.color import parse_spaces
 from ffx.pipeline.progress import stage_progress
 from ffx.pipeline.workers import available_cores
@@ -189,12 +204,19 @@ def check_shards(config: TrainConfig) -> tuple[int, int]:
                 f"{config.shards} comes without index.json: give --classes and --steps-per-epoch, "
                 "or a shards folder"
             )
+        if config.classes < 2:
+            raise FfxError(f"--classes {config.classes}: a detector needs at least 2 (real and fake)")
         if config.classes_per_batch > config.classes:
             raise FfxError(f"--classes-per-batch {config.classes_per_batch} but --classes {config.classes}")
         return config.classes, 0
     if min(shard_set.labels) < 0:
         raise BuildError("the train split holds unlabelled samples (label -1): index with labels")
     classes = max(shard_set.labels) + 1
+    if classes < 2:
+        raise BuildError(
+            f"the train split in {config.shards} holds one class (label 0 only): "
+            "a detector needs at least 2 (real and fake)"
+        )
     absent = [label for label in range(classes) if label not in shard_set.labels]
     if absent:
         raise BuildError(
@@ -203,6 +225,21 @@ def check_shards(config: TrainConfig) -> tuple[int, int]:
     if config.classes_per_batch > classes:
         raise FfxError(f"--classes-per-batch {config.classes_per_batch} but the data has {classes} classes")
     return classes, min(shard_set.labels.values())
+
+
+def check_run_shards(config: TrainConfig, run: Path, placement: Placement, show_progress: bool) -> None:
+    """Check the train and validation shards against index.json, remembering matches in
+    `run`/shard-checks.json. One process per node checks (a node may read its own copy of the
+    shards); the others wait for it."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        splits = ["train", config.val_split]
+        check_shard_files(config.shards, splits, run / SHARD_CHECKS, show_progress and placement.main)
+    if placement.world > 1:
+        # The first check of a large build can outlast NCCL's 10-minute collective timeout:
+        # the others wait on a CPU group with a longer one.
+        waiting = dist.new_group(backend="gloo", timeout=timedelta(hours=24))
+        dist.barrier(group=waiting)
+        dist.destroy_process_group(waiting)
 
 
 def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: int = 0):
@@ -224,8 +261,8 @@ def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: i
     )
     batcher = BalancedBatches(config.classes_per_batch, config.images_per_class, seed=seed)
     decoder = Decoder(config.spaces, config.crop, True, seed)
-    batches = samples.compose(batcher, SkipFirst(skip), wds.map(partial(_decode_batch, decoder)))
-    return wds.WebLoader(
+    batches = samples.compose(batcher, SkipFirst(skip), wds.map(partial(_decode_batch, decoder)), send_errors)
+    loader = wds.WebLoader(
         batches,
         batch_size=None,
         num_workers=config.workers,
@@ -233,6 +270,7 @@ def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: i
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),  # leaves the global RNG (dropout) alone
     )
+    return loader.compose(raise_sent_errors)  # an unreadable record: its one-line error, as itself
 
 
 def _decode_batch(decoder: Decoder, batch: list[dict]) -> dict:
@@ -296,7 +334,7 @@ def _trim_metrics(path: Path, step: int) -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if json.loads(line)["step"] <= step]
         if len(kept) != len(lines):
-            store.write_bytes(path, "".join(line + "\n" for line in kept).encode())
+            atomic.write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 def _plain_json(values: dict) -> dict:
@@ -323,7 +361,7 @@ def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig, st
         "train": json.dumps(asdict(config)),
         "step": str(step),
     }
-    with store.atomic_path(run / name) as temp:
+    with atomic.atomic_path(run / name) as temp:
         save_file(tensors, str(temp), metadata=metadata)
 
 
@@ -357,14 +395,14 @@ def save_state(run: Path, optimizer, scaler, step: int, best: float, history: di
         "history": history,
         "world": world,
     }
-    with store.atomic_path(run / STATE) as temp:
+    with atomic.atomic_path(run / STATE) as temp:
         torch.save(state, temp)
 
 
 def save_random_state(run: Path, rank: int, step: int, device: torch.device) -> None:
     """This rank's CPU and CUDA generators (dropout), so a resumed run draws what it would have."""
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8)
-    with store.atomic_path(run / f"last.rng-{rank}.pt") as temp:
+    with atomic.atomic_path(run / f"last.rng-{rank}.pt") as temp:
         torch.save({"cpu": torch.get_rng_state(), "cuda": cuda, "step": step}, temp)
 
 
@@ -411,8 +449,11 @@ def resumed_config(run: Path, given: TrainConfig) -> TrainConfig:
 # ---------------------------------------------------------------- training
 
 
-def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainReport:
-    """Train (or resume) the run `config.run`; rank 0 writes the run folder."""
+def train(
+    config: TrainConfig, resume: bool = False, show_progress: bool = True, verify: bool = True
+) -> TrainReport:
+    """Train (or resume) the run `config.run`; rank 0 writes the run folder. With `verify`, the
+    train and validation shards are first checked against index.json (`check_run_shards`)."""
     run = Path(config.run)
     if not config.shards or not config.run:
         raise FfxError("a run needs --shards and --run")
@@ -424,6 +465,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     if config.workers is None:
         config = replace(config, workers=max(1, available_cores() // placement.world))
     classes, rarest = check_shards(config)
+    if verify:
+        check_run_shards(config, run, placement, show_progress)
     if config.steps_per_epoch is None:  # saved resolved in config.json, so a resume keeps it
         batch = config.classes_per_batch * config.images_per_class * config.accumulate
         config = replace(config, steps_per_epoch=max(1, rarest * classes // (batch * placement.world)))
@@ -463,7 +506,7 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
             _trim_metrics(run / METRICS_FILE, step)
     elif placement.main:
         run.mkdir(parents=True, exist_ok=True)
-        store.write_json(run / CONFIG_FILE, asdict(config) | {"spaces": list(config.spaces)})
+        atomic.write_json(run / CONFIG_FILE, asdict(config) | {"spaces": list(config.spaces)})
     if placement.world > 1:
         dist.barrier()  # the run folder exists before any rank writes into it
 
@@ -589,15 +632,21 @@ def evaluate_checkpoint(
     crop: int | None = None,
     workers: int | None = None,
     device: str = "auto",
+    verify: bool = True,
+    show_progress: bool = False,
 ) -> dict:
-    """Metrics of a checkpoint on a split, also written to `{checkpoint stem}.eval-{split}.json`."""
+    """Metrics of a checkpoint on a split, also written to `{checkpoint stem}.eval-{split}.json`.
+    With `verify`, the split's shards are first checked against index.json; matches are
+    remembered in shard-checks.json beside the checkpoint (its run folder, shared with training)."""
     placement = place(device)
-    model = load_model(checkpoint, placement.device)
+    model = load_model(checkpoint, placement.device)  # a wrong checkpoint is told before hashing
+    if verify:
+        check_shard_files(shards, [split], Path(checkpoint).parent / SHARD_CHECKS, show_progress)
     trained = json.loads(checkpoint_metadata(checkpoint).get("train", "{}"))
     crop = crop or trained.get("crop")
     metrics = evaluate(model, shards, split, crop, placement.device, 2 if workers is None else workers)
     metrics |= {"checkpoint": str(checkpoint), "shards": str(shards), "split": split, "crop": crop}
-    store.write_json(
+    atomic.write_json(
         Path(checkpoint).with_name(f"{Path(checkpoint).stem}.eval-{split}.json"), _plain_json(metrics)
     )
     return metrics

@@ -1,5 +1,6 @@
-"""`ffx crop` on real faces (../shared/media): detection rate, boxes vs plain MTCNN, tracking,
-box reuse for fakes, statuses, resume after kill -9 and partitions."""
+"""`ffx crop`: on real faces (../shared/media, when present) detection rate, boxes vs plain MTCNN,
+tracking and statuses; on clips of the bundled demo portrait (always) box reuse for fakes, resume
+after kill -9, partitions and worker counts."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffx.cli import main
-from ffx.pipeline.crop import CropSettings, run_crop
+from ffx.pipeline.crop import run_crop
 from ffx.pipeline.distribute import Part
 from ffx.pipeline.extract import run_extract
 from ffx.pipeline.faces import box_iou, mcx_api_box
 from ffx.pipeline.index import run_index
 from ffx.pipeline.manifest import load_manifest
-from ffx.synthetic import write_h264_video
+from ffx.pipeline.shard import run_shard
+from ffx.synthetic import portrait_frames, write_h264_video
 from tests.conftest import SHARED_MEDIA
 
-pytestmark = pytest.mark.skipif(not (SHARED_MEDIA / "videos").is_dir(), reason="../shared/media not present")
+needs_media = pytest.mark.skipif(not (SHARED_MEDIA / "videos").is_dir(), reason="../shared/media not present")
 VIDEOS = SHARED_MEDIA / "videos"
 
 
@@ -48,9 +50,13 @@ def crops_digest(build: Path) -> dict[str, str]:
     return {str(path.relative_to(build)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
-def build_folder(root: Path, build: Path, sampling: str = "first:30") -> Path:
-    run_index(load_manifest("folder", {"sampling": sampling}), root, build)
-    run_extract(build, show_progress=False)
+def index_folder(root: Path, build: Path, sampling: str = "first:30", size: int = 512) -> Path:
+    run_index(load_manifest("folder", {"sampling": sampling, "crop.size": size}), root, build)
+    return build
+
+
+def build_folder(root: Path, build: Path, sampling: str = "first:30", size: int = 512) -> Path:
+    run_extract(index_folder(root, build, sampling, size), show_progress=False)
     return build
 
 
@@ -66,11 +72,12 @@ def media_build(tmp_path_factory) -> Path:
     write_h264_video(root / "coffee.mp4", [np.roll(coffee, shift, axis=1) for shift in range(0, 40, 4)])
     build = build_folder(root, tmp_path_factory.mktemp("build") / "build")
     report = run_crop(build, show_progress=False)
-    assert report.videos == 5 and report.merged
-    assert report.videos_without_faces == ["coffee"]
+    assert report.items == 5 and report.merged
+    assert report.failed == [("coffee", "no_face", "no face found")]
     return build
 
 
+@needs_media
 def test_single_person_clips_have_a_face_in_almost_every_frame(media_build: Path) -> None:
     faces = faces_by_key(media_build)
     for key in ("liveportrait_d18", "liveportrait_d19"):
@@ -88,6 +95,7 @@ def test_single_person_clips_have_a_face_in_almost_every_frame(media_build: Path
             assert inside.all()  # eyes, nose and mouth lie within the face box
 
 
+@needs_media
 def test_the_no_face_clip_has_no_face(media_build: Path) -> None:
     rows = faces_by_key(media_build)["coffee"]
     assert [row["status"] for row in rows] == ["no_face"] * 10
@@ -96,6 +104,7 @@ def test_the_no_face_clip_has_no_face(media_build: Path) -> None:
     ).exists()
 
 
+@needs_media
 def test_boxes_match_plain_full_resolution_mtcnn(media_build: Path) -> None:
     from facenet_pytorch import MTCNN
 
@@ -114,6 +123,7 @@ def test_boxes_match_plain_full_resolution_mtcnn(media_build: Path) -> None:
     assert len(overlaps) >= 18 and float(np.median(overlaps)) >= 0.9
 
 
+@needs_media
 def test_tracking_keeps_one_identity_in_multi_face_clips(media_build: Path) -> None:
     faces = faces_by_key(media_build)
     for key in ("facenet_pytorch_video", "face_recognition_short_hamilton_clip"):
@@ -128,6 +138,7 @@ def test_tracking_keeps_one_identity_in_multi_face_clips(media_build: Path) -> N
     assert hamilton[24]["status"] == "no_face" and "main face is not in this frame" in hamilton[24]["error"]
 
 
+@needs_media
 def test_status_and_qa_show_the_crop_stage(media_build: Path, capsys) -> None:
     assert main(["status", str(media_build)]) == 0
     assert "faces" in capsys.readouterr().out
@@ -138,56 +149,74 @@ def test_status_and_qa_show_the_crop_stage(media_build: Path, capsys) -> None:
     assert sheet.shape == (112, 10 * 112, 3)
 
 
+def portrait_clip(path: Path, frames: int, phase: float, fake: bool = False) -> Path:
+    """A clip of the bundled demo portrait (a public-domain face), panned from `phase`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_h264_video(path, portrait_frames(frames, phase=phase, fake=fake))
+    return path
+
+
 def test_fakes_reuse_their_originals_boxes(tmp_path: Path) -> None:
-    """A generated fake: its original's frames with the face region changed."""
+    """An FF++ tree of portrait clips: the fake is its original with the face region altered; the
+    FF++ recipe reuses the original's boxes by default."""
     root = tmp_path / "ffpp"
-    originals = root / "original_sequences/youtube/c23/videos"
-    shutil.copy(VIDEOS / "liveportrait_d18.mp4", originals.mkdir(parents=True) or originals / "000.mp4")
-    shutil.copy(VIDEOS / "liveportrait_d19.mp4", originals / "001.mp4")
-    pictures = read_video(VIDEOS / "liveportrait_d18.mp4", 10)
-    for picture in pictures:
-        picture[150:330, 150:330] = 255 - picture[150:330, 150:330]  # a crude "manipulation"
-    write_h264_video(root / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4", pictures, fps=30)
+    originals = "original_sequences/youtube/c23/videos"
+    portrait_clip(root / originals / "000.mp4", 10, 0.0)
+    portrait_clip(root / originals / "001.mp4", 10, 1.7)
+    portrait_clip(root / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4", 10, 0.0, fake=True)
     build = tmp_path / "build"
-    recipe = load_manifest("ffpp-c23", {"sampling": "first:10"}, ['layout.methods=["Deepfakes"]'])
+    recipe = load_manifest(
+        "ffpp-c23", {"sampling": "first:10", "crop.size": 128}, ['layout.methods=["Deepfakes"]']
+    )
+    assert recipe.crop.boxes_from_original
     run_index(recipe, root, build)
     run_extract(build, show_progress=False)
-    report = run_crop(build, settings=CropSettings(boxes_from_original=True), show_progress=False)
-    assert report.detected_frames == 20 and report.reused_frames == 10  # the fake was never detected
+    report = run_crop(build, show_progress=False)
+    assert report.counts == {"frames detected": 20, "boxes reused": 10}  # the fake was never detected
     faces = faces_by_key(build)
     fake_key = next(key for key in faces if "Deepfakes" in key)
     original = {row["frame_index"]: row for row in faces[next(key for key in faces if key.endswith("000"))]}
+    assert len(faces[fake_key]) == 10
     for row in faces[fake_key]:
         assert row["box_source"] == "original" and row["status"] == "ok"
         assert (row["x1"], row["y1"], row["x2"], row["y2"]) == tuple(
             original[row["frame_index"]][name] for name in ("x1", "y1", "x2", "y2")
         )
+    # Detecting fakes instead is a change of the recipe: only the fake is redone.
+    report = run_crop(build, boxes_from_original=False, show_progress=False)
+    assert (report.redone, report.skipped, report.counts["frames detected"]) == (1, 2, 10)
+    assert {row["box_source"] for row in faces_by_key(build)[fake_key]} == {"detected"}
 
 
 @pytest.fixture
 def small_faces(tmp_path: Path) -> Path:
-    """Six short face clips (copies of two real ones): enough items for resume and parts."""
+    """Six short portrait clips: enough items for resume and parts, no media needed."""
     root = tmp_path / "faces"
-    root.mkdir()
     for number in range(6):
-        source = VIDEOS / ("liveportrait_d18.mp4" if number % 2 else "liveportrait_d19.mp4")
-        shutil.copy(source, root / f"clip_{number}.mp4")
+        portrait_clip(root / f"clip_{number}.mp4", 8, phase=number * 0.9)
     return root
 
 
-def test_two_parts_equal_one_run(small_faces: Path, tmp_path: Path) -> None:
-    whole = build_folder(small_faces, tmp_path / "whole", "first:6")
-    split = build_folder(small_faces, tmp_path / "split", "first:6")
-    run_crop(whole, show_progress=False)
-    assert not run_crop(split, part=Part(0, 2), show_progress=False).merged
-    assert run_crop(split, part=Part(1, 2), show_progress=False).merged
+def test_parts_and_worker_counts_give_identical_crops_and_shards(small_faces: Path, tmp_path: Path) -> None:
+    """One run on two workers, and three parts on one worker each: the same bytes (detection runs one
+    torch thread whatever the worker count, so boxes do not move with it)."""
+    whole = build_folder(small_faces, tmp_path / "whole", "first:6", 128)
+    run_crop(whole, workers=2, show_progress=False)
+    run_shard(whole, workers=2, show_progress=False)
+    split = index_folder(small_faces, tmp_path / "split", "first:6", 128)
+    for run in (run_extract, run_crop, run_shard):
+        reports = [run(split, part=Part(number, 3), workers=1, show_progress=False) for number in range(3)]
+        assert [report.merged for report in reports] == [False, False, True]
     assert crops_digest(split) == crops_digest(whole) and len(crops_digest(whole)) == 6 * 6 + 1
+    shards = sorted((whole / "shards").glob("*.tar"))
+    assert shards and all((split / "shards" / path.name).read_bytes() == path.read_bytes() for path in shards)
+    assert sorted(path.name for path in (split / "shards").glob("*.tar")) == [path.name for path in shards]
 
 
 def test_kill_9_then_resume_is_byte_identical(small_faces: Path, tmp_path: Path) -> None:
-    reference = build_folder(small_faces, tmp_path / "reference", "first:6")
+    reference = build_folder(small_faces, tmp_path / "reference", "first:6", 128)
     run_crop(reference, workers=1, show_progress=False)
-    build = build_folder(small_faces, tmp_path / "build", "first:6")
+    build = build_folder(small_faces, tmp_path / "build", "first:6", 128)
     script = (
         "import sys; from ffx.pipeline.crop import run_crop; "
         "run_crop(sys.argv[1], workers=1, show_progress=False, flush_seconds=0)"

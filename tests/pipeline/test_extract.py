@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffx.cli import main
-from ffx.errors import BuildError
 from ffx.pipeline.distribute import Part
 from ffx.pipeline.extract import run_extract
 from ffx.pipeline.index import run_index
@@ -87,7 +86,7 @@ def test_every_video_gets_a_status_and_good_frames_land_exactly(messy_dataset: P
     report = run_extract(build, workers=2, show_progress=False)
     by_key = frames_by_key(build)
     status = {key: rows[0]["status"] for key, rows in by_key.items()}
-    assert report.merged and report.videos == 10 and sum(report.by_status.values()) == 10
+    assert report.merged and report.items == 10 and sum(report.items_by_status.values()) == 10
     assert status == {
         "real__good_h264": "ok",
         "real__good_mpeg4": "ok",
@@ -100,9 +99,9 @@ def test_every_video_gets_a_status_and_good_frames_land_exactly(messy_dataset: P
         "fake__audio": "decode_error",
         "fake__gone": "missing",
     }
-    assert report.by_status == {"ok": 3, "short": 1, "partial": 1, "decode_error": 4, "missing": 1}
+    assert report.items_by_status == {"ok": 3, "short": 1, "partial": 1, "decode_error": 4, "missing": 1}
     frames_stage = next(stage for stage in build_status(build) if stage.stage == "frames")
-    assert frames_stage.items == report.by_status and frames_stage.videos == 10 and frames_stage.merged
+    assert frames_stage.items == report.items_by_status and frames_stage.videos == 10 and frames_stage.merged
     assert frames_stage.rows["ok"] == 3 * 30 and frames_stage.rows["decode_error"] == 4
     errors = {key: rows[0]["error"] for key, rows in by_key.items()}
     assert errors["fake__empty"] == "empty file (0 bytes)"
@@ -143,7 +142,7 @@ def test_fail_on_error_exits_non_zero_and_lists_failures(messy_dataset: Path, tm
     assert "decode_error 4" in out and "fake__empty: empty file (0 bytes)" in out
     # A second run has nothing left to do and keeps the same verdict.
     assert main(["extract", str(build), "--workers", "1", "--fail-on-error"]) == 0
-    assert "10 already done" in capsys.readouterr().out
+    assert "10 already current" in capsys.readouterr().out
 
 
 def test_retry_failed_redoes_only_failed_videos(messy_dataset: Path, tmp_path: Path) -> None:
@@ -156,14 +155,19 @@ def test_retry_failed_redoes_only_failed_videos(messy_dataset: Path, tmp_path: P
     assert len(frames_by_key(build)["fake__empty"]) == 30
 
 
-def test_changed_settings_are_refused(tmp_path: Path) -> None:
+def test_a_changed_sampling_goes_into_the_recipe_and_redoes_the_videos(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_h264_index_video(root / "a.mp4", 12, WIDTH, HEIGHT)
     build = index_folder(root, tmp_path / "build")
     run_extract(build, workers=1, show_progress=False, sampling="first:5")
     assert len(frames_by_key(build)["a"]) == 5
-    with pytest.raises(BuildError, match="sampling 'first:5' -> 'first:8'"):
-        run_extract(build, workers=1, show_progress=False, sampling="first:8")
+    report = run_extract(build, workers=1, show_progress=False, sampling="first:8")
+    assert (report.redone, report.skipped) == (1, 0)
+    assert [row["frame_index"] for row in frames_by_key(build)["a"]] == list(range(8))
+    pngs = sorted(path.name for path in (build / "frames" / "a").iterdir())
+    assert pngs == [f"{index:06d}.png" for index in range(8)]
+    assert 'sampling = "first:8"' in (build / "manifest.toml").read_text()
+    assert run_extract(build, workers=1, show_progress=False).skipped == 1  # the recipe now says first:8
 
 
 def test_a_hanging_input_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -176,7 +180,7 @@ def test_a_hanging_input_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     report = run_extract(build, workers=2, show_progress=False, stall_seconds=3)
     rows = frames_by_key(build)
     assert rows["stuck"][0]["status"] == "timeout" and "no progress for 3 s" in rows["stuck"][0]["error"]
-    assert rows["fine"][0]["status"] == "ok" and report.by_status == {"ok": 1, "timeout": 1}
+    assert rows["fine"][0]["status"] == "ok" and report.items_by_status == {"ok": 1, "timeout": 1}
 
 
 def make_clean_dataset(root: Path, videos: int) -> Path:
@@ -191,9 +195,9 @@ def test_two_parts_equal_one_run(tmp_path: Path) -> None:
     split = index_folder(root, tmp_path / "split")
     run_extract(whole, workers=2, show_progress=False)
     first = run_extract(split, part=Part(0, 2), workers=1, show_progress=False)
-    assert first.videos == 3 and not first.merged and not (split / "frames.parquet").exists()
+    assert first.items == 3 and not first.merged and not (split / "frames.parquet").exists()
     second = run_extract(split, part=Part(1, 2), workers=1, show_progress=False)
-    assert second.videos == 2 and second.merged
+    assert second.items == 2 and second.merged
     assert tree_digest(split) == tree_digest(whole)
     assert len(tree_digest(whole)) == 5 * 30 + 1
 
@@ -215,7 +219,7 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path: Path) -> None:
     process.wait()
     assert not (build / "frames.parquet").exists(), "the run finished before it could be killed"
     resumed = run_extract(build, workers=1, show_progress=False)
-    assert resumed.skipped >= 3 and resumed.skipped + sum(resumed.by_status.values()) == 12
+    assert resumed.skipped >= 3 and resumed.skipped + sum(resumed.items_by_status.values()) == 12
     assert tree_digest(build) == tree_digest(reference)
     assert not list((build / "frames").glob(".*"))
 

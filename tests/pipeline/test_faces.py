@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ffx.pipeline.crop import _resize
+from ffx.pipeline.crop_worker import _resize
 from ffx.pipeline.detect import MTCNN_MIN_FACE, pyramid_min_face
 from ffx.pipeline.faces import Detection, box_iou, mcx_api_box, square_box, track_faces
 

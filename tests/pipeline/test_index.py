@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -14,6 +15,7 @@ from ffx.errors import BuildError, InputError
 from ffx.pipeline.index import run_index
 from ffx.pipeline.manifest import load_manifest
 from ffx.pipeline.schema import is_safe_key, key_from_path
+from ffx.pipeline.split import SPLIT_METHOD
 
 
 def read_rows(build: Path) -> list[dict]:
@@ -258,7 +260,9 @@ def test_keys_are_safe_and_distinct():
     unsafe = ["a b.mp4", "a-b.mp4", "dé.mp4", "x.y.mp4", "a__b/c.mp4", "a/__b/c.mp4", "..mp4"]
     keys = [key_from_path(path) for path in unsafe]
     assert all(is_safe_key(key) for key in keys) and len(set(keys)) == len(keys)
-    assert key_from_path("a b.mp4") == key_from_path("a b.mp4")
+    # spelled out: the space becomes "-", the extension goes, 8 hex digits of the path's sha1 follow
+    assert key_from_path("a b.mp4") == "a-b-" + hashlib.sha1(b"a b.mp4").hexdigest()[:8]
+    assert key_from_path("a__b/c.mp4") == "a__b__c-" + hashlib.sha1(b"a__b/c.mp4").hexdigest()[:8]
 
 
 def test_reindex_with_other_manifest_refused(ffpp_tree, tmp_path):
@@ -266,5 +270,53 @@ def test_reindex_with_other_manifest_refused(ffpp_tree, tmp_path):
     build = tmp_path / "build"
     run_index(load_manifest("ffpp-c23"), root, build)
     (build / "frames.parquet").write_bytes(b"")
-    with pytest.raises(BuildError, match="different manifest"):
+    with pytest.raises(BuildError, match=r"seed.*use a new --build directory"):
         run_index(load_manifest("ffpp-c23", {"seed": 3}), root, build)
+
+
+def test_reindex_after_adding_videos_moves_no_video(tmp_path):
+    root = tmp_path / "data"
+    for label, count in (("real", 40), ("fake", 60)):
+        for number in range(count):
+            touch(root, f"{label}/clip{number:03d}.mp4")
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), root, build)
+    before = {row["key"]: row["split"] for row in read_rows(build)}
+    assert json.loads((build / "index.json").read_text())["split_method"] == SPLIT_METHOD
+    for label in ("real", "fake"):
+        for number in range(100, 115):
+            touch(root, f"{label}/clip{number:03d}.mp4")
+    (root / "fake/clip000.mp4").unlink()
+    run_index(load_manifest("folder"), root, build)  # no later stages yet: re-indexing is allowed
+    after = {row["key"]: row["split"] for row in read_rows(build)}
+    assert len(after) == len(before) + 30 - 1
+    assert {key: after[key] for key in before if key in after} == {
+        key: split for key, split in before.items() if key != "fake__clip000"
+    }
+    labels_per_split = defaultdict(set)
+    for row in read_rows(build):
+        labels_per_split[row["split"]].add(row["label_name"])
+    assert labels_per_split == {split: {"real", "fake"} for split in ("train", "val", "test")}
+
+
+@pytest.mark.parametrize("previous", [None, "greedy-v0"])
+def test_reindex_of_a_build_split_by_another_method_refused(tmp_path, previous):
+    root = tmp_path / "data"
+    for number in range(6):
+        touch(root, f"real/{number}.mp4")
+        touch(root, f"fake/{number}.mp4")
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), root, build)
+    index_path = build / "index.json"
+    index = json.loads(index_path.read_text())
+    index.pop("split_method")
+    if previous:
+        index["split_method"] = previous
+    index_path.write_text(json.dumps(index))
+    run_index(load_manifest("folder"), root, build)  # only the index so far: rewritten in place
+    assert json.loads(index_path.read_text())["split_method"] == SPLIT_METHOD
+    index_path.write_text(json.dumps(index))
+    (build / "frames.parquet").write_bytes(b"")
+    with pytest.raises(BuildError, match=r"split with an older method .* use a new --build directory"):
+        run_index(load_manifest("folder"), root, build)
+    assert json.loads(index_path.read_text()) == index  # nothing written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffx.errors import BuildError, FfxError
+from ffx.pipeline.atomic import atomic_path, write_bytes, write_json
 from ffx.pipeline.distribute import Part, parse_part
-from ffx.pipeline.store import ChunkWriter, Ledger, atomic_path, write_bytes, write_json, write_table
+from ffx.pipeline.store import ChunkWriter, Ledger, write_table
 
 STAGE = "frames"
 SCHEMA = pa.schema(
@@ -40,6 +42,19 @@ def item_status(key: str) -> str:
 
 def make_ledger(build: Path) -> Ledger:
     return Ledger(build, STAGE, SCHEMA, SORT_BY)
+
+
+def done_keys(ledger: Ledger, retry_statuses=()) -> set[str]:
+    """Items with rows, less those whose latest rows carry a status to retry."""
+    rows = ledger.rows().to_pylist()
+    return {row["key"] for row in rows} - {row["key"] for row in rows if row["status"] in set(retry_statuses)}
+
+
+def merge(ledger: Ledger) -> pa.Table:
+    """Fold every chunk into the sorted table, as the engine's merge does; the table written."""
+    ledger.write_merged(ledger.rows())
+    shutil.rmtree(ledger.parts_dir, ignore_errors=True)
+    return pq.read_table(ledger.table_path)
 
 
 def hidden_files(folder: Path) -> list[str]:
@@ -162,15 +177,15 @@ def write_items(ledger: Ledger, part: Part, keys: list[str], flush_rows: int = 2
 
 def test_ledger_done_keys_and_retry_statuses(tmp_path: Path) -> None:
     ledger = make_ledger(tmp_path)
-    assert ledger.done_keys() == set()
+    assert done_keys(ledger) == set()
     assert ledger.rows().num_rows == 0
     assert ledger.rows().schema.equals(SCHEMA)
 
     write_items(ledger, Part(), ITEM_KEYS[:6], flush_rows=4)
-    assert ledger.done_keys() == set(ITEM_KEYS[:6])
+    assert done_keys(ledger) == set(ITEM_KEYS[:6])
     # clip-000 and clip-005 failed to decode: they are redone when that status is retried.
-    assert ledger.done_keys(retry_statuses={"decode_error"}) == set(ITEM_KEYS[:6]) - {"clip-000", "clip-005"}
-    assert ledger.done_keys(retry_statuses={"other_status"}) == set(ITEM_KEYS[:6])
+    assert done_keys(ledger, retry_statuses={"decode_error"}) == set(ITEM_KEYS[:6]) - {"clip-000", "clip-005"}
+    assert done_keys(ledger, retry_statuses={"other_status"}) == set(ITEM_KEYS[:6])
     # Chunks are numbered per part and never half-written.
     chunk_names = [path.name for path in ledger.chunk_files()]
     assert chunk_names == [f"chunk-{index:06d}.parquet" for index in range(len(chunk_names))]
@@ -191,18 +206,18 @@ def test_retried_item_keeps_only_latest_rows(tmp_path: Path) -> None:
     rows = ledger.rows().to_pylist()
     retried_rows = [row for row in rows if row["key"] == "clip-000"]
     assert retried_rows == item_rows("clip-000", "ok", frame_count=3)
-    assert ledger.done_keys(retry_statuses={"decode_error"}) == set(ITEM_KEYS[:6]) - {"clip-005"}
+    assert done_keys(ledger, retry_statuses={"decode_error"}) == set(ITEM_KEYS[:6]) - {"clip-005"}
     # Other items are untouched.
     assert [row for row in rows if row["key"] == "clip-005"] == item_rows("clip-005", "decode_error")
 
     # A retry after the merge also wins over the merged table.
-    ledger.merge()
+    merge(ledger)
     with ledger.writer(Part(), flush_seconds=3600.0) as chunk_writer:
         chunk_writer.add_item(item_rows("clip-005", "ok", frame_count=2))
     rows = ledger.rows().to_pylist()
     assert [row for row in rows if row["key"] == "clip-005"] == item_rows("clip-005", "ok", frame_count=2)
-    assert ledger.done_keys(retry_statuses={"decode_error"}) == set(ITEM_KEYS[:6])
-    merged = ledger.merge().to_pylist()
+    assert done_keys(ledger, retry_statuses={"decode_error"}) == set(ITEM_KEYS[:6])
+    merged = merge(ledger).to_pylist()
     assert [row for row in merged if row["key"] == "clip-005"] == item_rows("clip-005", "ok", frame_count=2)
 
 
@@ -211,7 +226,7 @@ def test_merge_sorts_and_removes_parts(tmp_path: Path) -> None:
     write_items(ledger, Part(), list(reversed(ITEM_KEYS)), flush_rows=5)
     assert ledger.parts_dir.is_dir()
 
-    merged = ledger.merge()
+    merged = merge(ledger)
     assert ledger.table_path == tmp_path / f"{STAGE}.parquet"
     assert ledger.table_path.is_file()
     assert not ledger.parts_dir.exists()
@@ -226,15 +241,15 @@ def test_merge_sorts_and_removes_parts(tmp_path: Path) -> None:
         (key, index) for key in ITEM_KEYS for index in range(len(item_rows(key, item_status(key))))
     ]
     # After the merge the ledger still knows every item, from the merged table alone.
-    assert ledger.done_keys() == set(ITEM_KEYS)
+    assert done_keys(ledger) == set(ITEM_KEYS)
     # Merging again is a no-op on content.
-    assert ledger.merge().equals(merged)
+    assert merge(ledger).equals(merged)
 
 
 def test_two_part_run_equals_single_run(tmp_path: Path) -> None:
     single = make_ledger(tmp_path / "single")
     write_items(single, Part(), ITEM_KEYS, flush_rows=7)
-    single_table = single.merge()
+    single_table = merge(single)
 
     split = make_ledger(tmp_path / "split")
     first_part, second_part = Part(0, 2), Part(1, 2)
@@ -243,8 +258,8 @@ def test_two_part_run_equals_single_run(tmp_path: Path) -> None:
     first_share = first_part.select(ITEM_KEYS)
     write_items(split, first_part, first_share[3:] + first_share[:3], flush_rows=3)
     assert {path.parent.name for path in split.chunk_files()} == {first_part.name, second_part.name}
-    assert split.done_keys() == set(ITEM_KEYS)
-    split_table = split.merge()
+    assert done_keys(split) == set(ITEM_KEYS)
+    split_table = merge(split)
 
     assert split_table.equals(single_table)
     assert pq.read_table(split.table_path).equals(pq.read_table(single.table_path))
@@ -269,15 +284,15 @@ def test_crash_keeps_exactly_the_flushed_items(tmp_path: Path) -> None:
     stray_temp.write_bytes(b"partial")
 
     resumed = make_ledger(tmp_path)
-    assert resumed.done_keys() == set(flushed_keys)
+    assert done_keys(resumed) == set(flushed_keys)
     assert len(resumed.chunk_files()) == len(flushed_keys)
 
     # The resumed run continues the chunk numbering and completes the job.
     with resumed.writer(Part(), flush_seconds=3600.0) as chunk_writer:
         assert chunk_writer.next_index == len(flushed_keys)
-        for key in sorted(set(ITEM_KEYS) - resumed.done_keys()):
+        for key in sorted(set(ITEM_KEYS) - done_keys(resumed)):
             chunk_writer.add_item(item_rows(key))
-    assert resumed.done_keys() == set(ITEM_KEYS)
+    assert done_keys(resumed) == set(ITEM_KEYS)
 
 
 def test_exception_in_writer_block_flushes_finished_items(tmp_path: Path) -> None:
@@ -292,7 +307,7 @@ def test_exception_in_writer_block_flushes_finished_items(tmp_path: Path) -> Non
         chunk_writer.add_item(item_rows("clip-003"))
         raise RuntimeError("decoder crashed")
     # Items whose rows were handed to add_item are finished: the block's exit still writes them.
-    assert ledger.done_keys() == {"clip-001", "clip-002", "clip-003"}
+    assert done_keys(ledger) == {"clip-001", "clip-002", "clip-003"}
     assert hidden_files(tmp_path) == []
 
 
