@@ -221,9 +221,9 @@ def versions() -> dict:
 def extracted_folder_build(clips: list[Path], work: Path, frames: int, copies: int = 1) -> Path:
     """Copy the clips (each `copies` times) into a folder, index it with the `folder` recipe and
     extract first:N."""
-    from ffx.pipeline.extract import run_extract
-    from ffx.pipeline.index import run_index
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.extract import run_extract
+    from ffx.pipeline.stages.index import run_index
 
     root = work / "clips"
     root.mkdir(parents=True)
@@ -238,7 +238,7 @@ def extracted_folder_build(clips: list[Path], work: Path, frames: int, copies: i
 
 def fresh_copy(extracted: Path, destination: Path) -> Path:
     """A copy of an extracted build with no crop outputs."""
-    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.engine.builddir import BuildDir
 
     shutil.copytree(extracted, destination)
     build = BuildDir(destination)
@@ -275,9 +275,9 @@ def read_video(path: Path, frames: int) -> list[np.ndarray]:
 
 def extracted_ffpp_build(videos: Path, work: Path, frames: int) -> Path:
     """Two originals (d18, d19) and a Deepfakes fake of the first (its face region inverted)."""
-    from ffx.pipeline.extract import run_extract
-    from ffx.pipeline.index import run_index
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.extract import run_extract
+    from ffx.pipeline.stages.index import run_index
     from ffx.synthetic import write_h264_video
 
     root = work / "ffpp"
@@ -301,7 +301,7 @@ def extracted_ffpp_build(videos: Path, work: Path, frames: int) -> Path:
 
 def time_ffx(build: Path, settings: dict | None = None) -> FfxRun:
     """`run_crop` on the CPU; `settings` are `[crop]` fields of the recipe (None: the recipe's)."""
-    from ffx.pipeline.crop import run_crop
+    from ffx.pipeline.stages.crop import run_crop
 
     start = time.perf_counter()
     report = run_crop(build, device="cpu", show_progress=False, **(settings or {}))
@@ -343,7 +343,10 @@ def not_ok_rows(build: Path) -> list[dict]:
 def worker_import_seconds() -> float:
     """Wall time of a fresh Python importing what a crop worker imports (ffx, torch, facenet)."""
     # A worker runs crop_worker.crop_video under workers.call_guarded (detection imports torch and facenet).
-    script = "import ffx.pipeline.workers, ffx.pipeline.crop_worker, torch; from facenet_pytorch import MTCNN"
+    script = (
+        "import ffx.pipeline.engine.workers, ffx.pipeline.stages.crop_worker, torch; "
+        "from facenet_pytorch import MTCNN"
+    )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)
     return time.perf_counter() - start
@@ -362,10 +365,10 @@ def ffx_per_clip(build: Path, frames: list[Frame]) -> dict[str, float]:
     """Seconds of `crop_video` per clip in this process with one torch thread, as in one worker."""
     import torch
 
-    from ffx.pipeline.builddir import BuildDir
-    from ffx.pipeline.crop_worker import CropSettings, CropTask, crop_video
-    from ffx.pipeline.detect import DetectorSettings
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.engine.builddir import BuildDir
+    from ffx.pipeline.media.detect import DetectorSettings
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.crop_worker import CropSettings, CropTask, crop_video
 
     crop = load_manifest(BuildDir(build).manifest).crop  # the recipe's [crop], as run_crop reads it
     detector = DetectorSettings(crop.detect_max_side, crop.min_face_ratio)
@@ -448,7 +451,7 @@ def record_public_boxes(build: Path, frames: list[Frame], run: PublicRun) -> Non
 
 
 def box_agreement(ffx_boxes: dict[FrameKey, Box], public_boxes: dict[FrameKey, Box]) -> dict:
-    from ffx.pipeline.faces import box_iou
+    from ffx.pipeline.media.faces import box_iou
 
     both = sorted(set(ffx_boxes) & set(public_boxes))
     overlaps = np.array([box_iou(ffx_boxes[key], public_boxes[key]) for key in both])

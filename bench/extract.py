@@ -53,10 +53,10 @@ from common import (
     warm_page_cache,
 )
 
-from ffx.pipeline.decode import DEFAULT_BACKENDS
+from ffx.pipeline.media.decode import DEFAULT_BACKENDS
 
 if TYPE_CHECKING:
-    from ffx.pipeline.engine import StageReport
+    from ffx.pipeline.engine.stage import StageReport
 
 RESOLUTIONS = ((1280, 720), (1920, 1080))
 FPS = 25
@@ -197,11 +197,11 @@ def make_dataset(root: Path, clips: int, frames: int, include_media: bool) -> No
 
 def index_dataset(root: Path, build: Path) -> list[Clip]:
     """Index the tree with the `folder` recipe into a fresh build; the clips in key order."""
-    from ffx.pipeline import store
-    from ffx.pipeline.builddir import BuildDir
-    from ffx.pipeline.decode import probe
-    from ffx.pipeline.index import run_index
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.engine import store
+    from ffx.pipeline.engine.builddir import BuildDir
+    from ffx.pipeline.media.decode import probe
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.index import run_index
 
     run_index(load_manifest("folder"), root, build)
     table = store.read_table(BuildDir(build).videos, "`ffx index`").select(["key", "path"]).to_pylist()
@@ -221,7 +221,7 @@ def time_ffx(
     build: Path, sampling: str, workers: int | None, backends: tuple[str, ...] | None
 ) -> tuple[Timing, StageReport]:
     """`run_extract` as the CLI calls it (no progress bar); the timing and ffx's own report."""
-    from ffx.pipeline.extract import run_extract
+    from ffx.pipeline.stages.extract import run_extract
 
     stopwatch = Stopwatch()
     chain = backends or None  # None: the recipe's chain (ffx's default); given: written into the recipe
@@ -252,8 +252,8 @@ def time_naive(root: Path, clips: list[Clip], out_root: Path, first: int) -> Tim
 
 def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads: int) -> Timing:
     """Decode only, one process: consume a backend's frames (RGB arrays) and drop them."""
-    from ffx.pipeline.decode import BACKENDS
-    from ffx.pipeline.sampling import parse_sampling
+    from ffx.pipeline.media.decode import BACKENDS
+    from ffx.pipeline.media.sampling import parse_sampling
 
     decode = BACKENDS[backend]
     plan = parse_sampling(f"first:{first}").plan(None)
@@ -268,8 +268,8 @@ def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads
 
 def decode_frames(backend: str, video: Path, first: int, threads: int) -> list[np.ndarray]:
     """The first `first` frames of a video as RGB arrays."""
-    from ffx.pipeline.decode import BACKENDS
-    from ffx.pipeline.sampling import parse_sampling
+    from ffx.pipeline.media.decode import BACKENDS
+    from ffx.pipeline.media.sampling import parse_sampling
 
     plan = parse_sampling(f"first:{first}").plan(None)
     return [frame.rgb for frame in BACKENDS[backend](video, plan, threads)]
@@ -277,7 +277,7 @@ def decode_frames(backend: str, video: Path, first: int, threads: int) -> list[n
 
 def measure_png_cost(root: Path, clips: list[Clip], first: int) -> PngCost:
     """Time decoding with ffx's first backend (1 thread, like one ffx worker) and both PNG encodings."""
-    from ffx.pipeline.images import png_params
+    from ffx.pipeline.media.images import png_params
 
     ffx_params = png_params(level=1)
     frames = ffx_bytes = default_bytes = 0
@@ -306,8 +306,8 @@ def measure_png_cost(root: Path, clips: list[Clip], first: int) -> PngCost:
 
 def ffx_backends(build: Path) -> dict[str, str]:
     """The backend ffx used for each key, from its ledger (merged table or chunks)."""
-    from ffx.pipeline import store
-    from ffx.pipeline.extract import ExtractStage
+    from ffx.pipeline.engine import store
+    from ffx.pipeline.stages.extract import ExtractStage
 
     stage = ExtractStage()
     rows = store.Ledger(build, stage.name, stage.schema, sort_by=["key"]).rows().select(["key", "backend"])
@@ -325,7 +325,7 @@ def check_pixels(
     root: Path, clip: Clip, build: Path, naive_root: Path, backend: str, first: int
 ) -> PixelCheck:
     """Compare each ffx PNG of a clip with its backend's decode and with the naive PNG."""
-    from ffx.pipeline.builddir import frame_file
+    from ffx.pipeline.engine.builddir import frame_file
 
     decoded = decode_frames(backend, root / clip.path, first, threads=1) if backend else []
     roundtrip = vs_opencv = identical = 0
@@ -435,7 +435,7 @@ def summarise(
 ) -> dict:
     """Every figure of the run as a JSON-ready dict; `timings` are the fastest of each part
     over the rounds, `reports` ffx's own report of each round (outputs are those of round 1)."""
-    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.engine.builddir import BuildDir
 
     report = reports[0]
     by_name = {timing.name: timing for timing in timings}

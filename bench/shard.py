@@ -74,7 +74,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from common import (
@@ -175,9 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def index_tree(work: Path, videos: int) -> tuple[Path, list[dict]]:
     """A folder tree of placeholder clips (real/ and fake/), indexed into a fresh build; the
     build and its videos.parquet rows in key order."""
-    from ffx.pipeline.builddir import BuildDir
-    from ffx.pipeline.index import run_index
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.engine.builddir import BuildDir
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.index import run_index
 
     root, build = work / "dataset", work / "base-build"
     for number in range(videos):
@@ -211,41 +210,6 @@ def frame_count(clip: Path) -> int:
         return frames or sum(1 for _ in container.decode(video=0))
 
 
-def frame_row(key: str, frame: int) -> dict:
-    """A frames.parquet row of a decoded frame (as tests/generated.py writes them; shard reads
-    only faces.parquet, but the faces rows must be made from current frames rows)."""
-    return {
-        "key": key,
-        "frame_index": frame,
-        "timestamp": frame / 25,
-        "width": CROP_SIDE,
-        "height": CROP_SIDE,
-        "path": f"frames/{key}/{frame:06d}.png",
-        "status": "ok",
-        "error": "",
-        "backend": "pyav",
-        "frames_asked": 30,
-        "frames_got": 30,
-        "video_frames": 30,
-        "fps": 25.0,
-        "codec": "h264",
-        "rotation": 0,
-    }
-
-
-def write_stamped(build: Path, stage: str, rows: list[dict]) -> None:
-    """Write a stage table (frames, faces) whose rows carry the `made_from` digest its stage's
-    plan gives for this build, as a real run would: else the next stage refuses it as out of date."""
-    from ffx.pipeline.builddir import BuildDir
-    from ffx.pipeline.engine import stage_for
-    from ffx.pipeline.manifest import load_manifest
-
-    build_dir = BuildDir(build)
-    made_from = stage_for(stage).plan(build_dir, load_manifest(build_dir.manifest)).made_from
-    stamped = [row | {"made_from": made_from[row["key"]]} for row in rows]
-    pq.write_table(pa.Table.from_pylist(stamped, schema=stage_for(stage).schema), build_dir.table(stage))
-
-
 def face_row(key: str, frame: int, path: str) -> dict:
     """A faces.parquet row of one main-face crop (as tests/pipeline/test_shard.py writes them)."""
     return {
@@ -275,7 +239,8 @@ def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) 
 
     Video number v takes its crops from clip v mod len(clips), frames spread evenly over the clip
     in order, so each video's crops are successive frames of one scene, as real crops are."""
-    from ffx.pipeline.images import encode_png
+    from ffx.pipeline.media.images import encode_png
+    from tests.generated import frame_row, write_stamped  # stamped as a real run stamps them
 
     targets = [(video["key"], frame) for video in videos for frame in range(crops)]
     pixels: dict[tuple[str, int], np.ndarray] = {}
@@ -290,7 +255,7 @@ def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) 
         origin = f"frames of {', '.join(clip.name for clip in clips)}"
     else:
         origin = "smooth random textures"
-    write_stamped(build, "frames", [frame_row(key, frame) for key, frame in targets])
+    write_stamped(build, "frames", [frame_row(key, frame, CROP_SIDE) for key, frame in targets])
     rows = []
     for number, (key, frame) in enumerate(targets):
         path = f"faces/{key}/{frame:06d}.png"
@@ -304,7 +269,7 @@ def write_crops(build: Path, videos: list[dict], crops: int, clips: list[Path]) 
 
 def train_items(build: Path) -> list[tuple[str, int]]:
     """(crop PNG path, label) of every train crop: faces.parquet joined with videos.parquet."""
-    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.engine.builddir import BuildDir
 
     videos = {row["key"]: row for row in pq.read_table(BuildDir(build).videos).to_pylist()}
     faces = pq.read_table(BuildDir(build).table("faces")).to_pylist()
@@ -341,8 +306,8 @@ def _reap_workers() -> None:
 def time_stage(base: Path, build: Path, settings: dict, workers: int | None) -> tuple[Timing, dict]:
     """`run_shard` (`settings`: its recipe options) then, once merged, `write_build_record`, as the
     CLI runs them, on a fresh copy of the base build (copy not timed); the timing and its report."""
-    from ffx.pipeline.record import write_build_record
-    from ffx.pipeline.shard import run_shard
+    from ffx.pipeline.stages.record import write_build_record
+    from ffx.pipeline.stages.shard import run_shard
 
     shutil.copytree(base, build)
     stopwatch = Stopwatch()
@@ -364,8 +329,8 @@ def time_stage(base: Path, build: Path, settings: dict, workers: int | None) -> 
 
 def time_packing(build: Path) -> Timing:
     """`write_shards` alone (settings from the build's recipe), BUILD/shards deleted first (not timed)."""
-    from ffx.pipeline.builddir import BuildDir
-    from ffx.pipeline.shard import write_shards
+    from ffx.pipeline.engine.builddir import BuildDir
+    from ffx.pipeline.stages.shard import write_shards
 
     shutil.rmtree(BuildDir(build).shards)
     stopwatch = Stopwatch()
@@ -582,7 +547,7 @@ def print_report(results: dict) -> None:
 
 
 def _shard_bytes(build: Path) -> int:
-    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.engine.builddir import BuildDir
 
     return tree_bytes(BuildDir(build).shards, "*.tar")[1]
 
@@ -591,7 +556,7 @@ def _shard_bytes(build: Path) -> int:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    from ffx.pipeline.builddir import BuildDir
+    from ffx.pipeline.engine.builddir import BuildDir
 
     clips = [] if args.no_media else media_videos()
     print(f"Set-up (untimed): index + {args.videos * args.crops_per_video} crops in {work} ...", flush=True)

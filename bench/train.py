@@ -233,8 +233,8 @@ class CropPixels:
 
 def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """The generated build, sharded; the shards folder and what the inputs are, in a dict."""
-    from ffx.pipeline.builddir import BuildDir
-    from ffx.pipeline.shard import run_shard
+    from ffx.pipeline.engine.builddir import BuildDir
+    from ffx.pipeline.stages.shard import run_shard
 
     sys.path.insert(0, str(REPO))
     from tests.generated import make_cropped_build

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ffx import __version__
 from ffx.errors import FfxError
-from ffx.pipeline.builddir import COMMANDS
+from ffx.pipeline.engine.builddir import COMMANDS
 
 app = typer.Typer(
     name="ffx",
@@ -71,8 +71,8 @@ def index(
     assignments: SetOpt = None,
 ) -> None:
     """Scan a dataset into BUILD/videos.parquet (keys, labels, groups, splits)."""
-    from ffx.pipeline.index import run_index
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.index import run_index
 
     recipe = load_manifest(manifest, {"sampling": sample, "seed": seed}, assignments)
     report = run_index(recipe, root, build, splits)
@@ -137,8 +137,8 @@ def extract(
     """Decode the sampled frames of every video into BUILD/frames/ (PNG) and frames.parquet.
 
     An option that changes a recipe field is written into BUILD/manifest.toml and redoes the videos."""
-    from ffx.pipeline.distribute import parse_part
-    from ffx.pipeline.extract import run_extract
+    from ffx.pipeline.engine.parts import parse_part
+    from ffx.pipeline.stages.extract import run_extract
 
     report = run_extract(
         build,
@@ -218,8 +218,8 @@ def crop(
     """Detect faces (MTCNN) in BUILD's frames and write crops to BUILD/faces/ plus faces.parquet.
 
     An option that changes a recipe field is written into BUILD/manifest.toml and redoes the videos."""
-    from ffx.pipeline.crop import run_crop
-    from ffx.pipeline.distribute import parse_part
+    from ffx.pipeline.engine.parts import parse_part
+    from ffx.pipeline.stages.crop import run_crop
 
     report = run_crop(
         build,
@@ -249,7 +249,7 @@ def qa(
     videos: Annotated[int, typer.Option("--videos", min=1, help="How many videos get a contact sheet.")] = 24,
 ) -> None:
     """Contact sheets of the crops (BUILD/qa/*.png), the most faceless videos first."""
-    from ffx.pipeline.qa import write_qa
+    from ffx.pipeline.stages.qa import write_qa
 
     report = write_qa(build, videos=videos)
     console.print(f"qa: {len(report.sheets)} contact sheets in {report.folder}; every video in worst.tsv")
@@ -293,9 +293,9 @@ def shard(
 
     An option that changes a recipe field is written into BUILD/manifest.toml and redoes what it shapes;
     once the shards are laid out, BUILD/build.json records the build."""
-    from ffx.pipeline.distribute import parse_part
-    from ffx.pipeline.record import write_build_record
-    from ffx.pipeline.shard import run_shard
+    from ffx.pipeline.engine.parts import parse_part
+    from ffx.pipeline.stages.record import write_build_record
+    from ffx.pipeline.stages.shard import run_shard
 
     report = run_shard(
         build,
@@ -333,9 +333,9 @@ def build(
     assignments: SetOpt = None,
 ) -> None:
     """index -> extract -> crop -> shard in one go; run it again to resume or to carry on after parts."""
-    from ffx.pipeline.build import run_build
-    from ffx.pipeline.distribute import parse_part
-    from ffx.pipeline.manifest import load_manifest
+    from ffx.pipeline.engine.parts import parse_part
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.build import run_build
 
     recipe = load_manifest(manifest, {}, assignments)
     report = run_build(
@@ -375,7 +375,7 @@ def export(
     copy: Annotated[bool, typer.Option("--copy", help="imagefolder: copy crops instead of linking.")] = False,
 ) -> None:
     """Datalists or image folders over the face crops, for the public MCX-API and LIB code."""
-    from ffx.pipeline.export import run_export
+    from ffx.pipeline.stages.export import run_export
 
     report = run_export(build, export_format, out, copy=copy)
     per_split = ", ".join(f"{split} {count}" for split, count in sorted(report.crops.items()))
@@ -522,7 +522,7 @@ def evaluate(
 @app.command()
 def verify(build: BuildArg) -> None:
     """Check every shard against BUILD/shards/index.json (sha256, size, samples); exit 1 on a mismatch."""
-    from ffx.pipeline.shard import verify_shards
+    from ffx.pipeline.stages.shard import verify_shards
 
     report = verify_shards(build)
     for problem in report.problems:
@@ -564,7 +564,7 @@ def print_stage_report(report) -> None:
 @app.command()
 def status(build: BuildArg) -> None:
     """Show items per stage and status."""
-    from ffx.pipeline.status import build_status
+    from ffx.pipeline.stages.status import build_status
 
     print_status(build_status(build), title=f"ffx build {build}")
 
@@ -572,7 +572,7 @@ def status(build: BuildArg) -> None:
 @app.command()
 def recipes() -> None:
     """List the checked-in recipes in manifests/."""
-    from ffx.pipeline.manifest import load_manifest, recipe_names
+    from ffx.pipeline.recipe.manifest import load_manifest, recipe_names
 
     table = Table(title="recipes (use the name as MANIFEST)")
     table.add_column("name")
@@ -592,7 +592,7 @@ def demo(
 ) -> None:
     """Run the pipeline on generated clips (CPU, seconds) and show the build status."""
     from ffx.demo import run_demo
-    from ffx.pipeline.status import build_status
+    from ffx.pipeline.stages.status import build_status
 
     report = run_demo(workdir, show_progress=console.is_terminal)
     console.print(f"demo data: {report.data}  build: {report.build.build}")

@@ -25,9 +25,9 @@ import torch.distributed as dist
 import webdataset as wds
 
 from ffx.errors import BuildError, FfxError
-from ffx.pipeline.color import convert, parse_spaces
+from ffx.pipeline.engine.builddir import SHARD_INDEX
+from ffx.pipeline.media.color import convert, parse_spaces
 
-SHARD_INDEX = "index.json"
 SHARD_CHECKS = "shard-checks.json"  # in a run folder: the shards whose sha256 matched index.json
 CheckKey = tuple[str, int, int, str]  # a checked shard: resolved path, bytes, mtime_ns, sha256
 COMPUTED_SPACES = ("hsv", "ycbcr")  # per-pixel and cheap: made from the RGB window when read
@@ -100,8 +100,8 @@ def check_shard_files(
     hashes only shards that changed or moved. Shards given as a URL pattern come without an
     index.json and have nothing to be checked against: they are not checked. Returns how many
     shards were hashed."""
-    from ffx.pipeline import atomic  # the one file-hashing helper of the pipeline
-    from ffx.pipeline.progress import stage_progress
+    from ffx.pipeline.engine import atomic  # the one file-hashing helper of the pipeline
+    from ffx.pipeline.engine.progress import stage_progress
 
     folder = Path(shards)
     index_path = folder / SHARD_INDEX
@@ -153,7 +153,7 @@ def _read_checks(cache: Path) -> set[CheckKey]:
 
 
 def _write_checks(cache: Path, checked: set[CheckKey]) -> None:
-    from ffx.pipeline import atomic
+    from ffx.pipeline.engine import atomic
 
     fields = ("path", "bytes", "mtime_ns", "sha256")
     try:

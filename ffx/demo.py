@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffx.pipeline.build import BuildReport, run_build
-from ffx.pipeline.manifest import load_manifest
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.build import BuildReport, run_build
 from ffx.synthetic import portrait_frames, write_h264_video
 
 DEMO_VIDEOS = {"real": 6, "fake": 6}

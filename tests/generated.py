@@ -13,12 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ffx.pipeline.builddir import BuildDir
-from ffx.pipeline.engine import stage_for
-from ffx.pipeline.images import encode_png
-from ffx.pipeline.index import run_index
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.statuses import NO_TRACK, Status
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.stage import stage_for
+from ffx.pipeline.engine.statuses import NO_TRACK, Status
+from ffx.pipeline.media.images import encode_png
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.index import run_index
 from tests.conftest import touch
 
 CROP_SIDE = 48

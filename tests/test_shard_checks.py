@@ -23,7 +23,7 @@ from ffx.cli import main
 from ffx.data import SHARD_CHECKS, RecordError, check_shard_files, shard_dataset, shard_loader
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
-from ffx.pipeline import atomic
+from ffx.pipeline.engine import atomic
 from ffx.train.loop import TrainConfig, evaluate, make_config, save_checkpoint, train
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}

@@ -32,7 +32,6 @@ from safetensors.torch import load_file, save_file
 
 from ffx.data import (
     SHARD_CHECKS,
-    SHARD_INDEX,
     Decoder,
     check_shard_files,
     collate,
@@ -44,10 +43,11 @@ from ffx.data import (
 )
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig, pairwise_loss
-from ffx.pipeline import atomic
-from ffx.pipeline.color import parse_spaces
-from ffx.pipeline.progress import stage_progress
-from ffx.pipeline.workers import available_cores
+from ffx.pipeline.engine import atomic
+from ffx.pipeline.engine.builddir import SHARD_INDEX
+from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.workers import available_cores
+from ffx.pipeline.media.color import parse_spaces
 from ffx.train.batches import BalancedBatches
 from ffx.train.metrics import detection_metrics
 

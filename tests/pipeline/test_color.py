@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ffx.errors import FfxError
-from ffx.pipeline.color import SPACES, convert, parse_spaces
+from ffx.pipeline.media.color import SPACES, convert, parse_spaces
 
 
 @pytest.fixture(scope="module")

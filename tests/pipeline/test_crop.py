@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffx.cli import main
-from ffx.pipeline.crop import run_crop
-from ffx.pipeline.distribute import Part
-from ffx.pipeline.extract import run_extract
-from ffx.pipeline.faces import box_iou, mcx_api_box
-from ffx.pipeline.index import run_index
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.shard import run_shard
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.media.faces import box_iou, mcx_api_box
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.crop import run_crop
+from ffx.pipeline.stages.extract import run_extract
+from ffx.pipeline.stages.index import run_index
+from ffx.pipeline.stages.shard import run_shard
 from ffx.synthetic import portrait_frames, write_h264_video
 from tests.conftest import SHARED_MEDIA
 
@@ -218,7 +218,7 @@ def test_kill_9_then_resume_is_byte_identical(small_faces: Path, tmp_path: Path)
     run_crop(reference, workers=1, show_progress=False)
     build = build_folder(small_faces, tmp_path / "build", "first:6", 128)
     script = (
-        "import sys; from ffx.pipeline.crop import run_crop; "
+        "import sys; from ffx.pipeline.stages.crop import run_crop; "
         "run_crop(sys.argv[1], workers=1, show_progress=False, flush_seconds=0)"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(build)], start_new_session=True)

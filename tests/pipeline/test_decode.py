@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ffx.errors import FfxError
-from ffx.pipeline.decode import BACKENDS, DecodeFailure, probe
-from ffx.pipeline.sampling import parse_sampling
+from ffx.pipeline.media.decode import BACKENDS, DecodeFailure, probe
+from ffx.pipeline.media.sampling import parse_sampling
 from ffx.synthetic import PALETTE, decode_frame_index, write_h264_index_video, write_index_video
 
 WIDTH, HEIGHT = 128, 96
@@ -122,8 +122,8 @@ import re, sys
 import subprocess
 import sys
 from pathlib import Path
-from ffx.pipeline.decode import BACKENDS
-from ffx.pipeline.sampling import parse_sampling
+from ffx.pipeline.media.decode import BACKENDS
+from ffx.pipeline.media.sampling import parse_sampling
 frames = BACKENDS[sys.argv[1]](Path(sys.argv[2]), parse_sampling("first:24").plan(None), 2)
 count = sum(1 for _ in frames)
 status = open("/proc/self/status").read()

@@ -16,15 +16,15 @@ import pytest
 
 from ffx.cli import main
 from ffx.errors import BuildError
-from ffx.pipeline.builddir import BuildDir
-from ffx.pipeline.crop import run_crop
-from ffx.pipeline.distribute import Part
-from ffx.pipeline.engine import hold_lock
-from ffx.pipeline.extract import run_extract
-from ffx.pipeline.index import run_index
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.shard import run_shard, verify_shards
-from ffx.pipeline.status import build_status
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.lock import hold_lock
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.crop import run_crop
+from ffx.pipeline.stages.extract import run_extract
+from ffx.pipeline.stages.index import run_index
+from ffx.pipeline.stages.shard import run_shard, verify_shards
+from ffx.pipeline.stages.status import build_status
 from ffx.synthetic import portrait_frames, write_h264_index_video, write_h264_video
 from tests.conftest import touch
 from tests.generated import make_cropped_build

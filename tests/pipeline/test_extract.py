@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffx.cli import main
-from ffx.pipeline.distribute import Part
-from ffx.pipeline.extract import run_extract
-from ffx.pipeline.index import run_index
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.status import build_status
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.extract import run_extract
+from ffx.pipeline.stages.index import run_index
+from ffx.pipeline.stages.status import build_status
 from ffx.synthetic import decode_frame_index, write_h264_index_video, write_index_video
 from tests.conftest import SHARED_MEDIA
 
@@ -208,7 +208,7 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path: Path) -> None:
     run_extract(reference, workers=1, show_progress=False)
     build = index_folder(root, tmp_path / "build")
     script = (
-        "import sys; from ffx.pipeline.extract import run_extract; "
+        "import sys; from ffx.pipeline.stages.extract import run_extract; "
         "run_extract(sys.argv[1], workers=1, show_progress=False, flush_seconds=0)"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(build)], start_new_session=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ffx.pipeline.crop_worker import _resize
-from ffx.pipeline.detect import MTCNN_MIN_FACE, pyramid_min_face
-from ffx.pipeline.faces import Detection, box_iou, mcx_api_box, square_box, track_faces
+from ffx.pipeline.media.detect import MTCNN_MIN_FACE, pyramid_min_face
+from ffx.pipeline.media.faces import Detection, box_iou, mcx_api_box, square_box, track_faces
+from ffx.pipeline.stages.crop_worker import _resize
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import pytest
 from conftest import FFPP_METHODS, FFPP_PAIRS, touch
 
 from ffx.errors import BuildError, InputError
-from ffx.pipeline.index import run_index
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.schema import is_safe_key, key_from_path
-from ffx.pipeline.split import SPLIT_METHOD
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.recipe.schema import is_safe_key, key_from_path
+from ffx.pipeline.recipe.split import SPLIT_METHOD
+from ffx.pipeline.stages.index import run_index
 
 
 def read_rows(build: Path) -> list[dict]:

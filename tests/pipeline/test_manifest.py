@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ffx.errors import ManifestError
-from ffx.pipeline.manifest import Manifest, load_manifest, manifest_to_toml, recipe_names, tomllib
+from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_to_toml, recipe_names, tomllib
 
 REQUIRED_RECIPES = {"ffpp-c23", "ffpp-c40", "celebdf-v2", "dfdc", "mcx-api-datalist", "folder", "demo"}
 

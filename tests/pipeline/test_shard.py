@@ -22,11 +22,11 @@ import torch
 
 from ffx.cli import main
 from ffx.errors import BuildError
-from ffx.pipeline.color import SPACES, convert
-from ffx.pipeline.distribute import Part
-from ffx.pipeline.index import run_index
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.shard import run_shard, verify_shards
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.media.color import SPACES, convert
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.index import run_index
+from ffx.pipeline.stages.shard import run_shard, verify_shards
 from tests.conftest import touch
 from tests.generated import CROP_SIDE, crop_pixels, make_cropped_build
 
@@ -277,7 +277,7 @@ def test_loader_errors_name_the_problem(cropped_build: Path) -> None:
 
 
 def test_build_record_names_recipe_versions_inputs_and_shards(cropped_build: Path) -> None:
-    from ffx.pipeline.record import input_fingerprint, write_build_record
+    from ffx.pipeline.stages.record import input_fingerprint, write_build_record
 
     run_shard(cropped_build, **SETTINGS, workers=2, show_progress=False)
     write_build_record(cropped_build)

@@ -10,15 +10,15 @@ from collections import Counter, defaultdict
 import pytest
 
 from ffx.errors import InputError
-from ffx.pipeline.index import TRAINVAL, assign_splits
-from ffx.pipeline.layouts.base import Entry
-from ffx.pipeline.manifest import load_manifest
-from ffx.pipeline.split import (
+from ffx.pipeline.recipe.layouts.base import Entry
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.recipe.split import (
     group_position,
     identity_groups,
     seeded_group_split,
     split_regions,
 )
+from ffx.pipeline.stages.index import TRAINVAL, assign_splits
 
 FRACTIONS = (0.8, 0.1, 0.1)
 NAMES = ("train", "val", "test")

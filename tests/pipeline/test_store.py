@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffx.errors import BuildError, FfxError
-from ffx.pipeline.atomic import atomic_path, write_bytes, write_json
-from ffx.pipeline.distribute import Part, parse_part
-from ffx.pipeline.store import ChunkWriter, Ledger, write_table
+from ffx.pipeline.engine.atomic import atomic_path, write_bytes, write_json
+from ffx.pipeline.engine.parts import Part, parse_part
+from ffx.pipeline.engine.store import ChunkWriter, Ledger, write_table
 
 STAGE = "frames"
 SCHEMA = pa.schema(

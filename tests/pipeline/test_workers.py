@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ffx.errors import BuildError
-from ffx.pipeline.workers import Stalled, run_tasks
+from ffx.pipeline.engine.workers import Stalled, run_tasks
 
 
 def square_or_misbehave(task, report):

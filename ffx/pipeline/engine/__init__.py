@@ -1,0 +1,1 @@
+"""The stage engine and the build directory: ledger, parts, workers, locks, atomic writes."""

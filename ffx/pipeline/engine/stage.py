@@ -1,0 +1,402 @@
+"""The stage engine: one way to run a stage over the items (videos) of a build.
+
+A stage says what its items are made from (`Stage.plan`), how to turn items into worker tasks,
+and what rows a failure leaves. The engine owns everything else: the build's recipe, part
+selection, the per-stage lock, the ledger, resume, stalled workers, the missing-input policy,
+progress, the run log and the merge.
+
+Provenance: every row carries `made_from`, a digest of what its item was made from (the stage's
+settings and the item's upstream rows). An item is done only while its rows' digest equals the
+one its inputs give now, so a changed input, a changed setting or a re-indexed video is redone,
+and an item that left the build is dropped with its files at the merge. A stage reads its
+upstream table only when that table is current all the way up (`current_table`), so no stage
+ever serves stale data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ffx.errors import BuildError
+from ffx.pipeline.engine import atomic, store
+from ffx.pipeline.engine.builddir import COMMANDS, BuildDir
+from ffx.pipeline.engine.lock import hold_lock
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.statuses import FAILED, BadInput, Status
+from ffx.pipeline.engine.workers import Stalled, call_guarded, run_tasks
+from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes, manifest_to_toml
+
+MADE_FROM = "made_from"
+
+
+def digest(*values: Any) -> str:
+    """sha256 of values in canonical JSON: the identity of what an item is made from."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def rows_by_key(table: pa.Table) -> dict[str, list[dict]]:
+    """A table's rows grouped by item key, in table order."""
+    grouped: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        grouped.setdefault(row["key"], []).append(row)
+    return grouped
+
+
+@dataclass
+class Plan:
+    """What a stage's table must hold now."""
+
+    made_from: dict[str, str]  # every item of the build -> digest of what it is made from
+    blocked: dict[str, list[dict]] = field(default_factory=dict)  # items with rows but no task
+    group_of: dict[str, str] | None = None  # items that must land in one part
+
+
+class Stage:
+    """What a stage supplies to the engine. Subclasses set the class attributes and the methods
+    that raise NotImplementedError; the others have the usual behaviour."""
+
+    name: str  # table stem: frames, faces, samples
+    upstream: str  # the table it reads: videos, frames, faces
+    unit: str  # what its rows are: frames, faces, samples
+    schema: pa.Schema
+    sort_by: tuple[str, ...]
+
+    @property
+    def command(self) -> str:
+        return COMMANDS[self.name]
+
+    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
+        raise NotImplementedError
+
+    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+        """Worker tasks for `keys` (each task has `.key`) for `workers` processes; `done` holds
+        the current rows of the items this run does not redo."""
+        raise NotImplementedError
+
+    @staticmethod
+    def worker(task, report) -> Any:
+        raise NotImplementedError
+
+    def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
+        """The single row of an item that produced nothing."""
+        raise NotImplementedError
+
+    def remove_outputs(self, build: BuildDir, key: str) -> None:
+        """Delete an item's files (it left the build)."""
+        raise NotImplementedError
+
+    def workers(self, requested: int | None, cores: int) -> int:
+        return requested or cores
+
+    def result_rows(self, task, result, report: StageReport) -> list[dict]:
+        """The rows of a finished task (a stage may count extra figures into `report.counts`)."""
+        return result
+
+    def stalled_rows(self, task, stalled: Stalled) -> list[dict]:
+        status = Status.TIMEOUT if stalled.hung else Status.ERROR
+        return self.failure_rows(task.key, status, f"{self.name} worker: {stalled.reason}")
+
+    def retry(self, task, stalled: Stalled):
+        """A follow-up task for a hung or dead worker's task, or None to record it as failed."""
+        return None
+
+    def follow_up(self, task, result) -> list:
+        """Tasks that could only start once `task` finished (run in the same pool)."""
+        return []
+
+
+@dataclass
+class StageReport:
+    """What one run of a stage did."""
+
+    stage: str
+    unit: str
+    items: int = 0  # in this part
+    skipped: int = 0  # already current before this run
+    redone: int = 0  # had rows made from other inputs or settings
+    dropped: int = 0  # left the build: rows and files removed at the merge
+    items_by_status: Counter = field(default_factory=Counter)  # items of this run, once per status
+    rows_by_status: Counter = field(default_factory=Counter)  # rows of this run per status
+    outputs: int = 0  # frames, crops or samples written by this run
+    counts: Counter = field(default_factory=Counter)  # a stage's own figures (boxes reused, ...)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, status, error)
+    seconds: float = 0.0
+    merged: bool = False  # the stage's table holds every item of the build, current
+    extra: dict = field(default_factory=dict)  # a stage's own results (shard: the shard index)
+
+    @property
+    def done_now(self) -> int:
+        return self.items - self.skipped
+
+    def add(self, key: str, rows: list[dict], has_output) -> None:
+        statuses = [row["status"] for row in rows]
+        self.items_by_status.update(set(statuses))
+        self.rows_by_status.update(statuses)
+        made = sum(1 for row in rows if has_output(row))
+        self.outputs += made
+        bad = [row for row in rows if row["status"] in FAILED]
+        if bad or not made:
+            reason = (bad or rows)[0]
+            self.failed.append((key, reason["status"], reason["error"]))
+
+
+# --- the build's recipe -------------------------------------------------------------------------
+
+
+def load_recipe(build: BuildDir) -> Manifest:
+    """The build's effective recipe (BUILD/manifest.toml): the one truth of its settings."""
+    if not build.manifest.is_file():
+        raise BuildError(f"{build.manifest} not found: run `ffx index` first")
+    return load_manifest(build.manifest)
+
+
+def apply_options(build: Path | BuildDir, options: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Write the given recipe fields (dotted names; None = not given) into BUILD/manifest.toml.
+
+    The stages then redo exactly the items those fields shape. Returns what changed."""
+    build = BuildDir(build)
+    recipe = load_recipe(build)
+    given = {name: value for name, value in options.items() if value is not None}
+    if not given:
+        return []
+    changed = load_manifest(build.manifest, given)
+    changes = manifest_changes(recipe, changed)
+    if changes:
+        atomic.write_bytes(build.manifest, manifest_to_toml(changed).encode())
+        index = json.loads(build.index.read_text(encoding="utf-8"))
+        atomic.write_json(build.index, index | {"manifest_sha256": changed.digest()})
+    return changes
+
+
+# --- currency ----------------------------------------------------------------------------------
+
+
+def stage_for(name: str) -> Stage:
+    """The stage that makes table `name`."""
+    if name == "frames":
+        from ffx.pipeline.stages.extract import ExtractStage
+
+        return ExtractStage()
+    if name == "faces":
+        from ffx.pipeline.stages.crop import CropStage
+
+        return CropStage()
+    if name == "samples":
+        from ffx.pipeline.stages.shard import SampleStage
+
+        return SampleStage()
+    raise ValueError(name)
+
+
+@dataclass
+class Currency:
+    """How a stage's merged table compares with what its inputs give now."""
+
+    current: int = 0
+    stale: int = 0  # rows made from other inputs or settings
+    missing: int = 0  # items without rows
+    gone: int = 0  # rows of items no longer in the build
+    upstream: str = ""  # why the inputs cannot be known (an upstream table out of date)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.stale or self.missing or self.gone or self.upstream)
+
+
+def made_from_per_key(table: pa.Table) -> dict[str, str]:
+    keys, made = table.column("key").to_pylist(), table.column(MADE_FROM).to_pylist()
+    return dict(zip(keys, made))
+
+
+def compare(plan: Plan, rows: pa.Table) -> Currency:
+    """Count current, stale, missing and gone items of `rows` against `plan`."""
+    made = made_from_per_key(rows)
+    currency = Currency()
+    for key, wanted in plan.made_from.items():
+        if key not in made:
+            currency.missing += 1
+        elif made[key] == wanted:
+            currency.current += 1
+        else:
+            currency.stale += 1
+    currency.gone = len(set(made) - set(plan.made_from))
+    return currency
+
+
+def table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
+    """The merged table of stage `name` (None if absent) and how current it is."""
+    stage = stage_for(name)
+    path = build.table(name)
+    try:
+        plan = stage.plan(build, load_recipe(build))
+    except BuildError as error:
+        table = pq.read_table(path) if path.is_file() else None
+        return Currency(upstream=str(error)), table
+    if not path.is_file():
+        return Currency(missing=len(plan.made_from)), None
+    table = store.read_table(path, f"`{stage.command}`")
+    return compare(plan, table), table
+
+
+def current_table(build: BuildDir, name: str) -> pa.Table:
+    """Stage `name`'s table, once it is merged and current all the way up; else a one-line
+    BuildError saying what is out of date and which command brings it up to date."""
+    if name == "videos":
+        return store.read_table(build.videos, "`ffx index`")
+    stage = stage_for(name)
+    path = build.table(name)
+    currency, table = table_currency(build, name)
+    if currency.upstream:
+        raise BuildError(currency.upstream)
+    if table is None:
+        raise BuildError(f"{path} not found: run `{stage.command} {build}` (every part) first")
+    if not currency.ok:
+        facts = [
+            f"{count} {what}"
+            for count, what in (
+                (currency.stale, "made from other inputs or settings"),
+                (currency.missing, "not done"),
+                (currency.gone, "no longer indexed"),
+            )
+            if count
+        ]
+        raise BuildError(
+            f"{path} is out of date ({', '.join(facts)} of its videos): run `{stage.command} {build}` "
+            "(every part), or `ffx build`"
+        )
+    return table
+
+
+# --- running a stage ---------------------------------------------------------------------------
+
+
+def run_stage(
+    stage: Stage,
+    build: Path | BuildDir,
+    *,
+    part: Part | None = None,
+    workers: int | None = None,
+    stall_seconds: float = 300.0,
+    retry_statuses: Iterable[str] = (),
+    show_progress: bool = True,
+    flush_seconds: float = 2.0,
+) -> StageReport:
+    """Bring this part of `stage`'s table up to date, then merge it once every part is."""
+    from ffx.pipeline.engine.workers import available_cores
+
+    build, part = BuildDir(build), part or Part()
+    recipe = load_recipe(build)
+    report = StageReport(stage.name, stage.unit)
+    with hold_lock(build, stage.name, part):
+        plan = stage.plan(build, recipe)
+        ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
+        done_rows = ledger.rows()
+        made = made_from_per_key(done_rows)
+        retry = set(retry_statuses)
+        redo = {
+            key
+            for key, status in zip(
+                done_rows.column("key").to_pylist(), done_rows.column("status").to_pylist()
+            )
+            if status in retry
+        }
+        keys = part.select(list(plan.made_from), plan.group_of)
+        todo = [key for key in keys if made.get(key) != plan.made_from[key] or key in redo]
+        report.items, report.skipped = len(keys), len(keys) - len(todo)
+        report.redone = sum(1 for key in todo if key in made and key not in redo)
+        has_output = _has_output(stage)
+        with (
+            stage_progress(
+                stage.command.split()[-1], len(todo), "videos", stage.unit, show_progress
+            ) as progress,
+            ledger.writer(part, flush_seconds=flush_seconds) as writer,
+        ):
+
+            def record(key: str, rows: list[dict]) -> None:
+                for row in rows:
+                    row[MADE_FROM] = plan.made_from[key]
+                writer.add_item(rows)
+                report.add(key, rows, has_output)
+                progress.advance(1, sum(1 for row in rows if has_output(row)))
+
+            for key in todo:
+                if key in plan.blocked:
+                    record(key, [dict(row) for row in plan.blocked[key]])
+            runnable = [key for key in todo if key not in plan.blocked]
+            processes = stage.workers(workers, available_cores())
+            todo_set = set(todo)
+            current = pa.array(
+                [
+                    key not in todo_set and made.get(key) == plan.made_from.get(key)
+                    for key in done_rows.column("key").to_pylist()
+                ],
+                pa.bool_(),
+            )
+            tasks = (
+                stage.tasks(build, recipe, runnable, done_rows.filter(current), processes) if runnable else []
+            )
+            function = functools.partial(call_guarded, type(stage).worker)
+            results = run_tasks(
+                function,
+                tasks,
+                processes,
+                stall_seconds,
+                retry=stage.retry,
+                follow_up=stage.follow_up,
+            )
+            for task, result in results:
+                if isinstance(result, Stalled):
+                    rows = stage.stalled_rows(task, result)
+                elif isinstance(result, BadInput):
+                    rows = stage.failure_rows(task.key, result.status, str(result))
+                else:
+                    rows = stage.result_rows(task, result, report)
+                record(task.key, rows)
+        report.seconds = progress.elapsed
+        store.log_run(build.root, stage.name, part, report.seconds, len(todo))
+    report.merged, report.dropped = merge_when_current(stage, build, ledger, plan)
+    return report
+
+
+def _has_output(stage: Stage):
+    column = "sample" if "sample" in stage.schema.names else "path"
+    return lambda row: bool(row.get(column))
+
+
+def merge_when_current(stage: Stage, build: BuildDir, ledger: store.Ledger, plan: Plan) -> tuple[bool, int]:
+    """Merge the table once every item of the build has current rows (whichever part gets there
+    last; a lock keeps two parts from merging at once). Items that left the build are dropped,
+    with their files. Returns (merged, items dropped)."""
+    build.root.mkdir(parents=True, exist_ok=True)
+    with open(build.merge_lock(stage.name), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False, 0  # another part is merging right now
+        rows = ledger.rows()
+        made = made_from_per_key(rows)
+        if any(made.get(key) != wanted for key, wanted in plan.made_from.items()):
+            return False, 0
+        gone = sorted(set(made) - set(plan.made_from))
+        if gone or ledger.parts_dir.exists() or not ledger.table_path.is_file():
+            keep = pa.array([key in plan.made_from for key in rows.column("key").to_pylist()], pa.bool_())
+            ledger.write_merged(rows.filter(keep))
+            for key in gone:
+                stage.remove_outputs(build, key)
+        if ledger.parts_dir.exists():
+            shutil.rmtree(ledger.parts_dir)
+        return True, len(gone)

@@ -1,0 +1,1 @@
+"""Pixels: decoding, sampling, face detection and crops, colour spaces, images, tar records."""

@@ -1,0 +1,1 @@
+"""What to build: recipes (manifests), dataset layouts, splits, table schemas and keys."""

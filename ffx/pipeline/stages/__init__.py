@@ -1,0 +1,1 @@
+"""The commands: index, extract, crop, shard, export, qa, build, status, build.json."""

@@ -1,0 +1,197 @@
+"""`ffx crop`: MTCNN face crops of every extracted frame plus faces.parquet.
+
+Each video is one task in a worker process (`ffx.pipeline.stages.crop_worker`; on a CPU one process per
+core with one torch thread each, on a GPU one process). A task detects faces on its frames in
+batches, follows the main face across frames, cuts the preset's crop from the full-resolution
+frame and publishes the crops folder atomically, like extract. With `crop.boxes_from_original`,
+fakes reuse the boxes found on their source video (fakes are pixel-aligned with it): a fake is
+queued as soon as its original is done, in the same worker pool (both are in the same part).
+The engine (`ffx.pipeline.engine.stage`) runs the stage.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.stage import (
+    Plan,
+    Stage,
+    StageReport,
+    apply_options,
+    current_table,
+    digest,
+    rows_by_key,
+    run_stage,
+)
+from ffx.pipeline.engine.statuses import NO_FRAME, Status
+from ffx.pipeline.engine.workers import Stalled
+from ffx.pipeline.media.detect import DetectorSettings, resolve_device
+from ffx.pipeline.recipe.manifest import Manifest
+from ffx.pipeline.recipe.schema import FACES_SCHEMA
+from ffx.pipeline.stages.crop_worker import (
+    BOX_ORIGINAL,
+    CropSettings,
+    CropTask,
+    ReusedFace,
+    crop_video,
+    empty_row,
+)
+
+
+class CropStage(Stage):
+    """Frames -> faces: a video's crops are made from its frames rows (and, when boxes are reused,
+    its original's) and the `[crop]` settings."""
+
+    name, upstream, unit = "faces", "frames", "faces"
+    schema, sort_by = FACES_SCHEMA, ("key", "frame_index", "track")
+
+    def __init__(self, device: str = "auto", batch_size: int | None = None):
+        self.device, self.batch_size = device, batch_size
+        self.waiting: dict[str, list[str]] = {}  # original key -> fakes queued behind it
+        self.task_for = None
+
+    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
+        frames_of = rows_by_key(current_table(build, "frames"))
+        videos = current_table(build, "videos").select(["key", "original_key"]).to_pylist()
+        original_of = {video["key"]: video["original_key"] for video in videos}
+        # Box reuse shapes only fakes (whose original is in the build): it is not a setting of the
+        # others, so turning it on or off redoes exactly the fakes.
+        settings = recipe.crop.model_dump(mode="json", exclude={"boxes_from_original"})
+        reuse = recipe.crop.boxes_from_original
+        frames_digest = {key: digest(rows) for key, rows in frames_of.items()}
+        made_from, blocked = {}, {}
+        for key, original in original_of.items():
+            inputs = [settings, frames_digest.get(key)]
+            if original in frames_digest:
+                inputs.append(frames_digest[original] if reuse else "detected")
+            made_from[key] = digest(*inputs)
+            rows = frames_of.get(key, [])
+            if not rows or rows[0]["frame_index"] == NO_FRAME:
+                status, error = (
+                    (rows[0]["status"], rows[0]["error"]) if rows else (Status.MISSING, "no frames rows")
+                )
+                blocked[key] = [empty_row(key, NO_FRAME, status, error)]
+        family = {key: original_of[key] or key for key in original_of}
+        family = {key: group if group in original_of else key for key, group in family.items()}
+        return Plan(made_from, blocked, family)
+
+    def workers(self, requested: int | None, cores: int) -> int:
+        self.device = resolve_device(self.device)
+        return requested or (1 if self.device.startswith("cuda") else cores)
+
+    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+        frames = current_table(build, "frames").select(["key", "frame_index", "path", "width", "height"])
+        frames_of: dict[str, list[tuple[int, str]]] = {}
+        pixels: Counter[str] = Counter()
+        for row in frames.to_pylist():
+            frames_of.setdefault(row["key"], []).append((row["frame_index"], row["path"]))
+            pixels[row["key"]] += row["width"] * row["height"]
+        videos = current_table(build, "videos").select(["key", "original_key"]).to_pylist()
+        original_of = {video["key"]: video["original_key"] for video in videos}
+        crop = recipe.crop
+        settings = CropSettings(
+            crop.preset,
+            crop.size,
+            crop.scale,
+            crop.min_prob,
+            crop.all_faces,
+            crop.png_level,
+            DetectorSettings(crop.detect_max_side, crop.min_face_ratio),
+        )
+        batch_size = self.batch_size or (
+            32 if self.device.startswith("cuda") else 8
+        )  # CPUs gain nothing above 8
+
+        def task_for(key: str, original_faces: dict[int, ReusedFace]) -> CropTask:
+            return CropTask(
+                key, tuple(frames_of[key]), str(build), settings, self.device, batch_size, original_faces
+            )
+
+        self.task_for = task_for
+        todo = set(keys)
+        reusing = [key for key in keys if crop.boxes_from_original and original_of[key] in original_of]
+        # A fake waits for its original when that is cropped in this run; otherwise it starts at once
+        # with the original's current faces (none when the original has no frames).
+        self.waiting = {}
+        for key in reusing:
+            if original_of[key] in todo:
+                self.waiting.setdefault(original_of[key], []).append(key)
+        queued = {key for fakes in self.waiting.values() for key in fakes}
+        ready = [key for key in reusing if key not in queued]
+        known = _main_faces(done.to_pylist(), {original_of[key] for key in ready}) if ready else {}
+        tasks = [task_for(key, {}) for key in keys if key not in reusing]
+        tasks += [task_for(key, known.get(original_of[key], {})) for key in ready]
+        # The most pixels first, so the run does not end waiting on one large video.
+        return sorted(tasks, key=lambda task: -pixels[task.key])
+
+    worker = staticmethod(crop_video)
+
+    def follow_up(self, task: CropTask, result) -> list[CropTask]:
+        rows = result[0] if isinstance(result, tuple) else []
+        faces = _main_faces(rows, {task.key}).get(task.key, {})
+        return [self.task_for(key, faces) for key in self.waiting.pop(task.key, [])]
+
+    def result_rows(self, task: CropTask, result, report: StageReport) -> list[dict]:
+        rows, detected = result
+        report.counts["frames detected"] += detected
+        report.counts["boxes reused"] += sum(1 for row in rows if row["box_source"] == BOX_ORIGINAL)
+        return rows
+
+    def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
+        return [empty_row(key, NO_FRAME, status, error)]
+
+    def stalled_rows(self, task: CropTask, stalled: Stalled) -> list[dict]:
+        status = Status.TIMEOUT if stalled.hung else Status.ERROR
+        return self.failure_rows(task.key, status, f"crop worker: {stalled.reason}")
+
+    def remove_outputs(self, build: BuildDir, key: str) -> None:
+        shutil.rmtree(build.faces / key, ignore_errors=True)
+
+
+def run_crop(
+    build: Path,
+    *,
+    part: Part | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    batch_size: int | None = None,
+    stall_seconds: float = 300.0,
+    show_progress: bool = True,
+    flush_seconds: float = 2.0,
+    **settings,
+) -> StageReport:
+    """Crop this part's videos that are not current, then merge faces.parquet once all parts are.
+
+    `settings` are `[crop]` fields of the recipe (preset, size, min_prob, boxes_from_original, ...):
+    given ones are written into the build's recipe and redo the videos they shape."""
+    apply_options(build, {f"crop.{name}": value for name, value in settings.items()})
+    return run_stage(
+        CropStage(device, batch_size),
+        build,
+        part=part,
+        workers=workers,
+        stall_seconds=stall_seconds,
+        show_progress=show_progress,
+        flush_seconds=flush_seconds,
+    )
+
+
+def _main_faces(rows: list[dict], originals: set[str]) -> dict[str, dict[int, ReusedFace]]:
+    """The main face of each original video, per frame, from its crop rows."""
+    faces: dict[str, dict[int, ReusedFace]] = {}
+    for row in rows:
+        if row["key"] in originals and row["track"] == 0 and row["status"] == Status.OK.value:
+            box = (row["x1"], row["y1"], row["x2"], row["y2"])
+            faces.setdefault(row["key"], {})[row["frame_index"]] = (
+                box,
+                row["prob"],
+                tuple(row["landmarks"]),
+                row["n_faces"],
+            )
+    return faces

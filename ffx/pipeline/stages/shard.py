@@ -1,0 +1,415 @@
+"""`ffx shard`: every face crop in the chosen colour spaces, packed into deterministic WebDataset tars.
+
+Two steps. First, per video (worker processes, resumable, split into parts: the engine runs it),
+each crop is converted and PNG-encoded once per colour space and its tar records go to
+`BUILD/samples/{key}.tar`; samples.parquet records where each sample lies and its exact size.
+Then, once every part is done, one process lays the samples out: per split in a seeded hash
+order that mixes videos, cut into shards by count and by bytes, each shard the concatenation of
+its samples' records (copied, not encoded again), written under a temporary name, hashed and
+renamed. The layout depends only on the samples and the settings, so one run and any number of
+parts give byte-identical shards. An existing shard is kept only if its size and sha256 are
+those recorded when it was written for the same layout; anything else is written again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import tarfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from ffx.errors import BuildError
+from ffx.pipeline.engine import atomic, store
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.stage import (
+    Plan,
+    Stage,
+    StageReport,
+    apply_options,
+    current_table,
+    digest,
+    load_recipe,
+    rows_by_key,
+    run_stage,
+)
+from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, Status
+from ffx.pipeline.media.tars import END_OF_ARCHIVE
+from ffx.pipeline.recipe.manifest import Manifest
+from ffx.pipeline.recipe.schema import SAMPLES_SCHEMA
+from ffx.pipeline.stages.shard_worker import FaceCrop, SampleTask, encode_samples, sample_row
+
+INDEX_FORMAT = 1
+# Option names of `run_shard` -> recipe fields.
+SHARD_FIELDS = {
+    "spaces": "spaces",
+    "max_count": "shard.max_count",
+    "max_bytes": "shard.max_bytes",
+    "seed": "shard.seed",
+    "png_level": "shard.png_level",
+}
+
+
+def video_facts(video: dict) -> dict:
+    """The video-level fields of every sample's JSON."""
+    return {
+        "dataset": video["dataset"],
+        "source": video["path"],
+        "label": video["label"],
+        "label_name": video["label_name"],
+        "method": video["method"],
+        "split": video["split"],
+        "group": video["group"],
+    }
+
+
+class SampleStage(Stage):
+    """Faces -> samples: a video's samples are made from its crop rows, its index facts (label,
+    split, ...) and the spaces and PNG level."""
+
+    name, upstream, unit = "samples", "faces", "samples"
+    schema, sort_by = SAMPLES_SCHEMA, ("key", "frame_index", "track")
+
+    def __init__(self) -> None:
+        self.videos: dict[str, dict] = {}
+
+    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
+        faces_of = rows_by_key(current_table(build, "faces"))
+        self.videos = {
+            video["key"]: video_facts(video) for video in current_table(build, "videos").to_pylist()
+        }
+        settings = {"spaces": list(recipe.spaces), "png_level": recipe.shard.png_level}
+        made_from, blocked = {}, {}
+        for key, video in self.videos.items():
+            rows = faces_of.get(key, [])
+            made_from[key] = digest(settings, video, digest(rows))
+            if not any(_is_crop(row) for row in rows):
+                reasons = Counter((row["status"], row["error"]) for row in rows)
+                status, error = (
+                    reasons.most_common(1)[0][0] if rows else (Status.MISSING, "no rows in faces.parquet")
+                )
+                blocked[key] = self.failure_rows(key, status, error)
+        return Plan(made_from, blocked)
+
+    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+        faces_of = rows_by_key(current_table(build, "faces"))
+        return [
+            SampleTask(
+                key,
+                str(build),
+                str(build.samples_file(key)),
+                tuple(
+                    sorted(
+                        (_crop(row) for row in faces_of[key] if _is_crop(row)),
+                        key=lambda c: (c.frame_index, c.track),
+                    )
+                ),
+                self.videos[key],
+                tuple(recipe.spaces),
+                recipe.shard.png_level,
+            )
+            for key in keys
+        ]
+
+    worker = staticmethod(encode_samples)
+
+    def failure_rows(self, key: str, status: Status | str, error: str) -> list[dict]:
+        row = sample_row(key, "", NO_FRAME, NO_TRACK, self.videos[key])
+        return [row | {"status": Status(status).value, "error": error}]
+
+    def remove_outputs(self, build: BuildDir, key: str) -> None:
+        build.samples_file(key).unlink(missing_ok=True)
+
+
+def _is_crop(row: dict) -> bool:
+    return row["status"] == Status.OK.value and bool(row["path"])
+
+
+def _crop(row: dict) -> FaceCrop:
+    box = (row["x1"], row["y1"], row["x2"], row["y2"])
+    crop_box = (row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"])
+    return FaceCrop(row["frame_index"], row["track"], row["path"], box, crop_box, row["prob"])
+
+
+def run_shard(
+    build: Path,
+    *,
+    part: Part | None = None,
+    workers: int | None = None,
+    stall_seconds: float = 300.0,
+    show_progress: bool = True,
+    flush_seconds: float = 2.0,
+    **settings,
+) -> StageReport:
+    """Encode this part's videos that are not current; once all parts are, lay out and write the
+    shards. `settings` (spaces, max_count, max_bytes, seed, png_level) are written into the
+    build's recipe first. The report's `extra` holds the shard index once the shards exist."""
+    unknown = set(settings) - set(SHARD_FIELDS)
+    if unknown:
+        raise TypeError(f"run_shard got unknown settings {sorted(unknown)}")
+    if isinstance(settings.get("spaces"), str):
+        from ffx.pipeline.media.color import parse_spaces
+
+        settings["spaces"] = list(parse_spaces(settings["spaces"]))
+    apply_options(build, {SHARD_FIELDS[name]: value for name, value in settings.items()})
+    build = BuildDir(build)
+    report = run_stage(
+        SampleStage(),
+        build,
+        part=part,
+        workers=workers,
+        stall_seconds=stall_seconds,
+        show_progress=show_progress,
+        flush_seconds=flush_seconds,
+    )
+    if report.merged:
+        # Two parts can both find the samples complete; one lays the shards out, the other waits
+        # and then finds them written.
+        with open(build.shards_lock, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            started = time.monotonic()
+            index, written = write_shards(build, show_progress)
+            report.extra = {"index": index}
+            report.counts["shards written"] = written
+            store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
+    return report
+
+
+def planned_shards(build: BuildDir, recipe: Manifest) -> tuple[list[dict], str]:
+    """The shards the current samples give, and the digest of that layout."""
+    table = current_table(build, "samples")
+    rows = [row for row in table.to_pylist() if row["sample"] and row["status"] == Status.OK.value]
+    shards = plan_shards(rows, recipe.shard.max_count, recipe.shard.max_bytes, recipe.shard.seed)
+    layout = {
+        "spaces": list(recipe.spaces),
+        "png_level": recipe.shard.png_level,
+        "samples_made_from": digest(sorted(set(table.column("made_from").to_pylist()))),
+        "shards": [
+            [shard["name"], [(row["sample"], row["length"]) for row in shard["rows"]]] for shard in shards
+        ],
+    }
+    return shards, digest(layout)
+
+
+def plan_shards(rows: list[dict], max_count: int, max_bytes: int, seed: int) -> list[dict]:
+    """Shards per split: samples in seeded hash order (mixing videos), cut by count and bytes.
+
+    The order depends only on the seed and the sample names, never on how rows were produced."""
+    by_split: dict[str, list[dict]] = {}
+    for row in rows:
+        by_split.setdefault(row["split"], []).append(row)
+    shards = []
+    for split in sorted(by_split):
+        ordered = sorted(by_split[split], key=lambda row: _shuffle_key(seed, row["sample"]))
+        current: list[dict] = []
+        size = len(END_OF_ARCHIVE)
+        for row in ordered:
+            full = len(current) >= max_count or size + row["length"] > max_bytes
+            if current and full:
+                shards.append({"split": split, "rows": current})
+                current, size = [], len(END_OF_ARCHIVE)
+            current.append(row)
+            size += row["length"]
+        if current:
+            shards.append({"split": split, "rows": current})
+    per_split: Counter[str] = Counter()
+    for shard in shards:  # numbered within their split: train-000000, train-000001, val-000000 ...
+        shard["name"] = f"{shard['split']}-{per_split[shard['split']]:06d}.tar"
+        per_split[shard["split"]] += 1
+    return shards
+
+
+def _shuffle_key(seed: int, sample: str) -> bytes:
+    return hashlib.sha256(f"{seed}/{sample}".encode()).digest()
+
+
+def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[dict, int]:
+    """Write every planned shard that is not already there byte for byte, then shards/index.json;
+    the index and how many shards were written now.
+
+    A shard on disk counts as written only if its size and sha256 equal those recorded in
+    shards/.plan.json when it was written for this very layout: a truncated, altered or foreign
+    file is replaced, never hashed into the index."""
+    build = BuildDir(build)
+    recipe = load_recipe(build)
+    shards, layout = planned_shards(build, recipe)
+    build.shards.mkdir(parents=True, exist_ok=True)
+    written_before = _written_shards(build, layout)
+    names = {shard["name"] for shard in shards}
+    for path in build.shards.glob("*.tar"):  # shards of an earlier layout
+        if path.name not in names:
+            path.unlink()
+    for temp in build.shards.glob(".*.tmp"):  # left by a run killed while writing a shard
+        temp.unlink()
+
+    entries, written = [], 0
+    done = {name: facts for name, facts in written_before.items() if name in names}
+    total = sum(len(shard["rows"]) for shard in shards)
+    with stage_progress("pack", total, "samples", "shards", show_progress) as progress:
+        for shard in shards:
+            path = build.shards / shard["name"]
+            facts = done.get(shard["name"])
+            if facts is None or not _file_matches(path, facts["bytes"], facts["sha256"]):
+                sha256, size = _write_shard(build, path, shard["rows"])
+                facts = done[shard["name"]] = {"sha256": sha256, "bytes": size}
+                atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
+                written += 1
+            labels = Counter(str(row["label"]) for row in shard["rows"])
+            entries.append(
+                {
+                    "name": shard["name"],
+                    "split": shard["split"],
+                    "samples": len(shard["rows"]),
+                    "bytes": facts["bytes"],
+                    "sha256": facts["sha256"],
+                    "labels": dict(sorted(labels.items())),
+                }
+            )
+            progress.advance(len(shard["rows"]), 1)
+    atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
+    index = _index(entries, recipe, layout)
+    atomic.write_json(build.shard_index, index)
+    return index, written
+
+
+def _written_shards(build: BuildDir, layout: str) -> dict[str, dict]:
+    """Shards recorded as written for `layout` (name -> sha256 and bytes); none for another."""
+    try:
+        plan = json.loads(build.shard_plan.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return plan.get("written", {}) if plan.get("layout") == layout else {}
+
+
+def _file_matches(path: Path, size: int, sha256: str) -> bool:
+    try:
+        return path.stat().st_size == size and atomic.file_sha256(path) == sha256
+    except OSError:
+        return False
+
+
+def _write_shard(build: BuildDir, path: Path, rows: list[dict]) -> tuple[str, int]:
+    sha256 = hashlib.sha256()
+    size = 0
+    with atomic.atomic_path(path) as temp, open(temp, "wb") as out:
+        for row in rows:
+            source = build.samples_file(row["key"])
+            try:
+                with open(source, "rb") as samples:
+                    samples.seek(row["offset"])
+                    block = samples.read(row["length"])
+            except OSError as error:
+                raise BuildError(
+                    f"{source}: {error.strerror}; rerun `ffx shard {build}` after deleting "
+                    f"{build.table('samples')}"
+                ) from None
+            if len(block) != row["length"]:
+                raise BuildError(
+                    f"{source} is shorter than samples.parquet says (changed after `ffx shard`); "
+                    f"rerun `ffx shard {build}` after deleting {build.table('samples')}"
+                )
+            out.write(block)
+            sha256.update(block)
+            size += len(block)
+        out.write(END_OF_ARCHIVE)
+        sha256.update(END_OF_ARCHIVE)
+        size += len(END_OF_ARCHIVE)
+        out.flush()
+    return sha256.hexdigest(), size
+
+
+def _index(entries: list[dict], recipe: Manifest, layout: str) -> dict:
+    splits: dict[str, dict] = {}
+    for entry in entries:
+        split = splits.setdefault(
+            entry["split"], {"shards": 0, "samples": 0, "bytes": 0, "labels": Counter()}
+        )
+        split["shards"] += 1
+        split["samples"] += entry["samples"]
+        split["bytes"] += entry["bytes"]
+        split["labels"].update(entry["labels"])
+    for split in splits.values():
+        split["labels"] = dict(sorted(split["labels"].items()))
+    return {
+        "format": INDEX_FORMAT,
+        "settings": {"spaces": list(recipe.spaces)} | recipe.shard.model_dump(mode="json"),
+        "layout_digest": layout,
+        "shards": entries,
+        "splits": splits,
+    }
+
+
+@dataclass
+class VerifyReport:
+    """What `ffx verify` found: shards checked and one line per problem."""
+
+    shards: int
+    samples: int
+    problems: list[str]
+
+
+def verify_shards(build: Path | BuildDir) -> VerifyReport:
+    """Recompute every shard's sha256, size, sample and label counts against shards/index.json,
+    and check that the index is the layout the build's current tables give."""
+    build = BuildDir(build)
+    if not build.shard_index.is_file():
+        raise BuildError(f"{build.shard_index} not found: run `ffx shard {build}` (all parts) first")
+    try:
+        index = json.loads(build.shard_index.read_text(encoding="utf-8"))
+    except ValueError:
+        raise BuildError(f"{build.shard_index} is not valid JSON: rerun `ffx shard {build}`") from None
+    problems, samples = [], 0
+    try:
+        _shards, layout = planned_shards(build, load_recipe(build))
+        if layout != index.get("layout_digest"):
+            problems.append(
+                f"index.json: not the layout of the build's current samples; run `ffx shard {build}`"
+            )
+    except BuildError as error:
+        problems.append(f"out of date: {error}")
+    for entry in index["shards"]:
+        path = build.shards / entry["name"]
+        if not path.is_file():
+            problems.append(f"{entry['name']}: missing")
+            continue
+        sha256, size = atomic.file_sha256(path), path.stat().st_size
+        if sha256 != entry["sha256"] or size != entry["bytes"]:
+            problems.append(
+                f"{entry['name']}: altered or truncated ({size} bytes, sha256 {sha256[:12]}…; "
+                f"index: {entry['bytes']} bytes, {entry['sha256'][:12]}…)"
+            )
+            continue
+        try:
+            labels = _shard_labels(path)
+        except (tarfile.TarError, OSError, UnicodeDecodeError) as error:
+            problems.append(f"{entry['name']}: not a readable tar ({error})")
+            continue
+        samples += sum(labels.values())
+        if sum(labels.values()) != entry["samples"] or dict(sorted(labels.items())) != entry["labels"]:
+            problems.append(
+                f"{entry['name']}: {sum(labels.values())} samples inside, index says {entry['samples']}"
+            )
+    listed = {entry["name"] for entry in index["shards"]}
+    problems += [
+        f"{path.name}: not in index.json"
+        for path in sorted(build.shards.glob("*.tar"))
+        if path.name not in listed
+    ]
+    return VerifyReport(len(index["shards"]), samples, problems)
+
+
+def _shard_labels(path: Path) -> Counter[str]:
+    """Samples per label, read from the `.cls` members of a shard."""
+    labels: Counter[str] = Counter()
+    with tarfile.open(path, "r:") as archive:
+        for member in archive:
+            if member.name.endswith(".cls"):
+                labels[archive.extractfile(member).read().decode()] += 1
+    return labels

@@ -1,0 +1,55 @@
+"""`ffx status`: items per stage and status, and what is out of date, from the build's tables."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ffx.errors import BuildError
+from ffx.pipeline.engine import store
+from ffx.pipeline.engine.builddir import STAGES, BuildDir
+from ffx.pipeline.engine.stage import Currency, compare, load_recipe, stage_for
+
+
+@dataclass
+class StageStatus:
+    """Counts of one stage: videos with rows of each status (a video with ok and no_face frames
+    counts under both), rows (frames, faces) per status, whether the table is merged yet, and how
+    its rows compare with what the build's inputs give now."""
+
+    stage: str
+    items: dict[str, int]
+    rows: dict[str, int]
+    merged: bool
+    videos: int  # distinct videos with rows
+    currency: Currency | None = None  # None for the index
+
+
+def build_status(build: Path | BuildDir) -> list[StageStatus]:
+    """The index (videos per split) then every stage that has written anything."""
+    build = BuildDir(build)
+    if not build.videos.is_file():
+        raise BuildError(f"{build} is not a build directory (no {build.videos.name}): run `ffx index` first")
+    videos = pq.read_table(build.videos, columns=["key", "split"])
+    by_split = dict(Counter(videos.column("split").to_pylist()))
+    statuses = [StageStatus("index", by_split, by_split, True, videos.num_rows)]
+    for name in STAGES:
+        stage = stage_for(name)
+        if not (build.table(name).is_file() or build.parts(name).exists()):
+            continue
+        rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
+        try:
+            currency = compare(stage.plan(build, load_recipe(build)), rows)
+        except BuildError as error:
+            currency = Currency(upstream=str(error))
+        pairs = list(zip(rows.column("key").to_pylist(), rows.column("status").to_pylist()))
+        items = Counter(status for _, status in set(pairs))  # a video counts once per status it has
+        row_counts = Counter(status for _, status in pairs)
+        merged = not build.parts(name).exists()
+        statuses.append(
+            StageStatus(name, dict(items), dict(row_counts), merged, len({key for key, _ in pairs}), currency)
+        )
+    return statuses
