@@ -17,8 +17,8 @@ import pytest
 from ffx.cli import main
 from ffx.errors import BuildError
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.lock import hold_lock
+from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
