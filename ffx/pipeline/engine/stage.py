@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine import atomic, store
-from ffx.pipeline.engine.builddir import COMMANDS, BuildDir
+from ffx.pipeline.engine.builddir import COMMANDS, STAGES, BuildDir
 from ffx.pipeline.engine.lock import hold_lock
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
@@ -237,8 +237,37 @@ def compare(plan: Plan, rows: pa.Table) -> Currency:
     return currency
 
 
+# (build, stage) -> the files its currency depends on, as they were, and what it was then.
+_currency_memo: dict[tuple[str, str], tuple[tuple, Currency, pa.Table | None]] = {}
+
+
+def _chain_state(build: BuildDir, name: str) -> tuple:
+    """Identity of the files a stage's currency depends on: the recipe and every merged table up to
+    its own. Tables are only ever replaced by a rename, so inode, mtime and size tell a change."""
+    chain = ["videos", *STAGES[: STAGES.index(name) + 1]]
+    state = []
+    for path in [build.manifest, *(build.table(stage) for stage in chain)]:
+        try:
+            facts = path.stat()
+            state.append((facts.st_ino, facts.st_mtime_ns, facts.st_size))
+        except OSError:
+            state.append(None)
+    return tuple(state)
+
+
 def table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
-    """The merged table of stage `name` (None if absent) and how current it is."""
+    """The merged table of stage `name` (None if absent) and how current it is. Remembered while
+    none of the files it depends on changes: a command asks several times (a whole chain each)."""
+    state = _chain_state(build, name)
+    memo = _currency_memo.get((str(build.root.resolve()), name))
+    if memo is not None and memo[0] == state:
+        return memo[1], memo[2]
+    currency, table = _table_currency(build, name)
+    _currency_memo[(str(build.root.resolve()), name)] = (state, currency, table)
+    return currency, table
+
+
+def _table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
     stage = stage_for(name)
     path = build.table(name)
     try:
