@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ffx import __version__
-from ffx.errors import FfxError
+from ffx.errors import FfxError, WorkerBug, os_error_line
 from ffx.pipeline.engine.builddir import COMMANDS
 
 app = typer.Typer(
@@ -23,8 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)  # long paths and errors stay on one line in logs
-error_console = Console(stderr=True)
+# Long paths and errors stay on one line in logs; `:name:` in a file name stays text, not an emoji.
+console = Console(soft_wrap=True, emoji=False)
+error_console = Console(stderr=True, emoji=False)
 
 ManifestArg = Annotated[
     str,
@@ -76,11 +77,11 @@ def index(
 
     recipe = load_manifest(manifest, {"sampling": sample, "seed": seed}, assignments)
     report = run_index(recipe, root, build, splits)
-    console.print(f"indexed [bold]{report.videos}[/] videos into {report.table_path}")
-    console.print("  by split: " + ", ".join(f"{k} {v}" for k, v in report.by_split.items()))
-    console.print("  by label: " + ", ".join(f"{k} {v}" for k, v in report.by_label.items()))
+    console.print(f"indexed [bold]{report.videos}[/] videos into {escape(str(report.table_path))}")
+    console.print("  by split: " + escape(", ".join(f"{k} {v}" for k, v in report.by_split.items())))
+    console.print("  by label: " + escape(", ".join(f"{k} {v}" for k, v in report.by_label.items())))
     for note in report.notes:
-        console.print(f"  [yellow]note:[/] {note}")
+        console.print(f"  [yellow]note:[/] {escape(note)}")
 
 
 PartOpt = Annotated[
@@ -252,10 +253,12 @@ def qa(
     from ffx.pipeline.stages.qa import write_qa
 
     report = write_qa(build, videos=videos)
-    console.print(f"qa: {len(report.sheets)} contact sheets in {report.folder}; every video in worst.tsv")
+    console.print(
+        f"qa: {len(report.sheets)} contact sheets in {escape(str(report.folder))}; every video in worst.tsv"
+    )
     for key, missing, frames in report.worst[:10]:
         if missing:
-            console.print(f"  {key}: {missing} of {frames} frames without a face")
+            console.print(f"  {escape(key)}: {missing} of {frames} frames without a face")
 
 
 @app.command()
@@ -355,7 +358,7 @@ def build(
 def print_build_report(report) -> None:
     """Every stage's summary, then what the build waits for, if anything."""
     by_split = ", ".join(f"{name} {count}" for name, count in report.index.by_split.items())
-    console.print(f"index: {report.index.videos} videos: {by_split}")
+    console.print(f"index: {report.index.videos} videos: {escape(by_split)}")
     for stage in report.stages:
         print_stage_report(stage)
     if report.waiting:
@@ -379,7 +382,7 @@ def export(
 
     report = run_export(build, export_format, out, copy=copy)
     per_split = ", ".join(f"{split} {count}" for split, count in sorted(report.crops.items()))
-    console.print(f"export ({report.export_format}): {per_split} crops in {report.out}")
+    console.print(f"export ({report.export_format}): {escape(per_split)} crops in {escape(str(report.out))}")
     if report.unlabelled:
         console.print(f"  [yellow]{report.unlabelled} crops of unlabelled videos left out[/]")
 
@@ -471,13 +474,21 @@ def train(
         seed=seed,
         max_steps=max_steps,
     )
-    report = run_training(settings, resume=resume, show_progress=console.is_terminal, verify=verify)
+
+    def warn(text: str) -> None:  # one line on stderr, from rank 0 only
+        error_console.print(f"[yellow]ffx: warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    report = run_training(
+        settings, resume=resume, show_progress=console.is_terminal, verify=verify, warn=warn
+    )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
         return
     metrics = ", ".join(
         f"{name} {value:.4g}" for name, value in report.metrics.items() if isinstance(value, float)
     )
-    console.print(f"train: step {report.step} of {report.total_steps} in {report.run}; {metrics}")
+    console.print(
+        f"train: step {report.step} of {report.total_steps} in {escape(str(report.run))}; {metrics}"
+    )
 
 
 @app.command(name="eval")
@@ -544,7 +555,7 @@ def print_stage_report(report) -> None:
     console.print(
         f"{COMMANDS[report.stage].split()[-1]}: {report.items} videos in this part, "
         f"{report.skipped} already current{changed}; "
-        f"this run: videos {items or 'none'}; {report.unit} {rows or 'none'} "
+        f"this run: videos {escape(items) or 'none'}; {report.unit} {escape(rows) or 'none'} "
         f"({report.outputs} written){figures} in {report.seconds:.1f} s{dropped}",
         highlight=False,
     )
@@ -558,7 +569,7 @@ def print_stage_report(report) -> None:
     if index:
         for split, totals in index["splits"].items():
             shards, samples, megabytes = totals["shards"], totals["samples"], totals["bytes"] / 1e6
-            console.print(f"  {split}: {shards} shards, {samples} samples, {megabytes:.1f} MB")
+            console.print(f"  {escape(split)}: {shards} shards, {samples} samples, {megabytes:.1f} MB")
 
 
 @app.command()
@@ -580,7 +591,7 @@ def recipes() -> None:
     table.add_column("description")
     for name in recipe_names():
         recipe = load_manifest(name)
-        table.add_row(name, recipe.layout.kind, recipe.description)
+        table.add_row(escape(name), recipe.layout.kind, escape(recipe.description))
     console.print(table)
 
 
@@ -595,14 +606,14 @@ def demo(
     from ffx.pipeline.stages.status import build_status
 
     report = run_demo(workdir, show_progress=console.is_terminal)
-    console.print(f"demo data: {report.data}  build: {report.build.build}")
+    console.print(f"demo data: {escape(str(report.data))}  build: {escape(str(report.build.build))}")
     print_build_report(report.build)
     print_status(build_status(report.build.build), title="demo build")
 
 
 def print_status(statuses, title: str) -> None:
     """A rich table: one row per stage and status, with videos and rows (frames, faces)."""
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("stage")
     table.add_column("status / split")
     table.add_column("videos", justify="right")
@@ -611,7 +622,7 @@ def print_status(statuses, title: str) -> None:
         state = "" if stage.merged else " (in progress)"
         for position, (name, count) in enumerate(sorted(stage.items.items())):
             label = stage.stage + state if position == 0 else ""
-            table.add_row(label, name, str(count), str(stage.rows[name]))
+            table.add_row(label, escape(name), str(count), str(stage.rows[name]))
         if len(stage.items) > 1:
             table.add_row("", "[bold]total", str(stage.videos), str(sum(stage.rows.values())))
         currency = stage.currency
@@ -629,9 +640,13 @@ def print_status(statuses, title: str) -> None:
     stale = [stage for stage in statuses if stage.currency is not None and not stage.currency.ok]
     if stale:
         console.print(
-            f"[yellow]out of date:[/] {', '.join(stage.stage for stage in stale)}; "
-            "`ffx build` (or each stage's command) brings them up to date"
+            f"[yellow]out of date:[/] {', '.join(stage.stage for stage in stale)}; each stage's command "
+            "(ffx extract, crop, shard BUILD) brings them up to date, or "
+            "`ffx build BUILD/manifest.toml --root ROOT --build BUILD` (the build's own recipe)"
         )
+        reason = next((stage.currency.upstream for stage in stale if stage.currency.upstream), "")
+        if reason:
+            console.print(f"  why: {escape(reason)}", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -640,11 +655,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Standalone mode prints usage errors the click way and exits with their code.
         command.main(args=argv, prog_name="ffx", standalone_mode=True)
-    except FfxError as error:
+    except (FfxError, OSError) as error:
+        # The CLI's one error boundary: a problem the user must act on is one line (exit 1); a file
+        # that could not be read or written is named with what to do about it.
         if os.environ.get("FFX_DEBUG") == "1":
+            if isinstance(error, WorkerBug):
+                error_console.print(error.worker_traceback, markup=False, highlight=False)
             raise
-        error_console.print(f"[bold red]ffx: error:[/] {error}", highlight=False, soft_wrap=True)
-        return error.exit_code
+        message = str(error) if isinstance(error, FfxError) else os_error_line(error)
+        error_console.print(f"[bold red]ffx: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        return error.exit_code if isinstance(error, FfxError) else 1
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else int(done.code is not None)
     return 0

@@ -53,6 +53,10 @@ def make_cropped_build(
     write_stamped(build, "frames", [frame_row(key, frame, side) for key in keys for frame in range(frames)])
     rows = []
     for key in keys:
+        for frame in range(frames):  # the frames crop read (the files must exist: a build with a
+            path = build / frame_row(key, frame, side)["path"]  # frame gone redoes that video)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_png(pixels(key, frame, side), 1))
         if key == FACELESS_KEY:
             rows += [face_row(key, frame, "", side) for frame in range(frames)]
             continue

@@ -82,7 +82,7 @@ def test_demo(tmp_path, capsys):
     ]
     assert main(arguments) == 0
     out = capsys.readouterr().out
-    assert "12 already current" in out and "0 shards written" in out
+    assert out.count("12 already current") == 3 and "shards written" not in out
     assert {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")} == shards
     assert main(["verify", str(tmp_path / "demo/build")]) == 0
 

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from ffx.errors import FfxError
-from ffx.model.mcx_api import MCXAPI, ModelConfig, PairwiseHead, load_widened, mine_pairs, pairwise_loss
+from ffx.model.mcx_api import (
+    MCXAPI,
+    ModelConfig,
+    PairwiseHead,
+    check_backbone,
+    load_widened,
+    mine_pairs,
+    pairwise_loss,
+)
 
 
 def identity_head(features: int = 2, num_classes: int = 2) -> PairwiseHead:
@@ -124,3 +132,57 @@ def test_model_widens_the_first_conv_for_the_colour_spaces(tmp_path: Path) -> No
         load_widened(widened.backbone, tmp_path / "missing.pth", 6)
     with pytest.raises(FfxError, match="unknown timm backbone"):
         MCXAPI(ModelConfig(backbone="no_such_net"))
+
+
+def test_timm_is_never_asked_for_pretrained_weights(tmp_path: Path, monkeypatch) -> None:
+    """Weights come only from a local --pretrained file: every create_model call has pretrained=False."""
+    import timm
+
+    calls, original = [], timm.create_model
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("pretrained"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", recording)
+    checkpoint = tmp_path / "rgb.pth"
+    torch.save(MCXAPI(ModelConfig(backbone="test_convnext")).backbone.state_dict(), checkpoint)
+    MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb", "hsv")), pretrained=checkpoint)
+    MCXAPI(ModelConfig(backbone="resnet18.a1_in1k"))  # a pretrained tag picks a config, offline
+    assert calls == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["hf-hub:timm/resnet18.a1_in1k", "HF_HUB:org/model", "local-dir:/models/x", "timm/resnet18", "a\\b"],
+)
+def test_backbone_names_timm_would_resolve_elsewhere_are_refused(name: str) -> None:
+    with pytest.raises(FfxError, match="never downloads") as raised:
+        check_backbone(name)
+    assert "\n" not in str(raised.value)
+    check_backbone("test_convnext")
+    check_backbone("resnet18.a1_in1k")
+
+
+def test_pretrained_checkpoints_in_their_usual_wrappings_load(tmp_path: Path) -> None:
+    """A training script's {"state_dict": ...} with the classifier of the pretraining task, as
+    .pth or .safetensors, without BatchNorm counters; the shapes must fit, or one line says which."""
+    from safetensors.torch import save_file
+
+    source = MCXAPI(ModelConfig(backbone="resnet18")).backbone
+    state = {key: value for key, value in source.state_dict().items() if "num_batches_tracked" not in key}
+    state |= {"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}  # ImageNet's classifier
+    torch.save({"epoch": 3, "state_dict": state}, tmp_path / "wrapped.pth")
+    save_file(state, str(tmp_path / "plain.safetensors"))
+    for name in ("wrapped.pth", "plain.safetensors"):
+        model = MCXAPI(ModelConfig(backbone="resnet18", spaces=("rgb", "ycbcr")), pretrained=tmp_path / name)
+        assert torch.equal(
+            model.backbone.state_dict()["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"]
+        )
+        assert model.backbone.conv1.weight.shape[1] == 6
+    state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    torch.save(state, tmp_path / "reshaped.pth")
+    with pytest.raises(
+        FfxError, match=r"1 of another shape \(layer1\.0\.conv1\.weight: \[64, 64, 1, 1\], expected"
+    ):
+        MCXAPI(ModelConfig(backbone="resnet18"), pretrained=tmp_path / "reshaped.pth")

@@ -15,6 +15,10 @@ the classifier scores the plain backbone feature.
 
 from __future__ import annotations
 
+import difflib
+import pickle
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +76,13 @@ class MCXAPI(nn.Module):
 
         self.config = config
         channels = 3 * len(config.spaces)
+        check_backbone(config.backbone)  # before timm sees it: nothing may go to the network
         try:
+            # Never pretrained=True: weights come only from a local file (`pretrained`).
             self.backbone = timm.create_model(
                 config.backbone, pretrained=False, num_classes=0, in_chans=channels
             )
-        except RuntimeError as error:  # timm raises RuntimeError for an unknown model name
+        except (RuntimeError, ValueError) as error:  # e.g. an unknown pretrained tag
             raise FfxError(f"unknown timm backbone {config.backbone!r}: {error}") from None
         if pretrained is not None:
             load_widened(self.backbone, pretrained, channels)
@@ -93,38 +99,145 @@ class MCXAPI(nn.Module):
         return self.head.score(self.features(images))
 
 
-def load_widened(backbone: nn.Module, checkpoint: Path, channels: int) -> None:
-    """Load a local RGB timm checkpoint; the first conv's RGB filters are repeated for every colour
-    space and scaled by 3 / channels, so a 3·N-channel input of N equal copies gives the RGB output."""
-    path = Path(checkpoint)
+WEIGHTS_HINT = "pass a timm/torch state dict saved with torch.save(state_dict) or a .safetensors file"
+
+
+def check_backbone(name: str) -> None:
+    """A timm registry name (an optional pretrained tag after a dot is fine: with pretrained=False
+    it only picks a config), else one line. Hub ids and folders (`hf-hub:org/model`, `hf_hub:`,
+    `local-dir:`, `timm/model`) are refused before timm would resolve them over the network."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    if any(mark in name for mark in ":/\\"):
+        raise FfxError(
+            f"backbone {name!r} is a Hugging Face Hub id or a folder, which timm would fetch: "
+            "ffx never downloads; give a timm model name (e.g. legacy_xception) and the weights "
+            "as a local file with --pretrained FILE"
+        )
+    architecture = split_model_name_tag(name)[0]
+    if not timm.is_model(architecture):
+        close = difflib.get_close_matches(architecture.lower(), timm.list_models(), n=3)
+        hint = f": did you mean {', '.join(close)}?" if close else ""
+        raise FfxError(
+            f"unknown timm backbone {name!r}{hint} "
+            "(python -c 'import timm; print(timm.list_models())' lists them all)"
+        )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local .safetensors file, or a torch.save file read with
+    `weights_only=True` (never unpickling code); `{"state_dict": ...}` and `{"model": ...}`
+    wrappers are opened. Anything else is one line naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise FfxError(
             f"pretrained weights not found: {path} (a local timm checkpoint; nothing is downloaded)"
         )
-    if path.suffix == ".safetensors":
+    if path.stat().st_size == 0:
+        raise FfxError(f"{path} is empty: not a weights file; {WEIGHTS_HINT}")
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if path.suffix == ".safetensors" or head[8:9] == b"{":  # an 8-byte header length, then JSON
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except SafetensorError as error:
+            reason = str(error).removeprefix("Error while deserializing header: ")
+            raise FfxError(f"{path} is not a readable .safetensors file ({reason}); {WEIGHTS_HINT}") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    first_conv = backbone.pretrained_cfg.get("first_conv", "conv1")
-    name = f"{first_conv}.weight"
-    if name not in state:
-        raise FfxError(f"{path} has no {name}: not a checkpoint of this backbone")
-    rgb = state[name]
-    if rgb.shape[1] != channels:
-        repeats = -(-channels // rgb.shape[1])
-        state[name] = rgb.repeat(1, repeats, 1, 1)[:, :channels] * (rgb.shape[1] / channels)
-    state = {
-        key: value for key, value in state.items() if not key.startswith(("fc.", "classifier.", "head."))
-    }
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if unexpected or [key for key in missing if not key.startswith(("fc.", "classifier.", "head."))]:
+        try:
+            with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except OSError:
+            raise
+        except pickle.UnpicklingError:  # code or objects weights_only refuses, or no pickle at all
+            raise FfxError(f"{path} is not a plain weights file; {WEIGHTS_HINT}") from None
+        except Exception as error:  # a cut zip archive, a truncated pickle, ...
+            reason = str(error).strip().split(". ")[0].splitlines()[0][:120] if str(error).strip() else ""
+            raise FfxError(
+                f"{path} is not a plain weights file ({reason or type(error).__name__}); {WEIGHTS_HINT}"
+            ) from None
+    if isinstance(state, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+    tensors = (
+        {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+        if isinstance(state, dict)
+        else {}
+    )
+    if not tensors or not all(isinstance(key, str) for key in tensors):
         raise FfxError(
-            f"{path} does not fit {type(backbone).__name__}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"{path} holds no state dict (a dict of parameter names to tensors, "
+            f"found {type(state).__name__}); {WEIGHTS_HINT}"
         )
+    return tensors
+
+
+def _examples(keys: list[str], count: int = 2) -> str:
+    return ", ".join(keys[:count]) + (", …" if len(keys) > count else "")
+
+
+def fit_problems(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], optional: tuple[str, ...] = ()
+) -> str | None:
+    """What keeps `given` from loading into a module whose state dict is `expected`, in a few
+    words naming a couple of keys (missing, unexpected, of another shape); None when it fits.
+    Missing keys ending in one of `optional` are allowed."""
+    missing = [key for key in expected if key not in given and not key.endswith(optional)]
+    unexpected = [key for key in given if key not in expected]
+    reshaped = [key for key in expected if key in given and given[key].shape != expected[key].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} keys missing ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+    if reshaped:
+        key = reshaped[0]
+        problems.append(
+            f"{len(reshaped)} of another shape ({key}: {list(given[key].shape)}, "
+            f"expected {list(expected[key].shape)})"
+        )
+    return ", ".join(problems) or None
+
+
+def _cfg_names(value) -> tuple[str, ...]:
+    """A pretrained_cfg entry that names one module or several."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def load_widened(backbone: nn.Module, checkpoint: Path, channels: int) -> None:
+    """Load a local RGB timm checkpoint; the first conv's RGB filters are repeated for every colour
+    space and scaled by 3 / channels, so a 3·N-channel input of N equal copies gives the RGB output.
+    The checkpoint's classifier (timm's `pretrained_cfg["classifier"]`) is left out: the backbone
+    has none. Every other key must fit, or one line names a couple that do not."""
+    path = Path(checkpoint)
+    state = read_state_dict(path)
+    config = getattr(backbone, "pretrained_cfg", {}) or {}
+    expected = backbone.state_dict()
+    classifier = tuple(f"{name}." for name in _cfg_names(config.get("classifier")))
+    state = {key: value for key, value in state.items() if key in expected or not key.startswith(classifier)}
+    for conv in _cfg_names(config.get("first_conv")):
+        name = f"{conv}.weight"
+        rgb = state.get(name)
+        if rgb is not None and rgb.ndim == 4 and name in expected and rgb.shape[1] != channels:
+            repeats = -(-channels // rgb.shape[1])
+            state[name] = rgb.repeat(1, repeats, 1, 1)[:, :channels] * (rgb.shape[1] / channels)
+    problems = fit_problems(expected, state, optional=("num_batches_tracked",))
+    if problems:
+        architecture = config.get("architecture") or type(backbone).__name__
+        raise FfxError(
+            f"{path} does not fit the {architecture} backbone: {problems}; "
+            f"pass weights of that timm model ({WEIGHTS_HINT.removeprefix('pass ')})"
+        )
+    backbone.load_state_dict(state, strict=False)
 
 
 # ---------------------------------------------------------------- pairs and loss

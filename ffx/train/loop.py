@@ -6,8 +6,9 @@ device. Each epoch's stream is seeded by (seed, epoch, rank), which makes a resu
 exactly: it rebuilds the epoch's stream and skips the batches already trained on.
 
 A run folder holds config.json, metrics.jsonl (a line per epoch), and checkpoints as
-safetensors (`last`, `best` by validation video AUC) with the optimiser, schedule and random
-state beside `last` in a plain tensor file read back with `weights_only=True`.
+safetensors (`last`, `best` by validation video AUC, or by validation loss when the validation
+split holds one class and AUC is undefined) with the optimiser, schedule and random state beside
+`last` in a plain tensor file read back with `weights_only=True`.
 
 Before reading a shard, both check it against shards/index.json (size and sha256; see
 `ffx.data.check_shard_files`), remembering matches in the run folder's shard-checks.json.
@@ -18,7 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from functools import partial
@@ -26,8 +29,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import webdataset as wds
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ffx.data import (
@@ -42,7 +46,7 @@ from ffx.data import (
     worker_role,
 )
 from ffx.errors import BuildError, FfxError
-from ffx.model.mcx_api import MCXAPI, ModelConfig, pairwise_loss
+from ffx.model.mcx_api import MCXAPI, ModelConfig, fit_problems, pairwise_loss
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.pipeline.engine.progress import stage_progress
@@ -54,6 +58,9 @@ from ffx.train.metrics import detection_metrics
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.pt"
+EXPECTED_CHECKPOINT = (
+    "expected a checkpoint written by `ffx train` (RUN/last.safetensors or RUN/best.safetensors)"
+)
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,46 @@ def check_run_shards(config: TrainConfig, run: Path, placement: Placement, show_
         dist.destroy_process_group(waiting)
 
 
+def validation_classes(config: TrainConfig) -> list[int] | None:
+    """The labelled classes of the validation split by index.json, or None when there is no split
+    to validate on (no index, or no such split): `validate` then returns nothing."""
+    if not (Path(config.shards) / SHARD_INDEX).is_file():
+        return None
+    try:
+        shard_set = open_shards(config.shards, config.val_split)
+    except BuildError:
+        return None
+    return sorted(label for label, count in shard_set.labels.items() if label >= 0 and count > 0)
+
+
+def one_class_warning(config: TrainConfig, classes: list[int]) -> str:
+    """What a validation split with fewer than two classes means for the run, in one line."""
+    held = f"one class (label {classes[0]} only)" if classes else "no labelled samples"
+    then = (
+        "best.safetensors is chosen by the lowest validation loss instead"
+        if classes
+        else "no best.safetensors is written"
+    )
+    return (
+        f"the {config.val_split} split in {config.shards} holds {held}: validation AUC and BOSC "
+        f"are undefined (NaN), so {then}; give the {config.val_split} split real and fake videos "
+        "for AUC"
+    )
+
+
+def best_score(metrics: dict, by_loss: bool) -> float:
+    """How good an epoch's validation was, higher is better: video AUC, or minus the validation
+    loss when AUC is undefined (a one-class split); NaN when there is nothing to go by."""
+    value = metrics.get("val_loss" if by_loss else "val_video_auc", math.nan)
+    if not isinstance(value, float | int):
+        return math.nan
+    return -float(value) if by_loss else float(value)
+
+
+def _print_warning(text: str) -> None:
+    print(f"ffx: warning: {text}", file=sys.stderr, flush=True)
+
+
 def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: int = 0):
     """This rank's batches for one epoch: an endless resampled stream, seeded by (seed, epoch, rank).
 
@@ -366,22 +413,61 @@ def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig, st
 
 
 def checkpoint_metadata(checkpoint: Path) -> dict[str, str]:
-    """The metadata `save_checkpoint` wrote: model and training configs (JSON) and the step."""
+    """The metadata `save_checkpoint` wrote: model and training configs (JSON) and the step.
+    A file that is none (not safetensors, cut short, without ffx's metadata) is one line."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise FfxError(f"checkpoint not found: {path}")
-    with safe_open(str(path), "pt") as handle:
-        metadata = handle.metadata() or {}
+        raise FfxError(f"checkpoint not found: {path} ({EXPECTED_CHECKPOINT})")
+    if path.stat().st_size == 0:
+        raise FfxError(f"{path} is empty: not a checkpoint; {EXPECTED_CHECKPOINT}")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+    except SafetensorError as error:
+        reason = str(error).removeprefix("Error while deserializing header: ")
+        raise FfxError(
+            f"{path} is not a readable safetensors file ({reason}); {EXPECTED_CHECKPOINT}"
+        ) from None
     if "model" not in metadata:
-        raise FfxError(f"{path} is not an ffx checkpoint (no model config in its metadata)")
+        raise FfxError(
+            f"{path} is not an ffx checkpoint (a safetensors file without ffx's model config in its "
+            f"metadata); {EXPECTED_CHECKPOINT}"
+        )
     return metadata
+
+
+def load_weights(model: MCXAPI, checkpoint: Path) -> None:
+    """The weights of an ffx checkpoint into `model`; one line when the file's tensors cannot be
+    read or do not fit."""
+    try:
+        state = load_file(str(checkpoint))
+    except SafetensorError as error:
+        reason = str(error).removeprefix("Error while deserializing header: ")
+        raise FfxError(
+            f"{checkpoint} is not a readable safetensors file ({reason}); {EXPECTED_CHECKPOINT}"
+        ) from None
+    problems = fit_problems(model.state_dict(), state)
+    if problems:
+        raise FfxError(
+            f"{checkpoint}: its weights do not fit the model its metadata describes "
+            f"({model.config.backbone}): {problems}; {EXPECTED_CHECKPOINT}"
+        )
+    model.load_state_dict(state)
 
 
 def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
     """A model from a checkpoint written by `ffx train` (config from the file's metadata)."""
-    values = json.loads(checkpoint_metadata(checkpoint)["model"])
-    model = MCXAPI(ModelConfig(**values | {"spaces": tuple(values["spaces"])}))
-    model.load_state_dict(load_file(str(checkpoint)))
+    metadata = checkpoint_metadata(checkpoint)
+    try:
+        values = json.loads(metadata["model"])
+        config = ModelConfig(**values | {"spaces": tuple(values["spaces"])})
+    except (ValueError, TypeError, KeyError) as error:
+        raise FfxError(
+            f"{checkpoint}: the model config in its metadata is unreadable ({type(error).__name__}: "
+            f"{str(error)[:100]}); {EXPECTED_CHECKPOINT}"
+        ) from None
+    model = MCXAPI(config)
+    load_weights(model, checkpoint)
     return model.to(device).eval()
 
 
@@ -450,10 +536,16 @@ def resumed_config(run: Path, given: TrainConfig) -> TrainConfig:
 
 
 def train(
-    config: TrainConfig, resume: bool = False, show_progress: bool = True, verify: bool = True
+    config: TrainConfig,
+    resume: bool = False,
+    show_progress: bool = True,
+    verify: bool = True,
+    warn: Callable[[str], None] = _print_warning,
 ) -> TrainReport:
     """Train (or resume) the run `config.run`; rank 0 writes the run folder. With `verify`, the
-    train and validation shards are first checked against index.json (`check_run_shards`)."""
+    train and validation shards are first checked against index.json (`check_run_shards`), after
+    the model is built: a wrong backbone or pretrained file is told before any hashing. Rank 0
+    tells `warn` (one line) when the validation split cannot give AUC."""
     run = Path(config.run)
     if not config.shards or not config.run:
         raise FfxError("a run needs --shards and --run")
@@ -465,13 +557,10 @@ def train(
     if config.workers is None:
         config = replace(config, workers=max(1, available_cores() // placement.world))
     classes, rarest = check_shards(config)
-    if verify:
-        check_run_shards(config, run, placement, show_progress)
-    if config.steps_per_epoch is None:  # saved resolved in config.json, so a resume keeps it
-        batch = config.classes_per_batch * config.images_per_class * config.accumulate
-        config = replace(config, steps_per_epoch=max(1, rarest * classes // (batch * placement.world)))
-    steps_per_epoch = config.steps_per_epoch
-    total_steps = config.epochs * steps_per_epoch
+    val_classes = validation_classes(config)
+    by_loss = val_classes is not None and len(val_classes) < 2  # AUC undefined: best by loss
+    if by_loss and placement.main:
+        warn(one_class_warning(config, val_classes))
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = MCXAPI(
@@ -480,7 +569,15 @@ def train(
     )
     torch.manual_seed(config.seed * 1000 + placement.rank)  # dropout differs between ranks
     if resume:
-        model.load_state_dict(load_file(str(run / LAST)))
+        load_weights(model, run / LAST)
+    if verify:
+        check_run_shards(config, run, placement, show_progress)
+    if config.steps_per_epoch is None:  # saved resolved in config.json, so a resume keeps it
+        batch = config.classes_per_batch * config.images_per_class * config.accumulate
+        config = replace(config, steps_per_epoch=max(1, rarest * classes // (batch * placement.world)))
+    steps_per_epoch = config.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+
     model.to(placement.device)
     if placement.device.type == "cuda" and config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -575,8 +672,8 @@ def train(
                         f"val_{key}": value for key, value in validate(model, config, placement).items()
                     }
                     history[str(epoch)] = metrics
-                    score = metrics.get("val_video_auc", -math.inf)
-                    if isinstance(score, float) and not math.isnan(score) and score > best:
+                    score = best_score(metrics, by_loss)
+                    if not math.isnan(score) and score > best:
                         best = score
                         save_checkpoint(run, BEST, model, config, step)
                     with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
@@ -597,21 +694,30 @@ def train(
 def evaluate(
     model: MCXAPI, shards: str, split: str, crop: int | None, device: torch.device, workers: int = 2
 ) -> dict:
-    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs)."""
+    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs), and the
+    mean cross-entropy of its labelled frames (`loss`)."""
     from ffx.data import shard_loader
 
     model.eval()
     dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False, split_nodes=False)
     labels, scores, videos = [], [], []
+    loss_sum, loss_count = 0.0, 0
     workers = min(workers, len(open_shards(shards, split).urls))  # a worker without a shard idles
     for batch in shard_loader(dataset, batch_size=32, workers=workers):
         logits = model(normalise(batch["image"], device)).float()
         scores += (1 - torch.softmax(logits, dim=1)[:, 0]).cpu().tolist()
         labels += batch["label"].tolist()
         videos += [meta["video"] for meta in batch["meta"]]
+        target = batch["label"].to(device)
+        known = (target >= 0) & (target < logits.shape[1])  # unlabelled samples (-1) have no loss
+        if known.any():
+            loss_sum += float(F.cross_entropy(logits[known], target[known], reduction="sum"))
+            loss_count += int(known.sum())
     if not labels:
         raise BuildError(f"the {split} split in {shards} is empty")
-    return detection_metrics(labels, scores, videos)
+    # Cross-entropy of the plain classifier (no pairs): what ranks checkpoints when AUC cannot.
+    loss = loss_sum / loss_count if loss_count else math.nan
+    return detection_metrics(labels, scores, videos) | {"loss": loss}
 
 
 def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:

@@ -204,6 +204,11 @@ def test_a_deleted_frame_gives_the_video_a_missing_row(tmp_path: Path, capsys) -
     assert [(row["frame_index"], row["status"]) for row in rows] == [(-1, "missing")]
     other = [row for row in pq.read_table(build / "faces.parquet").to_pylist() if row["key"] == "real__other"]
     assert [row["status"] for row in other] == ["ok"] * 4
+    # The repair: extract redoes the video whose frame is gone, then crop the video it lacked.
+    assert run_extract(build, workers=1, show_progress=False).done_now == 1
+    assert run_crop(build, workers=1, show_progress=False).done_now == 1
+    rows = [row for row in pq.read_table(build / "faces.parquet").to_pylist() if row["key"] == "real__face"]
+    assert [row["status"] for row in rows] == ["ok"] * 4
 
 
 def test_a_deleted_crop_gives_the_video_a_missing_row(sharded_build: Path) -> None:
@@ -222,13 +227,17 @@ def test_a_deleted_crop_gives_the_video_a_missing_row(sharded_build: Path) -> No
 
 
 def test_a_second_run_of_a_stage_exits_naming_the_holder(sharded_build: Path, capsys) -> None:
+    recipe = (sharded_build / "manifest.toml").read_bytes()
     with hold_lock(BuildDir(sharded_build), "samples", Part()):
-        assert main(["shard", str(sharded_build)]) == 1
+        assert main(["shard", str(sharded_build), "--seed", "7"]) == 1
         error = one_error_line(capsys)
         assert f"another ffx shard is running on {sharded_build}" in error and f"pid {os.getpid()}" in error
-        # Another part is another lock: it runs (and finds its videos current).
-        report = run_shard(sharded_build, part=Part(0, 2), workers=1, show_progress=False)
-        assert report.items == report.skipped > 0
+        assert (sharded_build / "manifest.toml").read_bytes() == recipe  # a refused run changes nothing
+        # A run with another part count would work on the same videos: refused too.
+        with pytest.raises(BuildError, match="another ffx shard is running"):
+            run_shard(sharded_build, part=Part(0, 2), seed=7, workers=1, show_progress=False)
+        # A run with nothing to do needs no lock: it reports the build as it is.
+        assert main(["shard", str(sharded_build)]) == 0
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(sharded_build: Path) -> None:
@@ -240,7 +249,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(sharded_build: Path) -> Non
     import socket
 
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": 0}))
-    assert run_shard(sharded_build, workers=1, show_progress=False).merged
+    assert run_shard(sharded_build, seed=9, workers=1, show_progress=False).merged
     assert not lock.exists()
 
 
@@ -259,3 +268,42 @@ def test_two_extracts_started_together(tmp_path: Path) -> None:
         assert "another ffx extract is running" in results[1][1] and "Traceback" not in results[1][1]
     rows = pq.read_table(build / "frames.parquet").to_pylist()
     assert len(rows) == 4 * 30 and {row["status"] for row in rows} == {"ok"}
+
+
+# --- repairs: a deleted or damaged output is redone, alone -----------------------------------------
+
+
+def test_a_deleted_samples_file_redoes_that_video_alone(sharded_build: Path) -> None:
+    good = shard_bytes(sharded_build)
+    (sharded_build / "samples" / "real__clip2.tar").unlink()
+    report = run_shard(sharded_build, workers=1, show_progress=False)
+    assert (report.done_now, report.redone) == (1, 0)
+    assert shard_bytes(sharded_build) == good
+
+
+def test_a_damaged_samples_file_is_refused_not_packed(sharded_build: Path, capsys) -> None:
+    good = shard_bytes(sharded_build)
+    samples = sharded_build / "samples" / "real__clip2.tar"
+    data = bytearray(samples.read_bytes())
+    data[3000] ^= 0xFF
+    samples.write_bytes(bytes(data))
+    for shard in (sharded_build / "shards").glob("*.tar"):
+        shard.unlink()  # the shards must be packed again from the samples files
+    assert main(["shard", str(sharded_build)]) == 1
+    assert f"{samples} was changed after `ffx shard` wrote it" in one_error_line(capsys)
+    samples.unlink()
+    assert main(["shard", str(sharded_build)]) == 0
+    assert shard_bytes(sharded_build) == good
+
+
+def test_rows_of_a_whole_run_win_over_an_older_part_run(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for number in range(4):
+        write_h264_index_video(root / "real" / f"clip{number}.mp4", 12, 64, 48)
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), root, build)
+    run_extract(build, part=Part(0, 2), sampling="first:10", workers=1, show_progress=False)
+    report = run_extract(build, sampling="first:5", workers=1, show_progress=False)
+    assert report.merged and report.done_now == 4
+    rows = pq.read_table(build / "frames.parquet").to_pylist()
+    assert len(rows) == 4 * 5 and {row["frames_got"] for row in rows} == {5}

@@ -179,6 +179,8 @@ def test_mcx_api_datalist(tmp_path):
         ("videos/a.mp4 x\n", r"datalist.txt:1: expected 'path label'"),
         ("videos/a.mp4 9\n", r"datalist.txt:1: unknown label 9"),
         ("../outside.mp4 0\n", r"datalist.txt:1: path escapes the root"),
+        ("videos/../../outside.mp4 0\n", r"datalist.txt:1: path escapes the root"),
+        ("/etc/passwd 0\n", r"datalist.txt:1: path escapes the root"),
         (
             "videos/a.mp4 0\nvideos/a.mp4 1\n",
             r"datalist.txt:2: duplicate entry videos/a.mp4 \(first at .*:1\)",
@@ -211,6 +213,9 @@ def test_lib_and_csv_lists(tmp_path):
     assert rows["v0.mp4"]["split"] == "test" and rows["v0.mp4"]["label"] == 0
     assert rows["v0.mp4"]["group"] == rows["v1.mp4"]["group"]
     assert rows["v3.mp4"]["label_name"] == "fake"
+    (root / "videos.csv").write_text("Path,Label\nv0.mp4,real\nvideos/../v1.mp4,fake\n")  # item 9, item 3
+    run_index(load_manifest("csv"), root, tmp_path / "csv-header")
+    assert {row["path"] for row in read_rows(tmp_path / "csv-header")} == {"v0.mp4", "v1.mp4"}
     (root / "videos.csv").write_text("v0.mp4,real,holdout\n")
     with pytest.raises(InputError, match=r"videos.csv:1: split must be one of"):
         run_index(load_manifest("csv"), root, tmp_path / "csv2")

@@ -56,6 +56,10 @@ def test_overrides_and_precedence():
             r"bad.toml: layout.ffpp.compression: .*'c23'.*got 'c99'",
         ),
         ('name = "x"\nlayout = { kind = "folder" }\nsplit = { fractions = [0.5, 0.5, 0.5] }\n', "sum to 1"),
+        (
+            'name = "x"\nlayout = { kind = "folder" }\nlabels = { names = { real = 0, "../../../X" = 1 } }\n',
+            r"bad.toml: labels.names: .*'\.\./\.\./\.\./X' is not a safe folder name \(allowed: ",
+        ),
         ("name = [\n", r"bad.toml: not valid TOML"),
     ],
 )

@@ -13,7 +13,7 @@ import pytest
 from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine.atomic import atomic_path, write_bytes, write_json
 from ffx.pipeline.engine.parts import Part, parse_part
-from ffx.pipeline.engine.store import ChunkWriter, Ledger, write_table
+from ffx.pipeline.engine.store import ChunkWriter, Ledger, chunk_stamp, write_table
 
 STAGE = "frames"
 SCHEMA = pa.schema(
@@ -87,6 +87,29 @@ def test_parse_part_from_slurm_array_variables() -> None:
     # A task id outside the array is an error, not a silent whole-job run.
     with pytest.raises(FfxError):
         parse_part(None, environ={"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4"})
+
+
+@pytest.mark.parametrize(
+    ("slurm", "named"),
+    [
+        ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "4"}, "SLURM_ARRAY_TASK_ID='x' is not"),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "four"}, "SLURM_ARRAY_TASK_COUNT='four'"),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": ""}, "_MIN=''"),
+        ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "0"}, "SLURM_ARRAY_TASK_COUNT=0: an array"),
+        ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4"}, "SLURM_ARRAY_TASK_ID=4 is outside"),
+        (
+            {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"},
+            "SLURM_ARRAY_TASK_ID=0 is outside the array of SLURM_ARRAY_TASK_COUNT=4 consecutive tasks "
+            "from SLURM_ARRAY_TASK_MIN=1 (ids 1..4)",
+        ),
+    ],
+)
+def test_parse_part_names_the_slurm_variable_that_does_not_fit(slurm: dict, named: str) -> None:
+    with pytest.raises(FfxError) as raised:
+        parse_part(None, environ=slurm)
+    message = str(raised.value)
+    assert named in message and "--part i/n" in message and "\n" not in message
+    assert parse_part("1/2", environ=slurm) == Part(1, 2)  # an explicit part does not read them
 
 
 def test_parse_part_defaults_to_whole_job() -> None:
@@ -188,7 +211,10 @@ def test_ledger_done_keys_and_retry_statuses(tmp_path: Path) -> None:
     assert done_keys(ledger, retry_statuses={"other_status"}) == set(ITEM_KEYS[:6])
     # Chunks are numbered per part and never half-written.
     chunk_names = [path.name for path in ledger.chunk_files()]
-    assert chunk_names == [f"chunk-{index:06d}.parquet" for index in range(len(chunk_names))]
+    stamps = [chunk_stamp(path) for path in ledger.chunk_files()]
+    assert stamps == sorted(set(stamps)) and all(
+        name == f"chunk-{stamp:020d}.parquet" for name, stamp in zip(chunk_names, stamps)
+    )
     assert len(chunk_names) >= 2
     assert hidden_files(tmp_path) == []
     expected_rows = sum(len(item_rows(key, item_status(key))) for key in ITEM_KEYS[:6])
@@ -201,7 +227,7 @@ def test_retried_item_keeps_only_latest_rows(tmp_path: Path) -> None:
     # A resumed run redoes clip-000 (it now decodes into 3 frames), in a later chunk of the same part.
     with ledger.writer(Part(), flush_seconds=3600.0) as chunk_writer:
         chunk_writer.add_item(item_rows("clip-000", "ok", frame_count=3))
-    assert [path.name for path in ledger.chunk_files()] == ["chunk-000000.parquet", "chunk-000001.parquet"]
+    assert len(ledger.chunk_files()) == 2
 
     rows = ledger.rows().to_pylist()
     retried_rows = [row for row in rows if row["key"] == "clip-000"]
@@ -289,7 +315,7 @@ def test_crash_keeps_exactly_the_flushed_items(tmp_path: Path) -> None:
 
     # The resumed run continues the chunk numbering and completes the job.
     with resumed.writer(Part(), flush_seconds=3600.0) as chunk_writer:
-        assert chunk_writer.next_index == len(flushed_keys)
+        assert chunk_writer.next_stamp() > max(chunk_stamp(path) for path in resumed.chunk_files())
         for key in sorted(set(ITEM_KEYS) - done_keys(resumed)):
             chunk_writer.add_item(item_rows(key))
     assert done_keys(resumed) == set(ITEM_KEYS)
@@ -318,3 +344,18 @@ def test_add_item_without_rows_raises(tmp_path: Path) -> None:
             chunk_writer.add_item([])
         assert chunk_writer.pending == []
     assert ledger.chunk_files() == []
+
+
+def test_rows_written_last_win_whatever_the_part_folders_sort_as(tmp_path: Path) -> None:
+    """A --part 0/2 run, then a whole run (part-00000-of-00001 sorts before part-00000-of-00002):
+    the whole run's rows are the latest."""
+    ledger = make_ledger(tmp_path)
+    write_items(ledger, Part(0, 2), ["clip-000"])
+    with ledger.writer(Part(), flush_seconds=3600.0) as chunk_writer:
+        chunk_writer.add_item(item_rows("clip-000", "ok", frame_count=5))
+    assert sorted(path.parent.name for path in ledger.chunk_files()) == [Part().name, Part(0, 2).name]
+    assert ledger.rows().to_pylist() == item_rows("clip-000", "ok", frame_count=5)
+    # and a later part run wins over the whole run again
+    with ledger.writer(Part(0, 2), flush_seconds=3600.0) as chunk_writer:
+        chunk_writer.add_item(item_rows("clip-000", "ok", frame_count=2))
+    assert ledger.rows().to_pylist() == item_rows("clip-000", "ok", frame_count=2)

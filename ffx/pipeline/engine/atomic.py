@@ -13,20 +13,51 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by changing it, which is not safe next to threads.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(final: Path):
-    """Yield a temp path beside `final`; on success fsync it and rename it over `final`."""
+    """Yield a temp path beside `final`; on success fsync it, give it the mode a plain `open` would
+    (mkstemp makes it 0600, which would hide a dataset from the other users of a shared folder)
+    and rename it over `final`."""
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(handle)
     temp = Path(temp_name)
     try:
-        yield temp
+        try:
+            yield temp
+        except OSError as error:
+            raise named(error, final) from error
         with open(temp, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(temp, FILE_MODE)
         os.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def named(error: OSError, path: Path) -> OSError:
+    """The error, naming `path` when the system did not name a file (a failed write())."""
+    return error if error.filename else type(error)(error.errno, error.strerror, str(path))
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write a file that a hidden temp folder publishes later; a failure names the file."""
+    try:
+        Path(path).write_bytes(data)
+    except OSError as error:
+        raise named(error, path) from error
 
 
 def file_sha256(path: Path) -> str:
@@ -39,7 +70,14 @@ def file_sha256(path: Path) -> str:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Atomically write bytes."""
+    """Atomically write bytes; a file that already holds exactly these bytes is left alone, so a
+    run that changes nothing writes nothing (and works on a read-only build)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
     with atomic_path(path) as temp:
         temp.write_bytes(data)
 

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ffx.errors import BuildError
+from ffx.errors import BuildError, os_error_line
 from ffx.pipeline.engine import atomic, store
 from ffx.pipeline.engine.builddir import COMMANDS, STAGES, BuildDir
 from ffx.pipeline.engine.lock import hold_lock
@@ -101,6 +100,14 @@ class Stage:
 
     def workers(self, requested: int | None, cores: int) -> int:
         return requested or cores
+
+    def outputs(self, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+        """The files an item's rows say it wrote (an item whose files are gone is redone)."""
+        return [build.root / row["path"] for row in rows if row.get("path")]
+
+    def inputs_present(self, build: BuildDir, key: str) -> bool:
+        """Whether an item recorded `missing` can be tried again: the files it lacked are back."""
+        return False
 
     def result_rows(self, task, result, report: StageReport) -> list[dict]:
         """The rows of a finished task (a stage may count extra figures into `report.counts`)."""
@@ -273,7 +280,7 @@ def _table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | No
     try:
         plan = stage.plan(build, load_recipe(build))
     except BuildError as error:
-        table = pq.read_table(path) if path.is_file() else None
+        table = store.read_table(path, f"`{stage.command}`") if path.is_file() else None
         return Currency(upstream=str(error)), table
     if not path.is_file():
         return Currency(missing=len(plan.made_from)), None
@@ -321,30 +328,97 @@ def run_stage(
     workers: int | None = None,
     stall_seconds: float = 300.0,
     retry_statuses: Iterable[str] = (),
+    options: dict[str, Any] | None = None,
     show_progress: bool = True,
     flush_seconds: float = 2.0,
 ) -> StageReport:
-    """Bring this part of `stage`'s table up to date, then merge it once every part is."""
+    """Bring this part of `stage`'s table up to date, then merge it once every part is.
+
+    `options` are recipe fields (dotted names; None = not given) that this run writes into
+    BUILD/manifest.toml, under the stage's lock: a run that is refused changes nothing.
+
+    The engine's error boundary: an output that cannot be written (disk full, read-only folder)
+    stops the run with one line naming the file; finished items stay recorded."""
+    build, part = BuildDir(build), part or Part()
+    given = {name: value for name, value in (options or {}).items() if value is not None}
+    try:
+        return _run_stage(
+            stage,
+            build,
+            part,
+            workers,
+            stall_seconds,
+            set(retry_statuses),
+            given,
+            show_progress,
+            flush_seconds,
+        )
+    except OSError as error:
+        raise BuildError(os_error_line(error)) from error
+
+
+def _todo(
+    stage: Stage, build: BuildDir, plan: Plan, ledger: store.Ledger, part: Part, retry: set[str]
+) -> tuple[pa.Table, list[str], list[str], set[str]]:
+    """The ledger's rows so far, this part's items, those to do now, and those redone although
+    their inputs did not change: a status asked to be retried, output files that are gone, or a
+    `missing` input that is back."""
+    done_rows = ledger.rows()
+    made = made_from_per_key(done_rows)
+    keys = part.select(list(plan.made_from), plan.group_of)
+    rows_of = rows_by_key(done_rows)
+    redo = set()
+    for key in keys:
+        rows = rows_of.get(key)
+        if rows is None or made.get(key) != plan.made_from[key]:
+            continue
+        statuses = {row["status"] for row in rows}
+        if (
+            statuses & retry
+            or not all(path.exists() for path in stage.outputs(build, key, rows))
+            or (
+                Status.MISSING.value in statuses
+                and key not in plan.blocked
+                and stage.inputs_present(build, key)
+            )
+        ):
+            redo.add(key)
+    todo = [key for key in keys if made.get(key) != plan.made_from[key] or key in redo]
+    return done_rows, keys, todo, redo
+
+
+def _run_stage(
+    stage: Stage,
+    build: BuildDir,
+    part: Part,
+    workers: int | None,
+    stall_seconds: float,
+    retry: set[str],
+    options: dict[str, Any],
+    show_progress: bool,
+    flush_seconds: float,
+) -> StageReport:
     from ffx.pipeline.engine.workers import available_cores
 
-    build, part = BuildDir(build), part or Part()
     recipe = load_recipe(build)
     report = StageReport(stage.name, stage.unit)
-    with hold_lock(build, stage.name, part):
+    ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
+    changes = manifest_changes(recipe, load_manifest(build.manifest, options)) if options else []
+    if not changes:
         plan = stage.plan(build, recipe)
-        ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
-        done_rows = ledger.rows()
+        done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
+        if not todo and not ledger.parts_dir.exists() and compare(plan, done_rows).ok:
+            # Nothing to do and nothing to merge: touch nothing, so a read-only build reruns cleanly.
+            report.items = report.skipped = len(keys)
+            report.merged = True
+            return report
+    with hold_lock(build, stage.name, part):
+        if changes:
+            apply_options(build, options)
+            recipe = load_recipe(build)
+            plan = stage.plan(build, recipe)
+        done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)  # may have moved on
         made = made_from_per_key(done_rows)
-        retry = set(retry_statuses)
-        redo = {
-            key
-            for key, status in zip(
-                done_rows.column("key").to_pylist(), done_rows.column("status").to_pylist()
-            )
-            if status in retry
-        }
-        keys = part.select(list(plan.made_from), plan.group_of)
-        todo = [key for key in keys if made.get(key) != plan.made_from[key] or key in redo]
         report.items, report.skipped = len(keys), len(keys) - len(todo)
         report.redone = sum(1 for key in todo if key in made and key not in redo)
         has_output = _has_output(stage)
@@ -396,7 +470,8 @@ def run_stage(
                     rows = stage.result_rows(task, result, report)
                 record(task.key, rows)
         report.seconds = progress.elapsed
-        store.log_run(build.root, stage.name, part, report.seconds, len(todo))
+        if todo:
+            store.log_run(build.root, stage.name, part, report.seconds, len(todo))
     report.merged, report.dropped = merge_when_current(stage, build, ledger, plan)
     return report
 

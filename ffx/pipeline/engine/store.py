@@ -19,21 +19,34 @@ import pyarrow.compute
 import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
-from ffx.pipeline.engine.atomic import atomic_path
+from ffx.pipeline.engine.atomic import write_bytes
+from ffx.pipeline.engine.builddir import COMMANDS
 from ffx.pipeline.engine.parts import Part
 
 
 def write_table(path: Path, table: pa.Table) -> None:
-    """Atomically write a parquet table (no timestamps inside, so equal tables give equal bytes)."""
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp, compression="zstd")
+    """Atomically write a parquet table (no timestamps inside, so equal tables give equal bytes,
+    and an unchanged table is not written again)."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def read_table(path: Path, what: str) -> pa.Table:
-    """Read a parquet table, or a BuildError naming the stage that makes it."""
+    """Read a parquet table, or a BuildError naming the command that makes it."""
     if not path.is_file():
         raise BuildError(f"{path} not found: run {what} first")
-    return pq.read_table(path)
+    return _read_parquet(path, what)
+
+
+def _read_parquet(path: Path, what: str) -> pa.Table:
+    """A parquet file, or a BuildError when it is damaged (truncated by a full disk, say)."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise BuildError(
+            f"{path} is not a readable table ({error}); delete it and run {what} again to rebuild it"
+        ) from None
 
 
 class Ledger:
@@ -48,8 +61,8 @@ class Ledger:
         self.parts_dir = self.build / f"{stage}.parts"
 
     def chunk_files(self) -> list[Path]:
-        """Every finished chunk of every part (temp files are never matched)."""
-        return sorted(self.parts_dir.glob("part-*/chunk-*.parquet"))
+        """Every finished chunk of every part, in write order (temp files are never matched)."""
+        return sorted(self.parts_dir.glob("part-*/chunk-*.parquet"), key=chunk_stamp)
 
     def rows(self) -> pa.Table:
         """All rows so far: the merged table, then chunks in write order; for an item that
@@ -61,7 +74,7 @@ class Ledger:
     def _read(self, path: Path) -> pa.Table:
         """A table file in this ledger's schema; columns it lacks (a build made by an older ffx)
         read as empty strings, so its items count as made from unknown inputs and are redone."""
-        table = pq.read_table(path)
+        table = _read_parquet(path, f"`{COMMANDS.get(self.stage, 'ffx build')}`")
         for field in self.schema:
             if field.name not in table.column_names:
                 table = table.append_column(field.name, pa.array([""] * table.num_rows, field.type))
@@ -95,15 +108,20 @@ def latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(kept) if kept else schema.empty_table()
 
 
+def chunk_stamp(path: Path) -> int:
+    """The write stamp in a chunk's name: later chunks of any part have larger ones."""
+    return int(path.stem.split("-")[1])
+
+
 class ChunkWriter:
-    """Buffers finished items' rows and writes them as numbered, atomically renamed chunks."""
+    """Buffers finished items' rows and writes them as atomically renamed chunks, each named by a
+    stamp larger than every chunk's already there in any part: when the part count changes, the
+    rows written last still win (ledger.rows), whatever the folder names sort as."""
 
     def __init__(self, ledger: Ledger, part: Part, flush_rows: int, flush_seconds: float):
         self.ledger = ledger
         self.directory = ledger.parts_dir / part.name
         self.directory.mkdir(parents=True, exist_ok=True)
-        existing = sorted(self.directory.glob("chunk-*.parquet"))
-        self.next_index = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.pending: list[dict] = []
@@ -118,12 +136,16 @@ class ChunkWriter:
         if len(self.pending) >= self.flush_rows or elapsed >= self.flush_seconds:
             self.flush()
 
+    def next_stamp(self) -> int:
+        """Now in nanoseconds, or one past the newest chunk of any part (a clock behind)."""
+        newest = max((chunk_stamp(path) for path in self.ledger.chunk_files()), default=0)
+        return max(time.time_ns(), newest + 1)
+
     def flush(self) -> None:
         """Write the pending rows as the next chunk."""
         if self.pending:
             table = pa.Table.from_pylist(self.pending, schema=self.ledger.schema)
-            write_table(self.directory / f"chunk-{self.next_index:06d}.parquet", table)
-            self.next_index += 1
+            write_table(self.directory / f"chunk-{self.next_stamp():020d}.parquet", table)
             self.pending = []
         self.last_flush = time.monotonic()
 

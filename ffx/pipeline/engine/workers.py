@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
+import sys
 import time
 import traceback
 from collections import deque
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ffx.errors import BuildError
+from ffx.errors import BuildError, OutputError, WorkerBug, os_error_line
 from ffx.pipeline.engine.statuses import BadInput
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 Report = Callable[[Any], None]
 TaskFunction = Callable[[Any, Report], Any]
 
@@ -51,8 +54,20 @@ def call_guarded(function: TaskFunction, task: Any, report: Report) -> Any:
         return bad
 
 
-def _serve(connection: Connection, function: TaskFunction) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this worker when the main process dies (kill -9 included), so
+    no orphan goes on publishing files beside the next run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _serve(connection: Connection, function: TaskFunction, parent: int) -> None:
     """Worker loop: say ready (imports done), then run each received task, streaming its reports."""
+    _die_with_parent(parent)
     connection.send(("ready", None))
     while True:
         try:
@@ -63,6 +78,8 @@ def _serve(connection: Connection, function: TaskFunction) -> None:
             return
         try:
             result = function(task, lambda message: connection.send(("report", message)))
+        except OSError as error:  # an output that cannot be written: the user's to fix, in one line
+            connection.send(("os_error", (error.errno, error.strerror, error.filename)))
         except Exception:
             connection.send(("raised", traceback.format_exc()))
         else:
@@ -72,7 +89,7 @@ def _serve(connection: Connection, function: TaskFunction) -> None:
 class _Worker:
     def __init__(self, context, function: TaskFunction):
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, function), daemon=True)
+        self.process = context.Process(target=_serve, args=(child, function, os.getpid()), daemon=True)
         self.process.start()
         child.close()
         self.ready = False  # set by the worker's first message: start-up time is not stall time
@@ -160,8 +177,10 @@ def run_tasks(
                 elif kind == "done":
                     task, worker.task = worker.task, None
                     yield from deliver(task, payload)
+                elif kind == "os_error":
+                    raise OutputError(os_error_line(OSError(*payload)))
                 else:
-                    raise BuildError(f"a worker failed on {worker.task!r}:\n{payload}")
+                    raise WorkerBug(payload)
             now = time.monotonic()
             for worker in list(pool):
                 if worker.task is not None and now - worker.last_seen > stall_seconds:

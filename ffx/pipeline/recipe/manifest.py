@@ -37,6 +37,19 @@ FFPP_METHODS = (
 )
 
 
+# A label name names a folder (`ffx export --format imagefolder` writes {split}/{label_name}/), so
+# it must be one safe path segment: no separators, no `.`/`..`, nothing a shell reads as an option.
+LABEL_NAME_PATTERN = re.compile(r"\w[\w.+-]{0,99}")
+LABEL_NAME_RULE = "1 to 100 letters, digits and _ . + -, starting with a letter, digit or _"
+
+
+def label_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a label name (it becomes a folder name), or None when it can."""
+    if isinstance(name, str) and LABEL_NAME_PATTERN.fullmatch(name):
+        return None
+    return f"label name {name!r} is not a safe folder name (allowed: {LABEL_NAME_RULE})"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,6 +92,14 @@ class FolderLayout(_Strict):
     label_folders: tuple[str, ...] = ("real", "fake")  # class index = position
     extensions: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
+    @field_validator("label_folders")
+    @classmethod
+    def _safe_label_folders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if problem := label_name_problem(name):
+                raise ValueError(problem)
+        return value
+
 
 Layout = Annotated[
     FfppLayout | CelebDfLayout | DfdcLayout | DatalistLayout | FolderLayout,
@@ -91,6 +112,14 @@ class Labels(_Strict):
 
     mode: Literal["methods", "binary"] = "methods"
     names: dict[str, int] | None = None  # replaces the layout's default map when given
+
+    @field_validator("names")
+    @classmethod
+    def _safe_names(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        for name in value or {}:
+            if problem := label_name_problem(name):
+                raise ValueError(problem)
+        return value
 
 
 class Split(_Strict):
@@ -232,16 +261,26 @@ def _apply(data: dict[str, Any], field_path: list[str], value: Any) -> None:
     node[field_path[-1]] = value
 
 
-def _format_errors(source: str, error: ValidationError) -> str:
+def _format_errors(source: str, error: ValidationError, given: dict[str, str]) -> str:
+    """One line per problem, each blamed on where the value came from: a `--set`, an option, or
+    the recipe file."""
     lines = []
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        origin = next(
+            (
+                given[name]
+                for name in sorted(given, key=len, reverse=True)
+                if f"{location}.".startswith(f"{name}.")
+            ),
+            source,
+        )
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field (not allowed)"
         elif item["type"] == "literal_error":
             message = f"{message}; got {item.get('input')!r}"
-        lines.append(f"{source}: {location}: {message}")
+        lines.append(f"{origin}: {location}: {message}")
     return "; ".join(lines)
 
 
@@ -256,15 +295,19 @@ def load_manifest(
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ManifestError(f"{path}: not valid TOML: {error}") from None
+    given: dict[str, str] = {}
     for assignment in assignments or []:
-        _apply(data, *parse_override(assignment))
+        field_path, value = parse_override(assignment)
+        _apply(data, field_path, value)
+        given[".".join(field_path)] = f"--set {assignment}"
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _apply(data, dotted.split("."), value)
+            given[dotted] = f"the option for {dotted} ({value!r})"
     try:
         return Manifest.model_validate(data)
     except ValidationError as error:
-        raise ManifestError(_format_errors(str(path), error)) from None
+        raise ManifestError(_format_errors(str(path), error, given)) from None
 
 
 def manifest_fields(manifest: Manifest) -> dict[str, Any]:

@@ -119,6 +119,7 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("label", pa.int32(), nullable=False),
         pa.field("offset", pa.int64(), nullable=False),
         pa.field("length", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),  # of the records: packing checks it
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         MADE_FROM_FIELD,

@@ -23,7 +23,6 @@ from ffx.pipeline.engine.stage import (
     Plan,
     Stage,
     StageReport,
-    apply_options,
     current_table,
     digest,
     rows_by_key,
@@ -150,6 +149,10 @@ class CropStage(Stage):
         status = Status.TIMEOUT if stalled.hung else Status.ERROR
         return self.failure_rows(task.key, status, f"crop worker: {stalled.reason}")
 
+    def inputs_present(self, build: BuildDir, key: str) -> bool:
+        frames = rows_by_key(current_table(build, "frames")).get(key, [])
+        return bool(frames) and all((build.root / row["path"]).is_file() for row in frames if row["path"])
+
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.faces / key, ignore_errors=True)
 
@@ -170,13 +173,13 @@ def run_crop(
 
     `settings` are `[crop]` fields of the recipe (preset, size, min_prob, boxes_from_original, ...):
     given ones are written into the build's recipe and redo the videos they shape."""
-    apply_options(build, {f"crop.{name}": value for name, value in settings.items()})
     return run_stage(
         CropStage(device, batch_size),
         build,
         part=part,
         workers=workers,
         stall_seconds=stall_seconds,
+        options={f"crop.{name}": value for name, value in settings.items()},
         show_progress=show_progress,
         flush_seconds=flush_seconds,
     )

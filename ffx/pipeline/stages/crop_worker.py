@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffx.pipeline.engine import publish
+from ffx.pipeline.engine import atomic, publish
 from ffx.pipeline.engine.builddir import crop_file
 from ffx.pipeline.engine.statuses import NO_TRACK, Status
 from ffx.pipeline.media.detect import DetectorSettings
@@ -130,9 +130,8 @@ def crop_video(task: CropTask, report) -> tuple[list[dict], int]:
                     row | {"status": Status.NO_FACE.value, "error": "the face box lies outside the frame"}
                 )
                 continue
-            (temp / Path(path).name).write_bytes(
-                encode_png(_resize(image, cut, settings.size), settings.png_level)
-            )
+            png = encode_png(_resize(image, cut, settings.size), settings.png_level)
+            atomic.write_file(temp / Path(path).name, png)
             rows.append(row | dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), cut)) | {"path": path})
     publish.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, task.key)
     publish.remove_item_temps(faces_root, task.key)

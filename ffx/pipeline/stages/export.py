@@ -7,7 +7,8 @@
 - `imagefolder`: `{split}/{label_name}/{sample}.png`, symbolic links to the crops (`copy`: files).
 
 Paths are absolute, so the lists work from any directory. Videos without a label are left out
-(they cannot be trained on) and counted in the report.
+(they cannot be trained on) and counted in the report. Nothing is written outside `out`: a key,
+split or label name that is not one safe folder name stops the export before it writes anything.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ffx.errors import FfxError
+from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.stage import current_table
 from ffx.pipeline.engine.statuses import Status
-from ffx.pipeline.recipe.schema import UNKNOWN_LABEL
+from ffx.pipeline.recipe.manifest import LABEL_NAME_RULE, label_name_problem
+from ffx.pipeline.recipe.schema import UNKNOWN_LABEL, is_safe_key
 from ffx.pipeline.stages.shard_worker import sample_name
 
 FORMATS = ("mcx-api", "lib", "imagefolder")
@@ -59,6 +61,8 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
             report.unlabelled += 1
             continue
         crops_of.setdefault(row["key"], []).append(row)
+    for key in crops_of:
+        _check_names(where, key, videos[key], export_format)
     by_split: dict[str, list[str]] = {}
     for key in sorted(crops_of):
         crops = sorted(crops_of[key], key=lambda row: (row["frame_index"], row["track"]))
@@ -70,18 +74,43 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
             main_face = [row for row in crops if row["track"] == 0]
             folder = where.faces / key
             if len(main_face) != len(crops):  # other faces' crops share the folder: link the main ones
-                folder = out.resolve() / "faces" / key
+                folder = _inside(out.resolve(), "faces", key)
                 _link_crops(build, folder, key, main_face, copy)
             lines.append(_csv_line([video["label"], folder, len(main_face)]))
         else:
-            _link_crops(build, out / video["split"] / video["label_name"], key, crops, copy)
+            folder = _inside(out, video["split"], video["label_name"])
+            _link_crops(build, folder, key, crops, copy)
         report.crops[video["split"]] = report.crops.get(video["split"], 0) + len(crops)
     report.videos = dict(Counter(videos[key]["split"] for key in crops_of))
     if export_format != "imagefolder":
         suffix = ".txt" if export_format == "mcx-api" else ".csv"
         for split, lines in by_split.items():
-            atomic.write_bytes(out / f"{split}{suffix}", ("\n".join(lines) + "\n").encode())
+            atomic.write_bytes(_inside(out, f"{split}{suffix}"), ("\n".join(lines) + "\n").encode())
     return report
+
+
+def _check_names(where: BuildDir, key: str, video: dict, export_format: str) -> None:
+    """Refuse a video whose key, split or label name would make a path leave `--out` (a build
+    indexed before label names were checked, or an edited table): one line, nothing written."""
+    if not is_safe_key(key):
+        raise BuildError(f"{where.videos}: key {key!r} is not a safe file name; export writes nothing")
+    checked = ("split", "label_name") if export_format == "imagefolder" else ("split",)
+    for field_name in checked:  # {split}.txt, {split}/{label_name}/
+        if label_name_problem(video[field_name]):
+            raise BuildError(
+                f"{where.videos}: video {key}: {field_name} {video[field_name]!r} is not a safe folder "
+                f"name (allowed: {LABEL_NAME_RULE}); export would write outside --out, so it writes "
+                "nothing (re-index with a safe name)"
+            )
+
+
+def _inside(out: Path, *segments: str) -> Path:
+    """out/segment/...; a path that would leave `out` (lexically) is an error, whatever made it."""
+    folder = out.joinpath(*segments)
+    base, normalised = os.path.abspath(out), os.path.abspath(folder)
+    if os.path.commonpath([base, normalised]) != base or normalised == base:
+        raise BuildError(f"refusing to write outside --out {out}: {folder}")
+    return folder
 
 
 def _csv_line(fields: list) -> str:

@@ -26,7 +26,6 @@ from ffx.pipeline.engine.stage import (
     Plan,
     Stage,
     StageReport,
-    apply_options,
     current_table,
     digest,
     run_stage,
@@ -70,8 +69,8 @@ class ExtractStage(Stage):
     def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
         from ffx.pipeline.engine.workers import available_cores
 
-        root = self.root or Path(json.loads(build.index.read_text(encoding="utf-8"))["root"])
-        if not Path(root).is_dir():
+        root = self._root(build)
+        if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
         videos = current_table(build, "videos").select(["key", "path"]).to_pylist()
         path_of = {video["key"]: video["path"] for video in videos}
@@ -116,6 +115,14 @@ class ExtractStage(Stage):
         hung = task.hung or stalled.hung
         return replace(task, backends=remaining, failures=failures, hung=hung) if remaining else None
 
+    def inputs_present(self, build: BuildDir, key: str) -> bool:
+        videos = current_table(build, "videos").select(["key", "path"]).to_pylist()
+        path = next(video["path"] for video in videos if video["key"] == key)
+        return (self._root(build) / path).is_file()
+
+    def _root(self, build: BuildDir) -> Path:
+        return Path(self.root or json.loads(build.index.read_text(encoding="utf-8"))["root"])
+
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.frames / key, ignore_errors=True)
 
@@ -139,14 +146,11 @@ def run_extract(
 
     Finished videos reach the ledger at least every `flush_seconds`; a crash redoes only the
     videos finished since the last flush (and those in flight)."""
-    apply_options(
-        build,
-        {
-            "sampling": sampling,
-            "extract.backends": list(backends) if backends is not None else None,
-            "extract.png_level": png_level,
-        },
-    )
+    options = {
+        "sampling": sampling,
+        "extract.backends": list(backends) if backends is not None else None,
+        "extract.png_level": png_level,
+    }
     return run_stage(
         ExtractStage(Path(root) if root else None),
         build,
@@ -154,6 +158,7 @@ def run_extract(
         workers=workers,
         stall_seconds=stall_seconds,
         retry_statuses=[status.value for status in FAILED] if retry_failed else (),
+        options=options,
         show_progress=show_progress,
         flush_seconds=flush_seconds,
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffx.errors import FfxError
-from ffx.pipeline.engine import publish
+from ffx.pipeline.engine import atomic, publish
 from ffx.pipeline.engine.builddir import frame_file
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
 from ffx.pipeline.media.decode import BACKENDS, DecodeFailure, VideoInfo, count_frames, probe
@@ -82,14 +82,26 @@ def extract_video(task: VideoTask, report) -> list[dict]:
     chosen = max(attempts, key=lambda attempt: len(attempt.frames))  # first of the best on ties
     publish.publish_dir(chosen.temp_dir if chosen.frames else None, frames_root, task.key)
     publish.remove_item_temps(frames_root, task.key)
-    notes = list(task.failures) + [f"{a.backend}: {a.error}" for a in attempts if a.error and a is not chosen]
-    error = "; ".join(notes + ([chosen.error] if chosen.error else []))
+    error = "; ".join([*task.failures, *_attempt_notes(attempts, chosen)])
     if not chosen.frames:
         return rows_without_frames(task.key, Status.DECODE_ERROR, error, info, chosen.backend)
     return [
         _row(task.key, frame_index, timestamp, width, height, frame_file(task.key, frame_index))
         | _video_facts(chosen.status, error, chosen.backend, plan, len(chosen.frames), info)
         for frame_index, timestamp, width, height in chosen.frames
+    ]
+
+
+def _attempt_notes(attempts: list[Attempt], chosen: Attempt) -> list[str]:
+    """Why each decoder fell short, in the order they were tried; a message several decoders gave
+    is said once, naming them (a 1-frame video is short for every decoder alike)."""
+    backends_of: dict[str, list[str]] = {}
+    for attempt in attempts:
+        if attempt.error:
+            backends_of.setdefault(attempt.error, []).append(attempt.backend)
+    return [
+        f"{message} ({', '.join(backends)})" if len(backends) > 1 else f"{backends[0]}: {message}"
+        for message, backends in backends_of.items()
     ]
 
 
@@ -111,7 +123,7 @@ def _decode_with(backend: str, source: Path, plan: FramePlan, task: VideoTask, r
             break
         height, width = frame.rgb.shape[:2]
         png = encode_png(frame.rgb, task.png_level)
-        (attempt.temp_dir / f"{frame.frame_index:06d}.png").write_bytes(png)
+        atomic.write_file(attempt.temp_dir / f"{frame.frame_index:06d}.png", png)
         attempt.frames.append((frame.frame_index, frame.timestamp, width, height))
         report((backend, len(attempt.frames)))
     return attempt

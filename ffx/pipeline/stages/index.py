@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -160,10 +161,49 @@ def build_rows(
                 "split": split,
                 "group": group,
                 "original_key": path_to_key.get(entry.original_path) if entry.original_path else None,
-                "size_bytes": (root / entry.path).stat().st_size,
+                "size_bytes": size_bytes(root / entry.path),
             }
         )
     return sorted(rows, key=lambda row: row["key"])
+
+
+def size_bytes(path: Path) -> int:
+    """The size of a video file; -1 when it cannot be read (a link to a missing file): such a
+    video stays in the index, and `ffx extract` gives it a `missing` row."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def link_notes(root: Path, rows: list[dict]) -> list[str]:
+    """Notes on videos reached through symbolic links: how many lead outside the root (their
+    `path` stays the one below the root, which keys come from), and how many lead nowhere."""
+    real_root = os.path.realpath(root)
+    real_folders: dict[str, str] = {}
+    outside = 0
+    for row in rows:
+        path = os.path.join(root, row["path"])
+        folder = os.path.dirname(path)
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder)
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+        else:
+            real = os.path.join(real_folders[folder], os.path.basename(path))
+        outside += os.path.commonpath([real, real_root]) != real_root
+    notes = []
+    if outside:
+        notes.append(
+            f"{outside} videos are reached through symbolic links that lead outside {root}; "
+            "they are indexed by their path below it"
+        )
+    if dangling := sum(row["size_bytes"] < 0 for row in rows):
+        notes.append(
+            f"{dangling} videos are links to missing files (size_bytes -1); `ffx extract` will "
+            "report them as missing"
+        )
+    return notes
 
 
 def straddling_groups(rows: list[dict]) -> int:
@@ -205,7 +245,7 @@ def run_index(manifest: Manifest, root: Path, build: Path, splits_dir: Path | No
         raise InputError(f"empty dataset: no videos found under {root} for layout {manifest.layout.kind!r}")
     names = dict(manifest.labels.names) if manifest.labels.names else scan.label_names
     rows = build_rows(scan.entries, scan.dataset, names, manifest, root)
-    notes = list(scan.notes)
+    notes = list(scan.notes) + link_notes(root, rows)
     if straddled := straddling_groups(rows):
         notes.append(f"{straddled} identity groups appear in more than one split (official lists)")
     table = pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)

@@ -12,8 +12,6 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ffx import __version__
 from ffx.errors import BuildError
 from ffx.pipeline.engine import atomic, store
@@ -54,7 +52,7 @@ def input_fingerprint(build: BuildDir, strict: bool = False) -> dict:
     """One digest over every indexed video: path, size and mtime (fast), or path and sha256 (strict)."""
     build = BuildDir(build)
     root = Path(json.loads(build.index.read_text(encoding="utf-8"))["root"])
-    paths = sorted(pq.read_table(build.videos, columns=["path"]).column("path").to_pylist())
+    paths = sorted(store.read_table(build.videos, "`ffx index`").select(["path"]).column("path").to_pylist())
     digest = hashlib.sha256()
     missing = 0
     for path in paths:

@@ -33,7 +33,6 @@ from ffx.pipeline.engine.stage import (
     Plan,
     Stage,
     StageReport,
-    apply_options,
     current_table,
     digest,
     load_recipe,
@@ -124,6 +123,13 @@ class SampleStage(Stage):
         row = sample_row(key, "", NO_FRAME, NO_TRACK, self.videos[key])
         return [row | {"status": Status(status).value, "error": error}]
 
+    def outputs(self, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+        return [build.samples_file(key)] if any(row["sample"] for row in rows) else []
+
+    def inputs_present(self, build: BuildDir, key: str) -> bool:
+        crops = [row for row in rows_by_key(current_table(build, "faces")).get(key, []) if _is_crop(row)]
+        return bool(crops) and all((build.root / row["path"]).is_file() for row in crops)
+
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         build.samples_file(key).unlink(missing_ok=True)
 
@@ -158,7 +164,6 @@ def run_shard(
         from ffx.pipeline.media.color import parse_spaces
 
         settings["spaces"] = list(parse_spaces(settings["spaces"]))
-    apply_options(build, {SHARD_FIELDS[name]: value for name, value in settings.items()})
     build = BuildDir(build)
     report = run_stage(
         SampleStage(),
@@ -166,19 +171,23 @@ def run_shard(
         part=part,
         workers=workers,
         stall_seconds=stall_seconds,
+        options={SHARD_FIELDS[name]: value for name, value in settings.items()},
         show_progress=show_progress,
         flush_seconds=flush_seconds,
     )
     if report.merged:
-        # Two parts can both find the samples complete; one lays the shards out, the other waits
-        # and then finds them written.
-        with open(build.shards_lock, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            started = time.monotonic()
-            index, written = write_shards(build, show_progress)
-            report.extra = {"index": index}
-            report.counts["shards written"] = written
-            store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
+        index = shards_in_place(build)
+        if index is None:
+            # Two parts can both find the samples complete; one lays the shards out, the other
+            # waits and then finds them written.
+            with open(build.shards_lock, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                started = time.monotonic()
+                index, written = write_shards(build, show_progress)
+                report.counts["shards written"] = written
+                if written:
+                    store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
+        report.extra = {"index": index}
     return report
 
 
@@ -256,11 +265,12 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
         for shard in shards:
             path = build.shards / shard["name"]
             facts = done.get(shard["name"])
-            if facts is None or not _file_matches(path, facts["bytes"], facts["sha256"]):
+            if facts is None or not _file_matches(path, facts):
                 sha256, size = _write_shard(build, path, shard["rows"])
-                facts = done[shard["name"]] = {"sha256": sha256, "bytes": size}
-                atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
+                facts = {"sha256": sha256, "bytes": size}
                 written += 1
+            done[shard["name"]] = facts | _file_identity(path)
+            atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
             labels = Counter(str(row["label"]) for row in shard["rows"])
             entries.append(
                 {
@@ -273,14 +283,34 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
                 }
             )
             progress.advance(len(shard["rows"]), 1)
-    atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
     index = _index(entries, recipe, layout)
     atomic.write_json(build.shard_index, index)
     return index, written
 
 
+def shards_in_place(build: BuildDir) -> dict | None:
+    """The shard index when the shards on disk are the current layout, each file untouched since
+    it was written or checked (same inode, size and mtime), and nothing else lies beside them;
+    else None. Costs no hashing: a no-op `ffx shard` reads no shard."""
+    try:
+        index = json.loads(build.shard_index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        return None
+    _shards, layout = planned_shards(build, load_recipe(build))
+    written = _written_shards(build, layout)
+    names = {entry["name"] for entry in index.get("shards", [])}
+    untouched = index.get("layout_digest") == layout and all(
+        name in written and _file_identity(build.shards / name) == _identity_of(written[name])
+        for name in names
+    )
+    extra = any(path.name not in names for path in build.shards.glob("*.tar"))
+    return index if untouched and not extra else None
+
+
 def _written_shards(build: BuildDir, layout: str) -> dict[str, dict]:
-    """Shards recorded as written for `layout` (name -> sha256 and bytes); none for another."""
+    """Shards recorded as written for `layout` (name -> sha256, bytes and file identity)."""
     try:
         plan = json.loads(build.shard_plan.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -288,9 +318,26 @@ def _written_shards(build: BuildDir, layout: str) -> dict[str, dict]:
     return plan.get("written", {}) if plan.get("layout") == layout else {}
 
 
-def _file_matches(path: Path, size: int, sha256: str) -> bool:
+def _file_identity(path: Path) -> dict:
+    """What changes whenever a file is written or replaced."""
     try:
-        return path.stat().st_size == size and atomic.file_sha256(path) == sha256
+        facts = path.stat()
+    except OSError:
+        return {}
+    return {"inode": facts.st_ino, "mtime_ns": facts.st_mtime_ns, "size": facts.st_size}
+
+
+def _identity_of(facts: dict) -> dict:
+    return {name: facts.get(name) for name in ("inode", "mtime_ns", "size")}
+
+
+def _file_matches(path: Path, facts: dict) -> bool:
+    """Whether a shard on disk holds the bytes recorded for it: by its identity when untouched
+    since, else by size and sha256."""
+    if _file_identity(path) == _identity_of(facts):
+        return True
+    try:
+        return path.stat().st_size == facts["bytes"] and atomic.file_sha256(path) == facts["sha256"]
     except OSError:
         return False
 
@@ -307,13 +354,12 @@ def _write_shard(build: BuildDir, path: Path, rows: list[dict]) -> tuple[str, in
                     block = samples.read(row["length"])
             except OSError as error:
                 raise BuildError(
-                    f"{source}: {error.strerror}; rerun `ffx shard {build}` after deleting "
-                    f"{build.table('samples')}"
+                    f"{source}: {error.strerror}; run `ffx shard {build}` again (it redoes that video)"
                 ) from None
-            if len(block) != row["length"]:
+            if len(block) != row["length"] or hashlib.sha256(block).hexdigest() != row["sha256"]:
                 raise BuildError(
-                    f"{source} is shorter than samples.parquet says (changed after `ffx shard`); "
-                    f"rerun `ffx shard {build}` after deleting {build.table('samples')}"
+                    f"{source} was changed after `ffx shard` wrote it (sample {row['sample']}); delete "
+                    f"it and run `ffx shard {build}` again: only that video is redone"
                 )
             out.write(block)
             sha256.update(block)
@@ -363,8 +409,12 @@ def verify_shards(build: Path | BuildDir) -> VerifyReport:
         raise BuildError(f"{build.shard_index} not found: run `ffx shard {build}` (all parts) first")
     try:
         index = json.loads(build.shard_index.read_text(encoding="utf-8"))
-    except ValueError:
-        raise BuildError(f"{build.shard_index} is not valid JSON: rerun `ffx shard {build}`") from None
+        entries = index["shards"]
+        names = [entry["name"] for entry in entries]
+    except (ValueError, KeyError, TypeError):
+        raise BuildError(
+            f"{build.shard_index} is not a shard index: run `ffx shard {build}` to rewrite it"
+        ) from None
     problems, samples = [], 0
     try:
         _shards, layout = planned_shards(build, load_recipe(build))
@@ -374,7 +424,7 @@ def verify_shards(build: Path | BuildDir) -> VerifyReport:
             )
     except BuildError as error:
         problems.append(f"out of date: {error}")
-    for entry in index["shards"]:
+    for entry in entries:
         path = build.shards / entry["name"]
         if not path.is_file():
             problems.append(f"{entry['name']}: missing")
@@ -396,13 +446,13 @@ def verify_shards(build: Path | BuildDir) -> VerifyReport:
             problems.append(
                 f"{entry['name']}: {sum(labels.values())} samples inside, index says {entry['samples']}"
             )
-    listed = {entry["name"] for entry in index["shards"]}
+    listed = set(names)
     problems += [
         f"{path.name}: not in index.json"
         for path in sorted(build.shards.glob("*.tar"))
         if path.name not in listed
     ]
-    return VerifyReport(len(index["shards"]), samples, problems)
+    return VerifyReport(len(entries), samples, problems)
 
 
 def _shard_labels(path: Path) -> Counter[str]:

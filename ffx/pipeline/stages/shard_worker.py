@@ -5,6 +5,7 @@ No pyarrow or pydantic here, so a worker starts quickly; `ffx.pipeline.stages.sh
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ def sample_row(key: str, sample: str, frame_index: int, track: int, video: dict)
         "label": video["label"],
         "offset": 0,
         "length": 0,
+        "sha256": "",
         "status": Status.OK.value,
         "error": "",
     }
@@ -106,7 +108,7 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
         blocks.append(block)
         rows.append(
             sample_row(task.key, name, crop.frame_index, crop.track, task.video)
-            | {"offset": offset, "length": len(block)}
+            | {"offset": offset, "length": len(block), "sha256": hashlib.sha256(block).hexdigest()}
         )
         offset += len(block)
         report(crop.frame_index)

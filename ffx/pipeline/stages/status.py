@@ -6,8 +6,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ffx.errors import BuildError
 from ffx.pipeline.engine import store
 from ffx.pipeline.engine.builddir import STAGES, BuildDir
@@ -33,7 +31,7 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
     build = BuildDir(build)
     if not build.videos.is_file():
         raise BuildError(f"{build} is not a build directory (no {build.videos.name}): run `ffx index` first")
-    videos = pq.read_table(build.videos, columns=["key", "split"])
+    videos = store.read_table(build.videos, "`ffx index`").select(["key", "split"])
     by_split = dict(Counter(videos.column("split").to_pylist()))
     statuses = [StageStatus("index", by_split, by_split, True, videos.num_rows)]
     for name in STAGES:
@@ -52,4 +50,21 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
         statuses.append(
             StageStatus(name, dict(items), dict(row_counts), merged, len({key for key, _ in pairs}), currency)
         )
+    if statuses[-1].stage == "samples" and statuses[-1].currency.ok:
+        statuses.append(_shards_status(build))
     return statuses
+
+
+def _shards_status(build: BuildDir) -> StageStatus:
+    """The shards as a pseudo-stage: laid out for the current samples and untouched since, or not."""
+    from ffx.pipeline.stages.shard import shards_in_place
+
+    index = shards_in_place(build)
+    if index is None:
+        files = len(list(build.shards.glob("*.tar")))
+        state = "not laid out, or changed since written"
+        return StageStatus("shards", {state: files}, {state: 0}, True, 0, Currency(stale=1))
+    shards, samples = len(index["shards"]), sum(entry["samples"] for entry in index["shards"])
+    return StageStatus(
+        "shards", {"in place": shards}, {"in place": samples}, True, 0, Currency(current=shards)
+    )

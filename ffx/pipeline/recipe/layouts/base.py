@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -42,29 +43,87 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def relative_inside(root: Path, listed: str, origin: str) -> str:
-    """A listed path as POSIX relative to `root`; absolute paths must lie inside the root."""
-    candidate = Path(listed)
+def is_video_file(path: Path) -> bool:
+    """A file, or a symbolic link whose target is missing (a disk not mounted, say): it is
+    indexed all the same, and `ffx extract` reports it as missing."""
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
+def inside_root(root: Path, listed: str) -> str | None:
+    """`listed` as a POSIX path relative to `root`, normalised lexically (`a/../b` is `b`), when it
+    lies inside the root, else None. Links are not resolved (a linked folder stays inside); an
+    absolute path is inside when it starts with the root or with a folder that is the root."""
+    candidate = PurePosixPath(posixpath.normpath(listed)) if listed else PurePosixPath("..")
     if candidate.is_absolute():
-        try:
-            candidate = candidate.resolve().relative_to(root.resolve())
-        except ValueError:
-            raise InputError(f"{origin}: path escapes the root {root}: {listed}") from None
-    parts = PurePosixPath(candidate.as_posix()).parts
-    if not parts or ".." in parts:
+        candidate = _relative_to_root(candidate, root)
+        if candidate is None:
+            return None
+    if candidate.parts[:1] in ((), (".",), ("..",)):
+        return None
+    return candidate.as_posix()
+
+
+def _relative_to_root(candidate: PurePosixPath, root: Path) -> PurePosixPath | None:
+    absolute_root = PurePosixPath(posixpath.normpath(os.path.abspath(root)))
+    if candidate.is_relative_to(absolute_root):
+        return candidate.relative_to(absolute_root)
+    real_root = root.resolve()
+    for ancestor in reversed(candidate.parents[:-1]):  # shortest first, `/` left out
+        if Path(ancestor).resolve() == real_root:  # the root by another name (a link to it)
+            return candidate.relative_to(ancestor)
+    return None
+
+
+def relative_inside(root: Path, listed: str, origin: str) -> str:
+    """A listed path as POSIX relative to `root`, normalised lexically; it must lie inside the
+    root (absolute paths too) and name a video file."""
+    relative = inside_root(root, listed)
+    if relative is None:
         raise InputError(f"{origin}: path escapes the root {root}: {listed}")
-    relative = PurePosixPath(*parts).as_posix()
-    if not (root / relative).is_file():
+    if not is_video_file(root / relative):
         raise InputError(f"{origin}: listed video does not exist: {root / relative}")
     return relative
 
 
+def list_file_under(folder: Path, listed: str, field: str) -> Path:
+    """The path of a list file named by a recipe field; it must lie under `folder` (lexically,
+    after normalisation), so a recipe cannot have ffx read files elsewhere."""
+    relative = inside_root(folder, listed)
+    if relative is None:
+        raise InputError(
+            f"{field} = {listed!r} is not under {folder}: give a path relative to it, without ../"
+        )
+    return folder / relative
+
+
+def read_list_text(path: Path, encoding: str = "utf-8") -> str:
+    """The text of a list file; one line naming the file when it is not readable text."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text list") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+
+
 def list_videos(directory: Path, root: Path, extensions=VIDEO_EXTENSIONS) -> list[str]:
-    """Video files below `directory` (recursively), relative to `root`, sorted."""
+    """Video files below `directory` (recursively), relative to `root`, sorted. Linked folders
+    are followed (a method folder linked from another disk), except a link back to a folder
+    above it, which would loop; the paths stay those below `root`."""
+    top = os.fspath(directory)
+    chains = {top: frozenset({os.path.realpath(top)})}  # real paths of each folder's ancestors
+    suffixes = tuple(extension.lower() for extension in extensions)
     found = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames.sort()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        chain = chains.pop(dirpath)
+        kept = []
+        for name in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real not in chain:
+                kept.append(name)
+                chains[os.path.join(dirpath, name)] = chain | {real}
+        dirnames[:] = kept
         for name in filenames:
-            if name.lower().endswith(tuple(extensions)) and not name.startswith("."):
+            if name.lower().endswith(suffixes) and not name.startswith("."):
                 found.append((Path(dirpath) / name).relative_to(root).as_posix())
     return sorted(found)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from ffx.errors import InputError
-from ffx.pipeline.recipe.layouts.base import Entry, Scan, list_videos, relative_inside, require_dir
+from ffx.pipeline.recipe.layouts.base import (
+    Entry,
+    Scan,
+    is_video_file,
+    list_file_under,
+    list_videos,
+    read_list_text,
+    relative_inside,
+    require_dir,
+)
 from ffx.pipeline.recipe.manifest import CelebDfLayout
 
 LABEL_NAMES = {"real": 0, "fake": 1}
@@ -29,7 +38,7 @@ def _identities(folder: str, stem: str, origin: str) -> tuple[tuple[str, ...], s
 def read_test_list(path: Path, root: Path) -> set[str]:
     """Relative paths of the official test videos (lines `label path`, label 1 = real)."""
     test_paths = set()
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line_number, line in enumerate(read_list_text(path).splitlines(), 1):
         if not line.strip():
             continue
         label, _, listed = line.strip().partition(" ")
@@ -43,7 +52,7 @@ def scan(root: Path, layout: CelebDfLayout, splits_dir: Path | None) -> Scan:
     """Entries for every Celeb-DF video; the test list fixes the test split when present."""
     require_dir(root, "dataset root")
     list_dir = splits_dir if splits_dir is not None else root
-    test_list = list_dir / layout.test_list
+    test_list = list_file_under(list_dir, layout.test_list, "layout.test_list")
     if splits_dir is not None and not test_list.is_file():
         raise InputError(f"split file not found: {test_list}")
     test_paths = read_test_list(test_list, root) if test_list.is_file() else None
@@ -52,7 +61,7 @@ def scan(root: Path, layout: CelebDfLayout, splits_dir: Path | None) -> Scan:
         for path in list_videos(require_dir(root / folder, f"Celeb-DF folder {folder}/"), root):
             identities, original = _identities(folder, PurePosixPath(path).stem, path)
             split = None if test_paths is None else ("test" if path in test_paths else "trainval")
-            if original is not None and not (root / original).is_file():
+            if original is not None and not is_video_file(root / original):
                 original = None
             entries.append(
                 Entry(path, folder, label_name, split=split, identities=identities, original_path=original)

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from ffx.errors import InputError
-from ffx.pipeline.recipe.layouts.base import Entry, Scan, relative_inside
+from ffx.pipeline.recipe.layouts.base import Entry, Scan, list_file_under, read_list_text, relative_inside
 from ffx.pipeline.recipe.manifest import DatalistLayout
 from ffx.pipeline.recipe.schema import SPLITS
 
@@ -49,7 +49,8 @@ def _lib_rows(text: str, list_path: Path):
 
 def _csv_rows(text: str, list_path: Path):
     rows = list(csv.reader(io.StringIO(text)))
-    start = 1 if rows and [cell.strip() for cell in rows[0]][:2] == ["path", "label"] else 0
+    header = [cell.strip().lower() for cell in rows[0]][:2] if rows else []
+    start = 1 if header == ["path", "label"] else 0  # `Path, Label` is a header too
     for line_number, fields in enumerate(rows[start:], start + 1):
         if not fields or not "".join(fields).strip():
             continue
@@ -68,15 +69,14 @@ READERS = {"mcx-api-datalist": _mcx_api_rows, "lib-datalist": _lib_rows, "csv": 
 
 
 def scan(root: Path, layout: DatalistLayout, splits_dir: Path | None) -> Scan:
-    """Entries from the list file (relative to the root unless absolute); one group per video
-    unless the CSV names groups."""
+    """Entries from the list file (under the root: relative to it, or absolute inside it); one
+    group per video unless the CSV names groups."""
     if not root.is_dir():
         raise InputError(f"dataset root not found: {root}")
-    list_path = Path(layout.list_file)
-    list_path = list_path if list_path.is_absolute() else root / list_path
+    list_path = list_file_under(root, layout.list_file, "layout.list_file")
     if not list_path.is_file():
         raise InputError(f"datalist not found: {list_path}")
-    text = list_path.read_text(encoding="utf-8-sig")
+    text = read_list_text(list_path, encoding="utf-8-sig")
     entries = []
     seen: dict[str, str] = {}
     for origin, line, listed, label_text, split, group in READERS[layout.kind](text, list_path):

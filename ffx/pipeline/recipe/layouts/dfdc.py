@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ffx.errors import InputError
-from ffx.pipeline.recipe.layouts.base import Entry, Scan, require_dir
+from ffx.pipeline.recipe.layouts.base import Entry, Scan, is_video_file, require_dir
 from ffx.pipeline.recipe.manifest import DfdcLayout
 
 LABEL_NAMES = {"real": 0, "fake": 1}
@@ -15,6 +15,11 @@ LABEL_NAMES = {"real": 0, "fake": 1}
 def scan(root: Path, layout: DfdcLayout, splits_dir: Path | None) -> Scan:
     """Entries from every part's metadata.json; fakes share their original's group."""
     require_dir(root, "dataset root")
+    pattern = PurePosixPath(layout.parts)
+    if not layout.parts.strip() or pattern.is_absolute() or ".." in pattern.parts:
+        raise InputError(
+            f"layout.parts = {layout.parts!r}: give a glob of folders under the root, without ../"
+        )
     parts = sorted(path for path in root.glob(layout.parts) if path.is_dir())
     if not parts:
         raise InputError(f"no DFDC parts matching {layout.parts!r} under {root}")
@@ -36,11 +41,11 @@ def scan(root: Path, layout: DfdcLayout, splits_dir: Path | None) -> Scan:
             if "/" in file_name or file_name.startswith("."):
                 raise InputError(f"{origin}: path escapes the part folder")
             relative = f"{part.name}/{file_name}"
-            if not (root / relative).is_file():
+            if not is_video_file(root / relative):
                 raise InputError(f"{origin}: listed video does not exist: {root / relative}")
             original = info.get("original") if label == "FAKE" else None
             original_path = f"{part.name}/{original}" if original else None
-            if original_path and not (root / original_path).is_file():
+            if original_path and not is_video_file(root / original_path):
                 original_path = None
             identity = f"dfdc:{original or file_name}"
             entries.append(

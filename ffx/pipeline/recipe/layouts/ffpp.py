@@ -6,7 +6,7 @@ import json
 from pathlib import Path, PurePosixPath
 
 from ffx.errors import InputError
-from ffx.pipeline.recipe.layouts.base import Entry, Scan, list_videos, require_dir
+from ffx.pipeline.recipe.layouts.base import Entry, Scan, is_video_file, list_videos, require_dir
 from ffx.pipeline.recipe.manifest import FFPP_METHODS, FfppLayout
 
 # The public MCX-API code maps NeuralTextures to 3 as well; here every method has its own class.
@@ -97,7 +97,7 @@ def _fakes(root, videos_dir, method, compression, pair_split) -> list[Entry]:
                 split = pair_split.get(frozenset((target, source)))
                 if split is None:
                     raise InputError(f"{path}: pair [{target}, {source}] is in none of the split files")
-        has_original = (root / original).is_file()
+        has_original = is_video_file(root / original)
         entries.append(
             Entry(
                 path,

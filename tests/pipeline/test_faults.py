@@ -1,0 +1,170 @@
+"""Faults a user meets, each answered in one line naming the file and what to do (issue: every fault
+gets one line): full disks, read-only builds, damaged tables, markup in names, file modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ffx.cli import main
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.extract import run_extract
+from ffx.pipeline.stages.index import run_index
+from ffx.pipeline.stages.record import write_build_record
+from ffx.pipeline.stages.shard import run_shard
+from ffx.synthetic import write_h264_index_video
+from tests.generated import make_cropped_build
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def one_error_line(text: str) -> str:
+    assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+    return text
+
+
+@pytest.fixture
+def sharded_build(tmp_path: Path) -> Path:
+    build = make_cropped_build(tmp_path, videos_per_label=3, frames=3)
+    assert run_shard(build, max_count=4, workers=1, show_progress=False).merged
+    return build
+
+
+def files_and_times(folder: Path) -> dict[str, int]:
+    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.rglob("*")}
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    script = (
+        "import os, sys; os.umask(int(sys.argv[2], 8)); from pathlib import Path; "
+        "from ffx.pipeline.engine import atomic; atomic.write_bytes(Path(sys.argv[1]), b'x')"
+    )
+    for umask, mode in (("022", 0o644), ("077", 0o600), ("002", 0o664)):
+        target = tmp_path / f"file-{umask}"
+        subprocess.run([sys.executable, "-c", script, str(target), umask], check=True, cwd=REPO)
+        assert stat.S_IMODE(target.stat().st_mode) == mode, umask
+
+
+def test_shards_and_tables_are_readable_by_the_group_and_others_under_umask_022(tmp_path: Path) -> None:
+    script = (
+        "import os, sys; os.umask(0o022); sys.path.insert(0, sys.argv[2]); from pathlib import Path; "
+        "from tests.generated import make_cropped_build; from ffx.pipeline.stages.shard import run_shard; "
+        "build = make_cropped_build(Path(sys.argv[1]), videos_per_label=2, frames=2); "
+        "run_shard(build, workers=1, show_progress=False)"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), str(REPO)], check=True, cwd=REPO)
+    build = tmp_path / "build"
+    written = [*build.glob("shards/*.tar"), build / "samples.parquet", build / "shards" / "index.json"]
+    assert written and all(stat.S_IMODE(path.stat().st_mode) == 0o644 for path in written)
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_finishes(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for number in range(3):
+        write_h264_index_video(root / "real" / f"clip{number}.mp4", 30, 320, 240)
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), root, build)
+    # A file-size limit makes writes past 600 bytes fail as on a full disk (Python ignores SIGXFSZ).
+    limit = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600)); "
+    script = limit + "from ffx.cli import main; sys.exit(main(['extract', sys.argv[1], '--workers', '1']))"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(build)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 1
+    error = one_error_line(done.stderr)
+    assert "File too large" in error and "free space" in error and str(build) in error
+    assert run_extract(build, workers=1, show_progress=False).merged  # room again: it finishes
+
+
+def test_a_rerun_with_nothing_to_do_writes_nothing(sharded_build: Path, capsys) -> None:
+    """So that a read-only build (a shared copy) can be checked and rerun."""
+    root = json.loads((sharded_build / "index.json").read_text())["root"]
+    write_build_record(sharded_build)
+    before = files_and_times(sharded_build)
+    for arguments in (
+        ["extract", str(sharded_build)],
+        ["crop", str(sharded_build)],
+        ["shard", str(sharded_build)],
+        ["status", str(sharded_build)],
+        ["verify", str(sharded_build)],
+        ["build", str(sharded_build / "manifest.toml"), "--root", root, "--build", str(sharded_build)],
+    ):
+        assert main(arguments) == 0, arguments
+    assert files_and_times(sharded_build) == before
+
+
+def test_a_damaged_table_names_itself_and_the_command_that_rebuilds_it(sharded_build: Path, capsys) -> None:
+    frames = sharded_build / "frames.parquet"
+    frames.write_bytes(frames.read_bytes()[:100])
+    for command in ("crop", "shard", "status", "extract"):
+        assert main([command, str(sharded_build)]) == 1, command
+        error = one_error_line(capsys.readouterr().err)
+        assert f"{frames} is not a readable table" in error and "delete it and run `ffx extract`" in error
+
+
+def test_a_broken_or_empty_shard_index_and_missing_shards(sharded_build: Path, capsys) -> None:
+    index = sharded_build / "shards" / "index.json"
+    good = index.read_text()
+    for broken in ("{not json", "{}", "[]"):
+        index.write_text(broken)
+        assert main(["verify", str(sharded_build)]) == 1
+        assert f"{index} is not a shard index: run `ffx shard" in one_error_line(capsys.readouterr().err)
+    index.write_text(good)
+    for shard in (sharded_build / "shards").glob("*.tar"):
+        shard.unlink()
+    assert main(["verify", str(sharded_build)]) == 1
+    assert ": missing" in capsys.readouterr().out
+    assert main(["shard", str(sharded_build)]) == 0  # writes them again
+    assert main(["verify", str(sharded_build)]) == 0
+
+
+def test_markup_and_emoji_codes_in_names_stay_text(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    write_h264_index_video(root / "real" / "[bold]clip:x:.mp4", 3, 64, 48)
+    (root / "fake" / "[").mkdir(parents=True)
+    (root / "fake" / "[" / "x].mp4").write_bytes(b"not a video")
+    build = tmp_path / "[red]build"
+    assert main(["index", "folder", "--root", str(root), "--build", str(build)]) == 0
+    assert main(["extract", str(build), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"indexed 2 videos into {build}" in out and "decode_error fake__-__x-" in out
+    assert main(["extract", str(build), "--sample", "bad[/x]"]) == 1
+    assert "bad[/x]" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_invalid_set_is_blamed_on_the_set(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data" / "real").mkdir(parents=True)
+    arguments = ["index", "folder", "--root", str(tmp_path / "data"), "--build", str(tmp_path / "b")]
+    assert main([*arguments, "--set", "crop.foo=1"]) == 1
+    error = one_error_line(capsys.readouterr().err)
+    assert "--set crop.foo=1: crop.foo: unknown field" in error and "folder.toml" not in error
+
+
+def test_a_one_frame_video_says_its_reason_once(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_h264_index_video(root / "real" / "one.mp4", 1, 64, 48)
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), root, build)
+    run_extract(build, workers=1, show_progress=False)
+    import pyarrow.parquet as pq
+
+    (row,) = pq.read_table(build / "frames.parquet").to_pylist()
+    assert row["status"] == "short"
+    assert row["error"] == "the video has 1 frames; 1 of 30 asked for (pyav, decord, opencv)"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_a_read_only_build_reruns(sharded_build: Path) -> None:
+    for path in sorted(sharded_build.rglob("*"), reverse=True):
+        path.chmod(path.stat().st_mode & ~0o222)
+    sharded_build.chmod(0o555)
+    try:
+        assert main(["shard", str(sharded_build)]) == 0
+    finally:
+        sharded_build.chmod(0o755)
