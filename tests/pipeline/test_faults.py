@@ -82,6 +82,19 @@ def test_a_full_disk_is_one_line_and_a_rerun_finishes(tmp_path: Path) -> None:
     assert run_extract(build, workers=1, show_progress=False).merged  # room again: it finishes
 
 
+def test_a_full_disk_while_sharding_is_one_line_and_a_rerun_finishes(tmp_path: Path) -> None:
+    build = make_cropped_build(tmp_path, videos_per_label=2, frames=2)
+    limit = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600)); "
+    script = limit + "from ffx.cli import main; sys.exit(main(['shard', sys.argv[1], '--workers', '1']))"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(build)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 1
+    error = one_error_line(done.stderr)
+    assert "File too large" in error and f"{build}/" in error and "CropTask" not in error
+    assert run_shard(build, workers=1, show_progress=False).merged
+
+
 def test_a_rerun_with_nothing_to_do_writes_nothing(sharded_build: Path, capsys) -> None:
     """So that a read-only build (a shared copy) can be checked and rerun."""
     root = json.loads((sharded_build / "index.json").read_text())["root"]
