@@ -136,6 +136,8 @@ def test_linked_folders_are_followed_and_reported(tmp_path):
     rows = read_rows(tmp_path / "build")
     assert set(rows) == {"real/a.mp4", "fake/b.mp4", "fake/sub/c.mp4"}
     assert rows["fake/b.mp4"]["key"] == "fake__b" and rows["fake/b.mp4"]["label_name"] == "fake"
+    assert rows["fake/sub/c.mp4"]["resolved"] == str((other / "fakes" / "sub" / "c.mp4").resolve())
+    assert rows["real/a.mp4"]["resolved"] == ""  # no link on the way
     assert any("2 videos are reached through symbolic links that lead outside" in n for n in report.notes)
     index = json.loads((tmp_path / "build" / "index.json").read_text())
     assert any("symbolic links" in note for note in index["notes"])

@@ -292,7 +292,15 @@ def current_table(build: BuildDir, name: str) -> pa.Table:
     """Stage `name`'s table, once it is merged and current all the way up; else a one-line
     BuildError saying what is out of date and which command brings it up to date."""
     if name == "videos":
-        return store.read_table(build.videos, "`ffx index`")
+        from ffx.pipeline.recipe.schema import VIDEOS_SCHEMA
+
+        videos = store.read_table(build.videos, "`ffx index`")
+        if missing := set(VIDEOS_SCHEMA.names) - set(videos.column_names):
+            raise BuildError(
+                f"{build.videos} was written by an older ffx (no {', '.join(sorted(missing))}): "
+                "run `ffx index` again with the build's recipe"
+            )
+        return videos
     stage = stage_for(name)
     path = build.table(name)
     currency, table = table_currency(build, name)

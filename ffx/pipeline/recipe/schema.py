@@ -22,7 +22,8 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
         pa.field("group", pa.string(), nullable=False),  # identity group: never straddles splits
         pa.field("original_key", pa.string(), nullable=True),  # a fake's source video
-        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),  # -1: a link to a missing file
+        pa.field("resolved", pa.string(), nullable=False),  # the file symbolic links lead to, or ""
     ]
 )
 

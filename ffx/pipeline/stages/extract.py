@@ -62,9 +62,14 @@ class ExtractStage(Stage):
         }
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        videos = current_table(build, "videos").select(["key", "path", "size_bytes"]).to_pylist()
+        videos = current_table(build, "videos").select(["key", "path", "size_bytes", "resolved"]).to_pylist()
         settings = self.settings(recipe)
-        return Plan({video["key"]: digest(settings, video["path"], video["size_bytes"]) for video in videos})
+        return Plan(
+            {
+                video["key"]: digest(settings, video["path"], video["size_bytes"], video["resolved"])
+                for video in videos
+            }
+        )
 
     def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
         from ffx.pipeline.engine.workers import available_cores

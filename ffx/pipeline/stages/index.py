@@ -162,9 +162,16 @@ def build_rows(
                 "group": group,
                 "original_key": path_to_key.get(entry.original_path) if entry.original_path else None,
                 "size_bytes": size_bytes(root / entry.path),
+                "resolved": resolved_path(root, entry.path),
             }
         )
     return sorted(rows, key=lambda row: row["key"])
+
+
+def resolved_path(root: Path, path: str) -> str:
+    """The file a video's path leads to when symbolic links lie on the way (absolute), else ""."""
+    real = os.path.realpath(root / path)
+    return real if real != os.path.join(os.path.realpath(root), path) else ""
 
 
 def size_bytes(path: Path) -> int:
@@ -180,18 +187,10 @@ def link_notes(root: Path, rows: list[dict]) -> list[str]:
     """Notes on videos reached through symbolic links: how many lead outside the root (their
     `path` stays the one below the root, which keys come from), and how many lead nowhere."""
     real_root = os.path.realpath(root)
-    real_folders: dict[str, str] = {}
-    outside = 0
-    for row in rows:
-        path = os.path.join(root, row["path"])
-        folder = os.path.dirname(path)
-        if folder not in real_folders:
-            real_folders[folder] = os.path.realpath(folder)
-        if os.path.islink(path):
-            real = os.path.realpath(path)
-        else:
-            real = os.path.join(real_folders[folder], os.path.basename(path))
-        outside += os.path.commonpath([real, real_root]) != real_root
+    outside = sum(
+        bool(row["resolved"]) and os.path.commonpath([row["resolved"], real_root]) != real_root
+        for row in rows
+    )
     notes = []
     if outside:
         notes.append(
