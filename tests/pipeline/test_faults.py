@@ -64,34 +64,35 @@ def test_shards_and_tables_are_readable_by_the_group_and_others_under_umask_022(
     assert written and all(stat.S_IMODE(path.stat().st_mode) == 0o644 for path in written)
 
 
+def on_a_full_disk(command: str, build: Path) -> str:
+    """`ffx COMMAND BUILD --workers 1` where writes past 600 bytes fail as on a full disk (a
+    file-size limit; Python ignores SIGXFSZ): its one stderr line, after exit status 1."""
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600)); "
+        "from ffx.cli import main; sys.exit(main([sys.argv[1], sys.argv[2], '--workers', '1']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, command, str(build)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 1
+    error = one_error_line(done.stderr)
+    assert "File too large" in error and "free space" in error and f"{build}/" in error
+    return error
+
+
 def test_a_full_disk_is_one_line_and_a_rerun_finishes(tmp_path: Path) -> None:
     root = tmp_path / "data"
     for number in range(3):
         write_h264_index_video(root / "real" / f"clip{number}.mp4", 30, 320, 240)
     build = tmp_path / "build"
     run_index(load_manifest("folder"), root, build)
-    # A file-size limit makes writes past 600 bytes fail as on a full disk (Python ignores SIGXFSZ).
-    limit = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600)); "
-    script = limit + "from ffx.cli import main; sys.exit(main(['extract', sys.argv[1], '--workers', '1']))"
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(build)], capture_output=True, text=True, cwd=REPO
-    )
-    assert done.returncode == 1
-    error = one_error_line(done.stderr)
-    assert "File too large" in error and "free space" in error and str(build) in error
+    on_a_full_disk("extract", build)
     assert run_extract(build, workers=1, show_progress=False).merged  # room again: it finishes
 
 
 def test_a_full_disk_while_sharding_is_one_line_and_a_rerun_finishes(tmp_path: Path) -> None:
     build = make_cropped_build(tmp_path, videos_per_label=2, frames=2)
-    limit = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600)); "
-    script = limit + "from ffx.cli import main; sys.exit(main(['shard', sys.argv[1], '--workers', '1']))"
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(build)], capture_output=True, text=True, cwd=REPO
-    )
-    assert done.returncode == 1
-    error = one_error_line(done.stderr)
-    assert "File too large" in error and f"{build}/" in error and "CropTask" not in error
+    assert "Task(" not in on_a_full_disk("shard", build)  # no task repr
     assert run_shard(build, workers=1, show_progress=False).merged
 
 
