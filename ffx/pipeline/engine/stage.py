@@ -171,22 +171,12 @@ def load_recipe(build: BuildDir) -> Manifest:
     return load_manifest(build.manifest)
 
 
-def apply_options(build: Path | BuildDir, options: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Write the given recipe fields (dotted names; None = not given) into BUILD/manifest.toml.
-
-    The stages then redo exactly the items those fields shape. Returns what changed."""
-    build = BuildDir(build)
-    recipe = load_recipe(build)
-    given = {name: value for name, value in options.items() if value is not None}
-    if not given:
-        return []
-    changed = load_manifest(build.manifest, given)
-    changes = manifest_changes(recipe, changed)
-    if changes:
-        atomic.write_bytes(build.manifest, manifest_to_toml(changed).encode())
-        index = json.loads(build.index.read_text(encoding="utf-8"))
-        atomic.write_json(build.index, index | {"manifest_sha256": changed.digest()})
-    return changes
+def write_recipe(build: BuildDir, recipe: Manifest) -> None:
+    """Make `recipe` the build's effective recipe (BUILD/manifest.toml and its sha256 in
+    index.json); the stages then redo exactly the items the changed fields shape."""
+    atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
+    index = json.loads(build.index.read_text(encoding="utf-8"))
+    atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
 
 
 # --- currency ----------------------------------------------------------------------------------
@@ -411,7 +401,8 @@ def _run_stage(
     recipe = load_recipe(build)
     report = StageReport(stage.name, stage.unit)
     ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
-    changes = manifest_changes(recipe, load_manifest(build.manifest, options)) if options else []
+    wanted = load_manifest(build.manifest, options) if options else recipe
+    changes = manifest_changes(recipe, wanted)
     if not changes:
         plan = stage.plan(build, recipe)
         done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
@@ -422,8 +413,8 @@ def _run_stage(
             return report
     with hold_lock(build, stage.name, part):
         if changes:
-            apply_options(build, options)
-            recipe = load_recipe(build)
+            write_recipe(build, wanted)
+            recipe = wanted
             plan = stage.plan(build, recipe)
         done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)  # may have moved on
         made = made_from_per_key(done_rows)
