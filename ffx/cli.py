@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from ffx import __version__
@@ -427,7 +428,28 @@ def train(
     accumulate: Annotated[int | None, typer.Option("--accumulate", min=1, help="Batches per step.")] = None,
     compile_model: Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")] = None,
     pretrained: Annotated[
-        Path | None, typer.Option("--pretrained", help="A local timm checkpoint of the RGB backbone.")
+        Path | None,
+        typer.Option(
+            "--pretrained",
+            help="A local timm checkpoint of the RGB backbone; its input mean/std (timm's) are used.",
+        ),
+    ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head", help="pairwise (MCX-API, default) | linear (cross-entropy on the backbone feature)."
+        ),
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option("--flip/--no-flip", help="Mirror half of the training samples (default: on)."),
+    ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Start a new run from the weights of an ffx checkpoint (same backbone, head, spaces).",
+        ),
     ] = None,
     workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
@@ -436,7 +458,12 @@ def train(
         int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (resume later).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --run where it stopped.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --run where it stopped; only --epochs (more), --shards, "
+            "--device and --max-steps may change.",
+        ),
     ] = False,
     verify: Annotated[
         bool,
@@ -447,10 +474,10 @@ def train(
     ] = True,
 ) -> None:
     """Train MCX-API on shards (torchrun for several GPUs or processes); resumable."""
-    from ffx.train.loop import make_config
+    from ffx.train.loop import TrainConfig, given_settings
     from ffx.train.loop import train as run_training
 
-    settings = make_config(
+    given = given_settings(
         preset,
         config,
         shards=shards,
@@ -469,17 +496,26 @@ def train(
         accumulate=accumulate,
         compile=compile_model,
         pretrained=str(pretrained) if pretrained else None,
+        head=head,
+        flip=flip,
+        init_from=str(init_from) if init_from else None,
         workers=workers,
         device=device,
         seed=seed,
         max_steps=max_steps,
     )
+    settings = TrainConfig(**given)
 
     def warn(text: str) -> None:  # one line on stderr, from rank 0 only
         error_console.print(f"[yellow]ffx: warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     report = run_training(
-        settings, resume=resume, show_progress=console.is_terminal, verify=verify, warn=warn
+        settings,
+        resume=resume,
+        show_progress=console.is_terminal,
+        verify=verify,
+        warn=warn,
+        given=set(given),
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
         return
@@ -496,8 +532,22 @@ def evaluate(
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", help="A .safetensors file written by ffx train.")
     ],
-    shards: Annotated[str, typer.Option("--shards", help="BUILD/shards of the data to score.")],
+    shards: Annotated[
+        list[str],
+        typer.Option(
+            "--shards",
+            help="BUILD/shards of the data to score; repeat it to score several builds (cross-dataset).",
+        ),
+    ],
     split: Annotated[str, typer.Option("--split", help="train | val | test.")] = "test",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for metrics.json, predictions.parquet, roc.png, confusion.png "
+            "(default: {checkpoint}.eval-{split}.json beside the checkpoint, metrics only).",
+        ),
+    ] = None,
     crop: Annotated[int | None, typer.Option("--crop", help="Centre crop side (default: the run's).")] = None,
     workers: WorkersOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
@@ -510,8 +560,8 @@ def evaluate(
         ),
     ] = True,
 ) -> None:
-    """Frame- and video-level BOSC and AUC of a checkpoint on a split; JSON beside the checkpoint."""
-    from ffx.train.loop import evaluate_checkpoint
+    """BOSC, AUC, ACC, EER and AP of a checkpoint, frame and video level, per method and per build."""
+    from ffx.train.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         checkpoint,
@@ -522,11 +572,56 @@ def evaluate(
         device=device,
         verify=verify,
         show_progress=console.is_terminal,
+        out=out,
     )
+    print_eval(metrics)
+
+
+def _figure(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def print_eval(metrics: dict) -> None:
+    """A rich table (a row per build, subset and level), the notes, and the summary line."""
+    table = Table(title=escape(f"ffx eval {metrics['split']}: {metrics['checkpoint']}"))
+    for name in ("dataset", "subset", "level", "real", "fake", "BOSC", "AUC", "ACC", "EER", "AP"):
+        table.add_column(name, justify="left" if name in ("dataset", "subset", "level") else "right")
+    sections = [
+        row
+        for name, values in metrics["datasets"].items()
+        for row in [(name, "all", values["pooled"])]
+        + [(name, f"real vs {method}", subset) for method, subset in values["methods"].items()]
+    ]
+    if len(metrics["datasets"]) > 1:
+        sections.append(("all builds", "all", metrics["pooled"]))
+    shown = None
+    for dataset, subset, levels in sections:
+        for level in ("frame", "video"):
+            values = levels[level]
+            table.add_row(
+                escape(dataset) if dataset != shown else "",
+                escape(subset) if level == "frame" else "",
+                level,
+                str(values["real"]),
+                str(values["fake"]),
+                *(_figure(values[key]) for key in ("bosc", "auc", "acc", "eer", "ap")),
+            )
+            shown = dataset
+    if console.is_terminal:
+        console.print(table)
+    else:  # in a log the table is as wide as it needs: no name or figure is cut short
+        needed = Measurement.get(console, console.options.update_width(1000), table).maximum
+        Console(file=console.file, width=max(console.width, needed), emoji=False).print(table)
+    for note in metrics["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    checkpoint, split = Path(metrics["checkpoint"]), metrics["split"]
+    written = metrics.get("out") or str(checkpoint.with_name(f"{checkpoint.stem}.eval-{split}.json"))
     console.print(
-        f"eval {split}: frames {metrics['frames']}, videos {metrics['videos']}; "
-        f"frame BOSC {metrics['frame_bosc']:.4f} AUC {metrics['frame_auc']:.4f}; "
-        f"video BOSC {metrics['video_bosc']:.4f} AUC {metrics['video_auc']:.4f}"
+        f"eval {escape(split)}: frames {metrics['frames']}, videos {metrics['videos']}; "
+        f"frame BOSC {_figure(metrics['frame_bosc'])} AUC {_figure(metrics['frame_auc'])}; "
+        f"video BOSC {_figure(metrics['video_bosc'])} AUC {_figure(metrics['video_auc'])}; "
+        f"written to {escape(written)}",
+        highlight=False,
     )
 
 

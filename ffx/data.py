@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import random
+import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from glob import glob
@@ -57,6 +58,7 @@ class ShardSet:
     samples: int
     labels: dict[int, int]  # samples per class
     spaces: tuple[str, ...]  # colour spaces stored in the shards
+    shard_samples: tuple[int, ...] = ()  # samples per shard, in `urls` order (empty: unknown)
 
 
 def open_shards(shards: str | Path, split: str) -> ShardSet:
@@ -77,12 +79,16 @@ def open_shards(shards: str | Path, split: str) -> ShardSet:
         totals["samples"],
         dict(sorted((int(label), count) for label, count in totals["labels"].items())),
         tuple(index["settings"]["spaces"]),
+        tuple(int(entry["samples"]) for entry in entries),
     )
 
 
 def _expand(pattern: str) -> list[str]:
-    """Local globs are expanded here; brace lists and `pipe:` URLs are left to WebDataset."""
-    if pattern.startswith("pipe:") or "{" in pattern:
+    """Local globs are expanded here, brace lists (`train-{000..009}.tar`, also inside a `pipe:`
+    command) by WebDataset's rules: a list of one URL per shard. Other `pipe:` URLs are one shard."""
+    if "{" in pattern or "::" in pattern:
+        return list(wds.shardlists.expand_urls(pattern))
+    if pattern.startswith("pipe:"):
         return [pattern]
     urls = sorted(glob(pattern))
     if not urls:
@@ -163,12 +169,17 @@ def _write_checks(cache: Path, checked: set[CheckKey]) -> None:
 
 
 def decode_sample(
-    sample: dict, spaces: Sequence[str], crop: int | None = None, rng: random.Random | None = None
+    sample: dict,
+    spaces: Sequence[str],
+    crop: int | None = None,
+    rng: random.Random | None = None,
+    flip: bool = False,
 ) -> dict:
     """A raw WebDataset sample -> {"image": uint8 tensor (3·N, H, W), "label", "meta", "key"}.
 
     With `crop`, a crop x crop window is cut: at random when `rng` is given (training), else
-    from the centre (evaluation); the same window for every colour space. HSV and YCbCr are
+    from the centre (evaluation); the same window for every colour space. With `flip`, the
+    stacked image is mirrored left to right: every colour space alike. HSV and YCbCr are
     computed from the RGB window (cheaper than decoding their PNGs, and the very same bytes:
     the conversions are per pixel); Lab, expensive to compute, is decoded."""
     decoded: dict[str, np.ndarray] = {}
@@ -196,6 +207,8 @@ def decode_sample(
     try:
         # torch interleaves the planes about three times faster than np.concatenate.
         stacked = torch.cat([torch.from_numpy(plane(space)) for space in spaces], dim=2)
+        if flip:  # (H, W, C): the width axis, every space's channels alike
+            stacked = stacked.flip(1)
         label, meta = int(sample["cls"]), json.loads(sample["json"])
     except (KeyError, ValueError, RuntimeError, cv2.error) as error:  # members missing or garbled
         raise record_error(sample, f"cannot be decoded ({type(error).__name__}: {error})") from None
@@ -227,16 +240,23 @@ def _window(
 
 
 class Decoder:
-    """A picklable stage that decodes raw samples. Training windows are drawn per sample, seeded
-    by (seed, sample key): the same sample gets the same crop whatever the order, worker or
-    samples skipped before it."""
+    """A picklable stage that decodes raw samples. Training windows and horizontal flips (`flip`:
+    half of the samples, at random) are drawn per sample, seeded by (seed, sample key): the same
+    sample gets the same crop and flip whatever the order, worker or samples skipped before it."""
 
-    def __init__(self, spaces: tuple[str, ...], crop: int | None, random_crop: bool, seed: int):
+    def __init__(
+        self, spaces: tuple[str, ...], crop: int | None, random_crop: bool, seed: int, flip: bool = False
+    ):
         self.spaces, self.crop, self.random_crop, self.seed = spaces, crop, random_crop, seed
+        self.flip = flip and random_crop  # never at evaluation (centre crops)
+
+    def flips(self, key: str) -> bool:
+        """Whether the sample `key` is mirrored (its own draw: the crop's draws stay as they were)."""
+        return self.flip and random.Random(f"{self.seed}/{key}/flip").random() < 0.5
 
     def decode(self, sample: dict) -> dict:
         rng = random.Random(f"{self.seed}/{sample['__key__']}") if self.random_crop else None
-        return decode_sample(sample, self.spaces, self.crop, rng)
+        return decode_sample(sample, self.spaces, self.crop, rng, self.flips(sample["__key__"]))
 
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
         for sample in samples:
@@ -255,9 +275,11 @@ def shard_dataset(
     decode: bool = True,
     worker_shift: int = 0,
     split_nodes: bool = True,
+    flip: bool = False,
 ) -> wds.DataPipeline:
     """A WebDataset pipeline over one split: shards split across nodes and workers; with `train`,
-    shuffled shards, a sample shuffle buffer and random crops, else file order and centre crops.
+    every shard once in a seeded order (`pass_order`), a sample shuffle buffer and random crops
+    (and with `flip`, half of the samples mirrored), else file order and centre crops.
     `resampled` draws shards with replacement forever (fixed-length epochs for DDP). Every random
     choice is seeded by `seed`, the node and the worker: the same seed gives the same stream.
     With `decode=False` the samples stay raw (bytes per member), for stages that pick samples
@@ -275,17 +297,53 @@ def shard_dataset(
         role_seed = _RoleSeed(worker_shift)
         stages = [wds.ResampledShards(shard_set.urls, seed=seed, worker_seed=role_seed, deterministic=True)]
     else:
-        stages = [wds.SimpleShardList(shard_set.urls)]
+        urls = shard_set.urls
         if train:
-            stages.append(wds.shuffle(100, rng=random.Random(seed)))
+            urls = [urls[index] for index in pass_order(len(urls), seed)]
+        stages = [wds.SimpleShardList(urls)]
         if split_nodes:
             stages.append(wds.split_by_node)
     stages += [SplitByWorker(worker_shift), read_shards]
     if train:
         stages.append(wds.shuffle(shuffle_buffer, rng=random.Random(seed + 1)))
     if decode:
-        stages.append(Decoder(spaces, crop, train, seed))
+        stages.append(Decoder(spaces, crop, train, seed, train and flip))
     return wds.DataPipeline(*stages)
+
+
+def pass_order(shards: int, seed: int) -> list[int]:
+    """The order in which a training pass reads `shards` shards (indices), seeded: every shard once."""
+    order = list(range(shards))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def fetch_samples(url: str, keys: Iterable[str]) -> dict[str, dict]:
+    """The raw samples `keys` of one shard, as the stream gives them (`__key__`, `__url__`, a bytes
+    value per member). A local shard is read by seeking from header to header (only the wanted
+    members' data is read), any other URL as a stream. A key the shard lacks is a RecordError."""
+    wanted, found = set(keys), {}
+    path = Path(url)
+    if path.is_file():
+        try:
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    key, suffix = wds.tariterators.base_plus_ext(member.name)
+                    if key in wanted and member.isreg():
+                        sample = found.setdefault(key, {"__key__": key, "__url__": url})
+                        sample[suffix.lower()] = archive.extractfile(member).read()
+        except (OSError, tarfile.TarError) as error:
+            raise record_error({"__url__": url, "__key__": "?"}, f"unreadable tar ({error})") from None
+    else:
+        for sample in read_shards([{"url": url}]):
+            if sample["__key__"] in wanted:
+                found[sample["__key__"]] = sample
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise record_error(
+            {"__url__": url, "__key__": missing[0]}, "no longer in the shard (was it rebuilt?)"
+        )
+    return found
 
 
 def read_shards(sources: Iterable[dict]) -> Iterator[dict]:

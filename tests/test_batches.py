@@ -60,3 +60,26 @@ def test_same_seed_same_batches_and_queues_stay_bounded() -> None:
     assert batcher.skipped == 2000 - 5 * 9 - batcher.left[0]
     with pytest.raises(FfxError):
         BalancedBatches(0, 9)
+
+
+def test_carried_samples_queue_first_and_a_quota_drains_the_rest() -> None:
+    """A pass with a quota makes that many batches, then only queues (bounded); its leftovers,
+    carried into the next pass, are queued before that pass's own samples and used first."""
+    first_pass = stream({0: 30, 1: 30}, seed=1)
+    batcher = BalancedBatches(2, 3, seed=2, queue_limit=15)
+    batches = list(batcher(first_pass, quota=4))
+    assert len(batches) == 4
+    used = {sample["id"] for batch in batches for sample in batch}
+    left = [sample for queue in batcher.leftovers.values() for sample in queue]
+    # 12 of each class used, then 15 queued (the bound) and 3 skipped: every sample read.
+    assert batcher.left == {0: 15, 1: 15} and batcher.skipped == 6
+    assert not used & {sample["id"] for sample in left}
+    fresh = [sample | {"id": f"next-{sample['id']}"} for sample in stream({0: 30, 1: 30}, seed=3)]
+    second = list(BalancedBatches(2, 3, seed=2, queue_limit=15)(fresh, left))
+    # The carried queues are full enough for batches at once: the first ones are all carried.
+    carried_ids = [sample["id"] for sample in left]
+    for batch in second[:5]:
+        assert all(sample["id"] in carried_ids for sample in batch)
+    for label in (0, 1):  # in queue order
+        order = [s["id"] for batch in second for s in batch if s["label"] == label][:15]
+        assert order == [s["id"] for s in batcher.leftovers[label]]

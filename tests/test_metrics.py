@@ -1,4 +1,4 @@
-"""BOSC and AUC against scikit-learn, frame and video level."""
+"""BOSC, AUC, ACC, EER and AP: by hand on tiny score sets and against scikit-learn, frame and video level."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from ffx.train.metrics import bosc, detection_metrics, roc_auc
+from ffx.errors import FfxError
+from ffx.train.metrics import binary_metrics, bosc, detection_metrics, equal_error_rate, roc_auc, video_scores
 
 
 def test_auc_matches_scikit_learn_with_ties() -> None:
@@ -38,3 +39,64 @@ def test_video_level_uses_the_mean_frame_score_per_video() -> None:
     assert metrics["video_auc"] == pytest.approx(roc_auc_score([0, 1, 1], [0.55, 0.65, 0.35]), abs=1e-12)
     assert metrics["video_bosc"] == balanced_accuracy_score([0, 1, 1], [1, 1, 0])
     assert metrics["frame_auc"] == pytest.approx(roc_auc_score([0, 0, 1, 1, 1, 1], scores), abs=1e-12)
+
+
+def test_binary_metrics_of_hand_made_scores() -> None:
+    # Reals 0.1 0.4, fakes 0.35 0.8, ranked by hand: 0.8 (fake), 0.4 (real), 0.35 (fake), 0.1 (real).
+    metrics = binary_metrics([False, False, True, True], [0.1, 0.4, 0.35, 0.8])
+    assert metrics["auc"] == pytest.approx(3 / 4)  # 0.8 beats both reals, 0.35 only 0.1
+    # At >= 0.5 only 0.8 is called fake: sensitivity 1/2, specificity 1.
+    assert metrics["bosc"] == pytest.approx(3 / 4) and metrics["acc"] == pytest.approx(3 / 4)
+    # Precision 1 at recall 1/2 (0.8), 2/3 at recall 1 (0.35): AP = 1/2 * 1 + 1/2 * 2/3.
+    assert metrics["ap"] == pytest.approx(5 / 6)
+    # A threshold of 0.4 calls one real of two fake and misses one fake of two: FPR = FNR = 1/2.
+    assert metrics["eer"] == pytest.approx(1 / 2)
+    assert (metrics["real"], metrics["fake"]) == (2, 2)
+
+    # Three reals, one fake: BOSC and ACC differ. Perfectly ranked: AUC 1, AP 1, EER 0.
+    metrics = binary_metrics([False, False, False, True], [0.2, 0.6, 0.3, 0.9])
+    assert metrics["bosc"] == pytest.approx((1 + 2 / 3) / 2) and metrics["acc"] == pytest.approx(3 / 4)
+    assert metrics["auc"] == metrics["ap"] == 1.0 and metrics["eer"] == 0.0
+    # Ranked the wrong way round: every threshold that catches the fake passes no real.
+    assert equal_error_rate(np.array([False, True]), np.array([0.9, 0.1])) == 1.0
+    # A score of exactly 0.5 is fake.
+    assert binary_metrics([True, False], [0.5, 0.49])["bosc"] == 1.0
+
+
+def test_binary_metrics_of_one_class_are_none_but_accuracy() -> None:
+    metrics = binary_metrics([True, True, True], [0.2, 0.7, 0.9])
+    assert metrics["auc"] is metrics["ap"] is metrics["eer"] is metrics["bosc"] is None
+    assert metrics["acc"] == pytest.approx(2 / 3) and (metrics["real"], metrics["fake"]) == (0, 3)
+
+
+def test_binary_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 400)
+    scores = np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1)
+    metrics = binary_metrics(labels.astype(bool), scores)
+    predicted = (scores >= 0.5).astype(int)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert metrics["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    assert metrics["acc"] == accuracy_score(labels, predicted)
+    assert metrics["bosc"] == balanced_accuracy_score(labels, predicted)
+    # EER by brute force over every threshold: the false-positive rate where |FNR - FPR| is smallest.
+    # DeepfakeBench's ROC curve (scikit-learn's default) drops points on straight stretches, so its
+    # EER may be one real sample away from the exhaustive search's.
+    best = min(
+        (
+            abs((scores[labels == 1] < t).mean() - (scores[labels == 0] >= t).mean()),
+            (scores[labels == 0] >= t).mean(),
+        )
+        for t in np.unique(scores)
+    )
+    assert metrics["eer"] == pytest.approx(best[1], abs=1.01 / (labels == 0).sum())
+
+
+def test_video_scores_are_frame_means_and_a_video_has_one_label() -> None:
+    videos, labels, means = video_scores(
+        ["a", "b", "a", "b", "c"], [0, 1, 0, 1, 2], [0.2, 0.9, 0.4, 0.5, 0.3]
+    )
+    assert videos == ["a", "b", "c"] and labels == [0, 1, 2]
+    assert means == pytest.approx([0.3, 0.7, 0.3])
+    with pytest.raises(FfxError, match=r"^BUILD: the frames of video 'a' disagree on its label \(0 and 1\)"):
+        video_scores(["a", "a"], [0, 1], [0.1, 0.2], "BUILD")

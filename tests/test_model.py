@@ -186,3 +186,21 @@ def test_pretrained_checkpoints_in_their_usual_wrappings_load(tmp_path: Path) ->
         FfxError, match=r"1 of another shape \(layer1\.0\.conv1\.weight: \[64, 64, 1, 1\], expected"
     ):
         MCXAPI(ModelConfig(backbone="resnet18"), pretrained=tmp_path / "reshaped.pth")
+
+
+def test_normalisation_values_per_channel_and_the_head_choice() -> None:
+    from ffx.model.mcx_api import LinearHead, per_channel
+
+    assert per_channel(0.5, 6) == (0.5,) * 6
+    assert per_channel((0.1, 0.2, 0.3), 6) == (0.1, 0.2, 0.3, 0.1, 0.2, 0.3)  # each space's triple
+    assert per_channel([0.1] * 9, 9) == (0.1,) * 9
+    with pytest.raises(FfxError, match="give one number, three"):
+        per_channel((0.1, 0.2), 6)
+    with pytest.raises(FfxError, match="must be positive"):
+        per_channel(0.0, 3, "std")
+    model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=["rgb", "hsv"], head="linear"))
+    assert isinstance(model.head, LinearHead) and model.config.spaces == ("rgb", "hsv")
+    assert model.config.mean == (0.5,) * 6 and model.config.std == (0.5,) * 6  # no pretrained weights
+    assert model.head.classifier.in_features == model.width == 64
+    with pytest.raises(FfxError, match="unknown head 'triplet'"):
+        ModelConfig(head="triplet")

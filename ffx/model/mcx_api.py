@@ -10,7 +10,13 @@ backbone features (x1, x2):
     x_i_other = x_i + x_i * g_j        attention borrowed from the other image
 
 One shared linear classifier scores the four attentive features. At inference there is no pair:
-the classifier scores the plain backbone feature.
+the classifier scores the plain backbone feature. `head="linear"` is the plain baseline instead
+(the paper's Xception, LIB's backbones): a linear classifier on the backbone feature, trained
+with cross-entropy alone.
+
+The head is as wide as the feature the backbone really returns: timm's `head_hidden_size` (the
+width after `forward_head(pre_logits=True)`, which differs from `num_features` for backbones
+with a head conv, such as `mobilenetv3_*` and `ghostnet_*`), else `num_features`.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from __future__ import annotations
 import difflib
 import pickle
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,16 +34,61 @@ from torch import nn
 
 from ffx.errors import FfxError
 
+HEADS = ("pairwise", "linear")
+NEUTRAL = 0.5  # mean and std of the input normalisation without pretrained weights
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What shapes the network; saved with every checkpoint."""
+    """What shapes the network and how its input is normalised; saved with every checkpoint."""
 
     backbone: str = "legacy_xception"
     spaces: tuple[str, ...] = ("rgb",)
     num_classes: int = 2
     hidden: int = 512  # the pair MLP's middle width
     dropout: float = 0.5
+    head: str = "pairwise"  # pairwise (MCX-API) | linear (cross-entropy on the backbone feature)
+    # Per input channel, (x / 255 - mean) / std; None: the pretrained backbone's (timm's
+    # pretrained_cfg, the RGB triple for every colour space) when weights are loaded, else 0.5.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("spaces", "mean", "std"):  # JSON gives lists
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if self.head not in HEADS:
+            raise FfxError(f"unknown head {self.head!r}; choose {' or '.join(HEADS)}")
+
+
+def per_channel(values: float | Sequence[float], channels: int, name: str = "mean") -> tuple[float, ...]:
+    """A normalisation value for each of `channels` input channels: one value for all, a triple
+    for every colour space (3 channels each), or one per channel; anything else is one line."""
+    values = (values,) if isinstance(values, int | float) else tuple(values)
+    if len(values) == 3 and channels % 3 == 0:
+        values = values * (channels // 3)
+    elif len(values) == 1:
+        values = values * channels
+    if len(values) != channels or not all(isinstance(value, int | float) for value in values):
+        raise FfxError(
+            f"{name} {list(values)}: give one number, three (each colour space's channels) or "
+            f"{channels} (one per input channel)"
+        )
+    if name == "std" and min(values) <= 0:
+        raise FfxError(f"std {list(values)}: every value must be positive")
+    return tuple(float(value) for value in values)
+
+
+class LinearHead(nn.Module):
+    """The plain classifier of a backbone: logits = W x + b, no pair, no dropout (timm's own)."""
+
+    def __init__(self, features: int, num_classes: int):
+        super().__init__()
+        self.classifier = nn.Linear(features, num_classes)
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
 
 
 class PairwiseHead(nn.Module):
@@ -68,13 +119,13 @@ class PairwiseHead(nn.Module):
 
 
 class MCXAPI(nn.Module):
-    """Backbone (3·N input channels, global pooled features) plus the pairwise head."""
+    """Backbone (3·N input channels, global pooled features) plus the pairwise (or linear) head.
+    `config.mean` and `config.std` come out resolved per input channel (see ModelConfig)."""
 
     def __init__(self, config: ModelConfig, pretrained: Path | None = None):
         super().__init__()
         import timm
 
-        self.config = config
         channels = 3 * len(config.spaces)
         check_backbone(config.backbone)  # before timm sees it: nothing may go to the network
         try:
@@ -86,17 +137,42 @@ class MCXAPI(nn.Module):
             raise FfxError(f"unknown timm backbone {config.backbone!r}: {error}") from None
         if pretrained is not None:
             load_widened(self.backbone, pretrained, channels)
-        self.head = PairwiseHead(
-            self.backbone.num_features, config.num_classes, config.hidden, config.dropout
+        cfg = getattr(self.backbone, "pretrained_cfg", None) or {}
+        weighted = pretrained is not None
+        mean = config.mean if config.mean is not None else (cfg.get("mean") if weighted else None)
+        std = config.std if config.std is not None else (cfg.get("std") if weighted else None)
+        self.config = replace(
+            config,
+            mean=per_channel(NEUTRAL if mean is None else mean, channels, "mean"),
+            std=per_channel(NEUTRAL if std is None else std, channels, "std"),
         )
+        self.width = feature_width(self.backbone)
+        if config.head == "linear":
+            self.head: PairwiseHead | LinearHead = LinearHead(self.width, config.num_classes)
+        else:
+            self.head = PairwiseHead(self.width, config.num_classes, config.hidden, config.dropout)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (B, D) of normalised images (B, 3·N, H, W)."""
-        return self.backbone(images)
+        features = self.backbone(images)
+        if features.ndim != 2 or features.shape[1] != self.width:
+            raise FfxError(
+                f"backbone {self.config.backbone} returns features of shape {list(features.shape)}, "
+                f"not (batch, {self.width}): ffx needs a timm model whose pooled pre-logits "
+                "feature is one vector per image"
+            )
+        return features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits without a pair (inference)."""
         return self.head.score(self.features(images))
+
+
+def feature_width(backbone: nn.Module) -> int:
+    """The width of what a timm model built with num_classes=0 returns: its pre-logits feature
+    (`head_hidden_size`, e.g. 1024 for mobilenetv3_small_050, whose `num_features` is 288), else
+    `num_features`."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 WEIGHTS_HINT = "pass a timm/torch state dict saved with torch.save(state_dict) or a .safetensors file"

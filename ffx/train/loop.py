@@ -1,9 +1,12 @@
 """`ffx train` and `ffx eval`: MCX-API from ffx shards, on CPU, one GPU, or many with torchrun.
 
-Batches stream from the shards (resampled, so every rank runs the same fixed number of steps
-whatever its share of shards), P classes x K images each, decoded as uint8 and normalised on the
-device. Each epoch's stream is seeded by (seed, epoch, rank), which makes a resumed run replay
-exactly: it rebuilds the epoch's stream and skips the batches already trained on.
+Batches stream from the shards, P classes x K images each, decoded as uint8 (randomly cropped
+and mirrored) and normalised on the device. In one process an epoch reads every shard once, in
+an order seeded per epoch, and the class queues' leftovers are carried into the next epoch; under
+torchrun shards are resampled, so every rank runs the same fixed number of steps whatever its
+share of shards. Each epoch's stream is seeded by (seed, epoch, rank), which makes a resumed run
+replay exactly: it rebuilds the epoch's stream (with the leftovers it started with, kept in the
+run state) and skips the batches already trained on.
 
 A run folder holds config.json, metrics.jsonl (a line per epoch), and checkpoints as
 safetensors (`last`, `best` by validation video AUC, or by validation loss when the validation
@@ -21,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from functools import partial
@@ -40,20 +43,21 @@ from ffx.data import (
     check_shard_files,
     collate,
     open_shards,
+    pass_order,
     raise_sent_errors,
     send_errors,
     shard_dataset,
     worker_role,
 )
 from ffx.errors import BuildError, FfxError
-from ffx.model.mcx_api import MCXAPI, ModelConfig, fit_problems, pairwise_loss
+from ffx.model.mcx_api import MCXAPI, LinearHead, ModelConfig, fit_problems, pairwise_loss, per_channel
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.workers import available_cores
 from ffx.pipeline.media.color import parse_spaces
-from ffx.train.batches import BalancedBatches
-from ffx.train.metrics import detection_metrics
+from ffx.train.batches import BalancedBatches, Carry, PassBatches, Short, interleave, split_quota
+from ffx.train.metrics import detection_metrics, shard_class_names
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -96,6 +100,19 @@ class TrainConfig:
     device: str = "auto"
     val_split: str = "val"
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps; --resume goes on
+    head: str = "pairwise"  # pairwise (MCX-API) | linear (plain cross-entropy on the backbone feature)
+    flip: bool = True  # mirror half of the training samples (APINet's and the public code's flip)
+    # Input normalisation per channel, (x / 255 - mean) / std; None: resolved when the run starts
+    # (the --pretrained backbone's timm pretrained_cfg, or 0.5) and written to config.json.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    init_from: str | None = None  # start from the weights of an ffx checkpoint (a new run)
+
+    def __post_init__(self) -> None:
+        for name in ("spaces", "mean", "std"):  # JSON gives lists
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
 
 
 PRESETS: dict[str, dict] = {
@@ -119,6 +136,12 @@ PRESETS: dict[str, dict] = {
 
 def make_config(preset: str | None = None, config_file: Path | None = None, **options) -> TrainConfig:
     """Defaults < preset < config file (JSON) < options that are not None."""
+    return TrainConfig(**given_settings(preset, config_file, **options))
+
+
+def given_settings(preset: str | None = None, config_file: Path | None = None, **options) -> dict:
+    """The settings a preset, a config file (JSON) and the options that are not None set, in that
+    order of precedence (what `make_config` lays over the defaults; what `--resume` checks)."""
     values: dict = {}
     if preset is not None:
         if preset not in PRESETS:
@@ -136,7 +159,7 @@ def make_config(preset: str | None = None, config_file: Path | None = None, **op
         raise FfxError(f"unknown training settings: {', '.join(unknown)}")
     if "spaces" in values:
         values["spaces"] = parse_spaces(values["spaces"])
-    return TrainConfig(**values)
+    return values
 
 
 @dataclass
@@ -289,12 +312,48 @@ def _print_warning(text: str) -> None:
     print(f"ffx: warning: {text}", file=sys.stderr, flush=True)
 
 
-def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: int = 0):
-    """This rank's batches for one epoch: an endless resampled stream, seeded by (seed, epoch, rank).
+Carried = tuple[tuple[tuple[int, str], ...], ...]  # per loader worker role: (shard index, key)
 
-    Samples are chosen for batches before they are decoded, so neither the samples a batch does
-    not need nor the `skip` batches a resumed run has already trained on cost any decoding."""
+
+def epoch_batches(
+    config: TrainConfig, epoch: int, placement: Placement, skip: int = 0, carried: Carried = ()
+):
+    """This rank's batches for one epoch, seeded by (seed, epoch, rank).
+
+    In one process (world size 1) the epoch is one pass: every shard once, in a seeded order of
+    its own, its `steps_per_epoch * accumulate` batches shared among the loader workers by their
+    shards' samples; the leftovers `carried` from the previous epoch (per worker role, from its
+    `Carry`) are queued first. A worker whose shards run out gives `Short` in place of its missing
+    batches, and each ends with a `Carry` of its leftovers. Under torchrun: an endless resampled
+    stream (no `Short`, no `Carry`). Samples are chosen for batches before they are decoded, so
+    neither the samples a batch does not need nor the `skip` batches a resumed run has already
+    trained on cost any decoding."""
     seed = config.seed * 1_000_003 + epoch * 1009 + placement.rank
+    one_pass = placement.world == 1
+    workers = config.workers or 0
+    if one_pass:
+        shard_set = open_shards(config.shards, "train")
+        workers = min(workers, len(shard_set.urls))  # a worker without a shard would only idle
+        roles = max(workers, 1)
+        order = pass_order(len(shard_set.urls), seed)
+        sizes = shard_set.shard_samples or (1,) * len(shard_set.urls)
+        quotas = split_quota(
+            config.steps_per_epoch * config.accumulate,
+            [sum(sizes[index] for index in order[role::roles]) for role in range(roles)],
+        )
+        own, shift = interleave(quotas, skip)
+        batcher = PassBatches(
+            config.classes_per_batch,
+            config.images_per_class,
+            seed,
+            tuple(shard_set.urls),
+            quotas,
+            carried,
+            shift,
+        )
+    else:
+        own, shift = interleave((None,) * max(workers, 1), skip)
+        batcher = BalancedBatches(config.classes_per_batch, config.images_per_class, seed=seed)
     samples = shard_dataset(
         config.shards,
         "train",
@@ -302,17 +361,18 @@ def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: i
         config.crop,
         train=True,
         seed=seed,
-        resampled=True,
+        resampled=not one_pass,
         decode=False,
-        worker_shift=skip,
+        worker_shift=shift,
     )
-    batcher = BalancedBatches(config.classes_per_batch, config.images_per_class, seed=seed)
-    decoder = Decoder(config.spaces, config.crop, True, seed)
-    batches = samples.compose(batcher, SkipFirst(skip), wds.map(partial(_decode_batch, decoder)), send_errors)
+    decoder = Decoder(config.spaces, config.crop, True, seed, flip=config.flip)
+    batches = samples.compose(
+        batcher, SkipFirst(own, shift), wds.map(partial(_decode_batch, decoder)), send_errors
+    )
     loader = wds.WebLoader(
         batches,
         batch_size=None,
-        num_workers=config.workers,
+        num_workers=workers,
         pin_memory=placement.device.type == "cuda",
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),  # leaves the global RNG (dropout) alone
@@ -320,32 +380,47 @@ def epoch_batches(config: TrainConfig, epoch: int, placement: Placement, skip: i
     return loader.compose(raise_sent_errors)  # an unreadable record: its one-line error, as itself
 
 
-def _decode_batch(decoder: Decoder, batch: list[dict]) -> dict:
+def _decode_batch(decoder: Decoder, batch):
+    """A batch of raw samples decoded and collated; `Short` and `Carry` pass as they are."""
+    if not isinstance(batch, list):
+        return batch
     return collate([decoder.decode(sample) for sample in batch])
 
 
 @dataclass(frozen=True)
 class SkipFirst:
-    """Drop the first `count` batches of the loader's output. The stream's worker roles are
-    rotated by `count` (see `ffx.data.worker_role`), so the loader, which starts with worker 0,
-    starts with batch `count`; each worker drops those of the first `count` batches its role made."""
+    """Drop the batches of the loader's output a resumed run has trained on: `own[role]` for each
+    worker role (see `ffx.train.batches.interleave`). The stream's worker roles are rotated by
+    `shift` (see `ffx.data.worker_role`), so the loader, which starts with worker 0, starts with
+    the worker whose role gives the next batch."""
 
-    count: int
+    own: tuple[int, ...]
+    shift: int = 0
 
     def __call__(self, batches):
-        role, workers = worker_role(self.count)
-        own = len(range(role, self.count, workers))
+        role, _ = worker_role(self.shift)
         for number, batch in enumerate(batches):
-            if number >= own:
+            if number >= self.own[role]:
                 yield batch
 
 
 def normalise(
-    images: torch.Tensor, device: torch.device, mean: float = 0.5, std: float = 0.5
+    images: torch.Tensor,
+    device: torch.device,
+    mean: float | Sequence[float] | None = 0.5,
+    std: float | Sequence[float] | None = 0.5,
 ) -> torch.Tensor:
-    """uint8 (B, C, H, W) on the host -> float on the device, (x / 255 - mean) / std."""
+    """uint8 (B, C, H, W) on the host -> float on the device, (x / 255 - mean) / std; `mean` and
+    `std` one number or one per channel (a model's `config.mean`, `config.std`), None for 0.5."""
     images = images.to(device, non_blocking=True).float()
-    return images.mul_(1 / (255 * std)).sub_(mean / std)
+    mean, std = 0.5 if mean is None else mean, 0.5 if std is None else std
+    if isinstance(mean, int | float) and isinstance(std, int | float):
+        return images.mul_(1 / (255 * std)).sub_(mean / std)
+    channels = images.shape[1]
+    shape = (1, channels, 1, 1)
+    mean_t = torch.tensor(per_channel(mean, channels, "mean"), device=device).view(shape)
+    std_t = torch.tensor(per_channel(std, channels, "std"), device=device).view(shape)
+    return images.mul_(1 / (255 * std_t)).sub_(mean_t / std_t)
 
 
 # ---------------------------------------------------------------- the step
@@ -365,6 +440,9 @@ class TrainStep(torch.nn.Module):
                 features = self.model.features(images)
         else:
             features = self.model.features(images)
+        if isinstance(self.model.head, LinearHead):  # the plain baseline: cross-entropy alone
+            loss = F.cross_entropy(self.model.head.score(features.float()), labels)
+            return loss, {"cross_entropy": float(loss.detach()), "rank": 0.0}
         return pairwise_loss(
             self.model.head,
             features.float(),
@@ -401,12 +479,15 @@ def cosine_lr(step: int, total: int, base: float) -> float:
 
 
 def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig, step: int) -> None:
-    """Model weights as safetensors, the model config and the step in its metadata."""
+    """Model weights as safetensors; in its metadata the model config, the training config, the
+    step and `class_names` (a JSON list, index = class: the train samples' `label_name`, or
+    `class0`, `class1`, ... where the shards do not name a class; `ffx eval` needs the real one)."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     metadata = {
         "model": json.dumps(asdict(model.config)),
         "train": json.dumps(asdict(config)),
         "step": str(step),
+        "class_names": json.dumps(shard_class_names(config.shards, model.config.num_classes)),
     }
     with atomic.atomic_path(run / name) as temp:
         save_file(tensors, str(temp), metadata=metadata)
@@ -471,8 +552,19 @@ def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
     return model.to(device).eval()
 
 
-def save_state(run: Path, optimizer, scaler, step: int, best: float, history: dict, world: int) -> None:
-    """Optimiser, scaler, step and bookkeeping of the run (rank 0), beside `last.safetensors`."""
+def save_state(
+    run: Path,
+    optimizer,
+    scaler,
+    step: int,
+    best: float,
+    history: dict,
+    world: int,
+    carried: tuple[int, Carried] = (0, ()),
+) -> None:
+    """Optimiser, scaler, step and bookkeeping of the run (rank 0), beside `last.safetensors`;
+    `carried`: (epoch, the leftovers it starts with) for a single-process run to replay it."""
+    epoch, roles = carried
     state = {
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
@@ -480,6 +572,7 @@ def save_state(run: Path, optimizer, scaler, step: int, best: float, history: di
         "best": best,
         "history": history,
         "world": world,
+        "carried": {"epoch": epoch, "roles": [[list(sample) for sample in role] for role in roles]},
     }
     with atomic.atomic_path(run / STATE) as temp:
         torch.save(state, temp)
@@ -516,19 +609,118 @@ def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:
     return state, random_state
 
 
-def resumed_config(run: Path, given: TrainConfig) -> TrainConfig:
-    """The run's saved settings; only where the shards are, where it runs (`device`) and when it
-    stops (`max_steps`) come from the call: everything else must stay as it was for the run to
-    continue exactly."""
+def carried_state(state: dict, epoch: int) -> Carried:
+    """The leftovers saved for `epoch` (none for another epoch, or a state without them)."""
+    carried = state.get("carried") or {}
+    if carried.get("epoch") != epoch:
+        return ()
+    return tuple(tuple((int(shard), str(key)) for shard, key in role) for role in carried["roles"])
+
+
+# Settings --resume takes from the call: where the shards are, where it runs, when it stops.
+RESUMABLE = ("shards", "run", "device", "max_steps")
+# Settings of config.json written before they existed: what those runs did.
+LEGACY = {"flip": False}
+CLI_FLAGS = {  # settings that `ffx train` has an option for
+    "shards", "run", "backbone", "spaces", "epochs", "steps_per_epoch", "classes", "classes_per_batch",
+    "images_per_class", "lr", "crop", "freeze_epochs", "precision", "accumulate", "compile",
+    "pretrained", "workers", "device", "seed", "max_steps", "head", "flip", "init_from",
+}  # fmt: skip
+
+
+def setting_name(name: str) -> str:
+    """A setting as the user gives it: its `ffx train` option, else its config-file key."""
+    return f"--{name.replace('_', '-')}" if name in CLI_FLAGS else f"setting {name!r}"
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return "none" if value is None else str(value)
+
+
+def resumed_config(
+    run: Path, given: TrainConfig, changed: Collection[str] | None = None
+) -> tuple[TrainConfig, int]:
+    """The run's saved settings, and the epochs it was to run. Only where the shards are, where
+    it runs (`device`) and when it stops (`max_steps`) come from the call, and a larger `epochs`
+    (a longer cosine schedule); any other setting among `changed` (the settings the call gave;
+    None: those of `given` that differ from the defaults) that differs from the run's is refused
+    in one line: the run could not continue exactly."""
     path = run / CONFIG_FILE
     if not path.is_file() or not (run / LAST).is_file():
         raise FfxError(f"nothing to resume in {run} (no {CONFIG_FILE} and {LAST})")
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return replace(
-        TrainConfig(**saved | {"spaces": tuple(saved["spaces"])}),
-        shards=given.shards or saved["shards"],  # the same shards, perhaps moved
+    values = json.loads(path.read_text(encoding="utf-8"))
+    known = {item.name for item in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise FfxError(f"{path}: unknown settings {', '.join(unknown)} (written by another ffx version)")
+    saved = TrainConfig(**LEGACY | values)
+    if changed is None:
+        defaults = TrainConfig()
+        changed = [name for name in known if getattr(given, name) != getattr(defaults, name)]
+    for item in fields(TrainConfig):
+        name = item.name
+        if name not in changed or name in RESUMABLE:
+            continue
+        old, new = getattr(saved, name), getattr(given, name)
+        if name == "epochs" and new < old:
+            raise FfxError(
+                f"--resume: --epochs {new} is fewer than the {old} of the run in {run}: a resumed run "
+                "may only be made longer (its cosine schedule stretched)"
+            )
+        if name != "epochs" and new != old:
+            raise FfxError(
+                f"--resume: {setting_name(name)} {_shown(new)} differs from the run's {_shown(old)} "
+                f"({path}); only --epochs (more), --shards, --device and --max-steps may change: "
+                f"leave it out, or start a new run with --init-from {run / LAST}"
+            )
+    epochs = max(saved.epochs, given.epochs) if "epochs" in changed else saved.epochs
+    config = replace(
+        saved,
+        shards=given.shards or saved.shards,  # the same shards, perhaps moved
         device=given.device,
         max_steps=given.max_steps,
+        epochs=epochs,
+    )
+    return config, saved.epochs
+
+
+def init_model_config(config: TrainConfig, model_config: ModelConfig) -> ModelConfig:
+    """The model config of a run started `--init-from` an ffx checkpoint: the checkpoint's model
+    must be this run's (backbone, head, colour spaces, classes, widths), else one line names the
+    difference; its input normalisation is kept unless the run sets its own."""
+    if config.pretrained:
+        raise FfxError(
+            "--init-from and --pretrained both give starting weights: give one of them "
+            "(--init-from an ffx checkpoint, --pretrained a timm backbone)"
+        )
+    path = Path(config.init_from)
+    try:
+        values = json.loads(checkpoint_metadata(path)["model"])
+        source = ModelConfig(**values)
+    except (ValueError, TypeError, KeyError) as error:
+        raise FfxError(
+            f"--init-from {path}: the model config in its metadata is unreadable "
+            f"({type(error).__name__}); {EXPECTED_CHECKPOINT}"
+        ) from None
+    for name, option in (
+        ("backbone", "--backbone"),
+        ("head", "--head"),
+        ("spaces", "--spaces"),
+        ("num_classes", "classes of the shards"),
+        ("hidden", "setting 'hidden'"),
+    ):
+        theirs, ours = getattr(source, name), getattr(model_config, name)
+        if theirs != ours:
+            raise FfxError(
+                f"--init-from {path}: its {name} is {_shown(theirs)}, this run's ({option}) is "
+                f"{_shown(ours)}; start from a checkpoint of the same model, or change {option}"
+            )
+    return replace(
+        model_config,
+        mean=model_config.mean if model_config.mean is not None else source.mean,
+        std=model_config.std if model_config.std is not None else source.std,
     )
 
 
@@ -541,17 +733,21 @@ def train(
     show_progress: bool = True,
     verify: bool = True,
     warn: Callable[[str], None] = _print_warning,
+    given: Collection[str] | None = None,
 ) -> TrainReport:
     """Train (or resume) the run `config.run`; rank 0 writes the run folder. With `verify`, the
     train and validation shards are first checked against index.json (`check_run_shards`), after
-    the model is built: a wrong backbone or pretrained file is told before any hashing. Rank 0
-    tells `warn` (one line) when the validation split cannot give AUC."""
+    the model is built: a wrong backbone, pretrained file or --init-from checkpoint is told before
+    any hashing. Rank 0 tells `warn` (one line) when the validation split cannot give AUC, and
+    when a resumed run's schedule is stretched. `given`: the settings the caller set (see
+    `resumed_config`; `given_settings` gives them)."""
     run = Path(config.run)
     if not config.shards or not config.run:
         raise FfxError("a run needs --shards and --run")
     placement = place(config.device)
+    planned_epochs = config.epochs
     if resume:
-        config = resumed_config(run, config)
+        config, planned_epochs = resumed_config(run, config, given)
     elif (run / LAST).is_file():
         raise FfxError(f"{run} already holds a run: use --resume, or another --run")
     if config.workers is None:
@@ -562,14 +758,29 @@ def train(
     if by_loss and placement.main:
         warn(one_class_warning(config, val_classes))
 
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = MCXAPI(
-        ModelConfig(config.backbone, config.spaces, classes, config.hidden, config.dropout),
-        Path(config.pretrained) if config.pretrained else None,
+    model_config = ModelConfig(
+        config.backbone,
+        config.spaces,
+        classes,
+        config.hidden,
+        config.dropout,
+        config.head,
+        config.mean,
+        config.std,
     )
+    if config.init_from and not resume:
+        model_config = init_model_config(config, model_config)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    # A resumed run's weights come from its checkpoint: --pretrained is not read again.
+    model = MCXAPI(model_config, Path(config.pretrained) if config.pretrained and not resume else None)
     torch.manual_seed(config.seed * 1000 + placement.rank)  # dropout differs between ranks
     if resume:
         load_weights(model, run / LAST)
+    elif config.init_from:
+        load_weights(model, Path(config.init_from))
+    # The normalisation resolved (pretrained backbone's, --init-from checkpoint's, or 0.5) is
+    # written to config.json and every checkpoint.
+    config = replace(config, mean=model.config.mean, std=model.config.std)
     if verify:
         check_run_shards(config, run, placement, show_progress)
     if config.steps_per_epoch is None:  # saved resolved in config.json, so a resume keeps it
@@ -590,17 +801,28 @@ def train(
     dtype = autocast_dtype(config.precision, placement.device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     step, best, history = 0, -math.inf, {}
+    carried: tuple[int, Carried] = (0, ())  # leftovers an epoch starts with (a single process)
     if resume:
         state, random_state = load_run_state(run, placement)
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         step, best, history = state["step"], state["best"], state["history"]
+        carried = (step // steps_per_epoch, carried_state(state, step // steps_per_epoch))
         torch.set_rng_state(random_state["cpu"])
         if placement.device.type == "cuda" and random_state["cuda"].numel():
             torch.cuda.set_rng_state(random_state["cuda"], placement.device)
         if placement.main:
             _trim_metrics(run / METRICS_FILE, step)
+            if config.epochs != planned_epochs:  # the next --resume goes on with the longer run
+                atomic.write_json(run / CONFIG_FILE, asdict(config) | {"spaces": list(config.spaces)})
+                old_lr = cosine_lr(step, planned_epochs * steps_per_epoch, config.lr)
+                warn(
+                    f"resuming at step {step} with --epochs {config.epochs} (the run had "
+                    f"{planned_epochs}): a longer cosine schedule, {total_steps} steps in all; "
+                    f"the learning rate goes from {old_lr:.3g} to "
+                    f"{cosine_lr(step, total_steps, config.lr):.3g}"
+                )
     elif placement.main:
         run.mkdir(parents=True, exist_ok=True)
         atomic.write_json(run / CONFIG_FILE, asdict(config) | {"spaces": list(config.spaces)})
@@ -623,17 +845,26 @@ def train(
             epoch = step // steps_per_epoch
             trainer.frozen = epoch < config.freeze_epochs
             model.train()
-            losses, started, seen = [], time.monotonic(), 0
+            losses, started, seen, short = [], time.monotonic(), 0, 0
             done_in_epoch = (step % steps_per_epoch) * config.accumulate  # a resumed run skips these
-            batches = iter(epoch_batches(config, epoch, placement, skip=done_in_epoch))
+            leftovers = carried[1] if carried[0] == epoch else ()
+            carried, carry_out = (epoch, leftovers), {}
+            stream = iter(epoch_batches(config, epoch, placement, done_in_epoch, leftovers))
+            batches = _collect_carries(stream, carry_out)
             while step < stop_at and step // steps_per_epoch == epoch:
                 lr = cosine_lr(step, total_steps, config.lr)
                 optimizer.param_groups[0]["lr"] = 0.0 if trainer.frozen else lr
                 optimizer.param_groups[1]["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
+                stepped = seen
                 for _ in range(config.accumulate):
                     batch_data = next(batches)
-                    images = normalise(batch_data["image"], placement.device)
+                    if isinstance(batch_data, Short):  # the pass ran out: no data, no update
+                        short += 1
+                        continue
+                    images = normalise(
+                        batch_data["image"], placement.device, model.config.mean, model.config.std
+                    )
                     if placement.device.type == "cuda" and config.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     labels = batch_data["label"].to(placement.device, non_blocking=True)
@@ -645,19 +876,26 @@ def train(
                     (scaler.scale(loss) if scaler else loss).backward()
                     losses.append(parts["cross_entropy"] + config.rank_weight * parts["rank"])
                     seen += len(labels)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                if seen > stepped:  # else every batch of the step was Short: nothing to step with
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
                 step += 1
                 rate = seen * placement.world / max(time.monotonic() - started, 1e-9)
-                progress.advance(1, len(labels) * config.accumulate)
+                progress.advance(1, seen - stepped)
+                recent = losses[-20:] or [math.nan]
                 progress.describe(
-                    f"train loss {sum(losses[-20:]) / len(losses[-20:]):.3f} lr {lr:.2e} {rate:.1f} samples/s"
+                    f"train loss {sum(recent) / len(recent):.3f} lr {lr:.2e} {rate:.1f} samples/s"
                 )
-            del batches  # its loader workers end before validation starts others
             epoch_done = step % steps_per_epoch == 0
+            if epoch_done and placement.world == 1:
+                for _ in batches:  # the workers' Carry items: what the next epoch starts with
+                    pass
+                roles = max(len(carry_out), 1)
+                carried = (epoch + 1, tuple(carry_out.get(role, ()) for role in range(roles)))
+            del batches, stream  # its loader workers end before validation starts others
             metrics = {
                 "epoch": epoch,
                 "step": step,
@@ -665,6 +903,7 @@ def train(
                 "lr": lr,
                 "samples_per_second": seen * placement.world / max(time.monotonic() - started, 1e-9),
                 "frozen_backbone": trainer.frozen,
+                "short_batches": short,  # batches the epoch's pass could not give (one process)
             }
             if placement.main:
                 if epoch_done:
@@ -678,13 +917,22 @@ def train(
                         save_checkpoint(run, BEST, model, config, step)
                     with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
                         log.write(json.dumps(_plain_json(metrics)) + "\n")
-                save_state(run, optimizer, scaler, step, best, history, placement.world)
+                save_state(run, optimizer, scaler, step, best, history, placement.world, carried)
                 save_checkpoint(run, LAST, model, config, step)
             save_random_state(run, placement.rank, step, placement.device)
             report = TrainReport(run, step, total_steps, step // steps_per_epoch, metrics)
             if placement.world > 1:
                 dist.barrier()
     return report
+
+
+def _collect_carries(items, carried: dict):
+    """The loader's batches and `Short`s; each `Carry` (a worker's leftovers) goes to `carried`."""
+    for item in items:
+        if isinstance(item, Carry):
+            carried[item.role] = item.samples
+        else:
+            yield item
 
 
 # ---------------------------------------------------------------- evaluation
@@ -704,7 +952,7 @@ def evaluate(
     loss_sum, loss_count = 0.0, 0
     workers = min(workers, len(open_shards(shards, split).urls))  # a worker without a shard idles
     for batch in shard_loader(dataset, batch_size=32, workers=workers):
-        logits = model(normalise(batch["image"], device)).float()
+        logits = model(normalise(batch["image"], device, model.config.mean, model.config.std)).float()
         scores += (1 - torch.softmax(logits, dim=1)[:, 0]).cpu().tolist()
         labels += batch["label"].tolist()
         videos += [meta["video"] for meta in batch["meta"]]
@@ -729,30 +977,3 @@ def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:
     except BuildError:
         return {}
     return evaluate(model, config.shards, config.val_split, config.crop, placement.device, config.workers)
-
-
-def evaluate_checkpoint(
-    checkpoint: Path,
-    shards: str,
-    split: str = "test",
-    crop: int | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    verify: bool = True,
-    show_progress: bool = False,
-) -> dict:
-    """Metrics of a checkpoint on a split, also written to `{checkpoint stem}.eval-{split}.json`.
-    With `verify`, the split's shards are first checked against index.json; matches are
-    remembered in shard-checks.json beside the checkpoint (its run folder, shared with training)."""
-    placement = place(device)
-    model = load_model(checkpoint, placement.device)  # a wrong checkpoint is told before hashing
-    if verify:
-        check_shard_files(shards, [split], Path(checkpoint).parent / SHARD_CHECKS, show_progress)
-    trained = json.loads(checkpoint_metadata(checkpoint).get("train", "{}"))
-    crop = crop or trained.get("crop")
-    metrics = evaluate(model, shards, split, crop, placement.device, 2 if workers is None else workers)
-    metrics |= {"checkpoint": str(checkpoint), "shards": str(shards), "split": split, "crop": crop}
-    atomic.write_json(
-        Path(checkpoint).with_name(f"{Path(checkpoint).stem}.eval-{split}.json"), _plain_json(metrics)
-    )
-    return metrics

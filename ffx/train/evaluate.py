@@ -1,0 +1,475 @@
+"""`ffx eval`: a checkpoint scored on a split of one build or several, as the paper reports it.
+
+Every sample gets a fake score, 1 - p(real): the probability of the checkpoint's class named
+pristine or real (`class_names` in its metadata; a checkpoint written before ffx recorded them
+is read with class 0 as real, and a note says so). The scored build's labels are read as real
+(its class named real or pristine; class 0 when its samples carry no label names) or fake, so a
+binary build (real/fake, Celeb-DF) is scored with a five-class FF++ checkpoint the same way as
+FF++ itself. Metrics (`ffx.train.metrics.binary_metrics`: BOSC, AUC, ACC, EER, AP) come at frame
+and video level (a video's score is the mean of its frames'), for each build pooled and for each
+manipulation method (the build's reals against that method's fakes), and pooled over all builds.
+
+With `out`, the folder gets metrics.json, predictions.parquet (a row per sample), roc.png and
+confusion.png; without it, the metrics go to `{checkpoint stem}.eval-{split}.json` beside the
+checkpoint, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from ffx.data import SHARD_CHECKS, check_shard_files, open_shards, shard_dataset, shard_loader
+from ffx.errors import BuildError, FfxError
+from ffx.pipeline.engine import atomic
+from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.store import write_table
+from ffx.train.loop import EXPECTED_CHECKPOINT, checkpoint_metadata, load_model, normalise, place
+from ffx.train.metrics import (
+    REAL_NAMES,
+    THRESHOLD,
+    are_placeholders,
+    binary_metrics,
+    is_real_name,
+    nan_to_none,
+    placeholder_names,
+    split_label_names,
+    video_scores,
+)
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.parquet"
+ROC_FILE = "roc.png"
+CONFUSION_FILE = "confusion.png"
+LEVELS = ("frame", "video")
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("video", pa.string()),
+        ("frame_index", pa.int64()),
+        ("track", pa.int64()),
+        ("sample", pa.string()),
+        ("label", pa.int64()),
+        ("label_name", pa.string()),
+        ("method", pa.string()),
+        ("fake", pa.bool_()),
+        ("score", pa.float64()),
+    ]
+)
+_REAL_WORDS = " or ".join(REAL_NAMES)
+
+
+# ---------------------------------------------------------------- class maps
+
+
+@dataclass(frozen=True)
+class CheckpointClasses:
+    """The checkpoint's class names (index = class) and which of them are real."""
+
+    names: list[str]
+    real: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        """Whether the names were recorded (not assumed)."""
+        return not self.notes
+
+
+def checkpoint_classes(metadata: dict[str, str], classes: int, checkpoint: Path) -> CheckpointClasses:
+    """The class names a checkpoint records and its real classes. Without names (a checkpoint
+    written before ffx recorded them, or trained on shards without label names) class 0 is real,
+    with a note; names of which none is real or pristine are refused in one line."""
+    raw = metadata.get("class_names")
+    names = None
+    if raw is not None:
+        try:
+            names = json.loads(raw)
+        except ValueError:
+            names = None
+        if not (isinstance(names, list) and len(names) == classes and all(isinstance(n, str) for n in names)):
+            raise FfxError(
+                f"{checkpoint}: the class names in its metadata are unreadable or are not {classes} "
+                f"names; {EXPECTED_CHECKPOINT}"
+            )
+    if names is None or are_placeholders(names):
+        why = (
+            "records no class names (written before ffx recorded them)"
+            if names is None
+            else "was trained on shards whose samples carry no label names"
+        )
+        note = f"the checkpoint {why}: class 0 is taken as real (pristine), fake score = 1 - p(class 0)"
+        return CheckpointClasses(names or placeholder_names(classes), (0,), (note,))
+    real = tuple(index for index, name in enumerate(names) if is_real_name(name))
+    if not real:
+        raise FfxError(
+            f"{checkpoint}: none of its classes ({', '.join(names)}) is named {_REAL_WORDS}, so its "
+            "fake score 1 - p(real) is undefined; evaluate a checkpoint trained on shards whose real "
+            "class is named real or pristine (the [labels] names of the recipe)"
+        )
+    return CheckpointClasses(names, real)
+
+
+def build_real_labels(names: dict[int, str | None], labels: Sequence[int], where: str) -> set[int]:
+    """The labels of a scored build read as real: those named real, pristine or original, or
+    label 0 when the build's samples carry no label names. Unlabelled samples (-1) are neither.
+    A build whose classes are named but none like real cannot be mapped: one line."""
+    labelled = sorted({label for label in labels if label >= 0})
+    named = {label: names[label] for label in labelled if names.get(label)}
+    if not named:
+        return {0} & set(labelled) if labelled else {0}
+    real = {label for label, name in named.items() if is_real_name(name)}
+    if not real:
+        listing = ", ".join(f"{label} {name}" for label, name in sorted(named.items()))
+        raise FfxError(
+            f"{where}: none of its classes ({listing}) is named {_REAL_WORDS}: cannot tell its real "
+            "samples from its fakes; index the build with its real class named real or pristine"
+        )
+    return real | ({0} if 0 in labelled and 0 not in named else set())
+
+
+def _labels_named(where: str, shards: str, split: str) -> None:
+    """Refuse a build whose classes cannot be mapped before any image is scored: its label names
+    come from the samples' JSON (tar headers only); refused only when every class is named."""
+    shard_set = open_shards(shards, split)
+    labels = [label for label, count in shard_set.labels.items() if label >= 0 and count > 0]
+    if not labels:
+        return
+    names = split_label_names(shards, split, labels)
+    if set(labels) <= set(names):
+        build_real_labels(names, labels, where)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@torch.no_grad()
+def score_split(
+    model,
+    shards: str,
+    split: str,
+    crop: int | None,
+    device: torch.device,
+    workers: int,
+    real: Sequence[int],
+    show_progress: bool = False,
+) -> list[dict]:
+    """One row per sample of the split: its metadata, label, fake score (1 - p(real classes),
+    centre crop, no pairs) and the cross-entropy of its label (`nll`, NaN outside the classes)."""
+    model.eval()
+    shard_set = open_shards(shards, split)
+    dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False, split_nodes=False)
+    workers = min(workers, len(shard_set.urls))  # a worker without a shard idles
+    real_index = torch.tensor(list(real), device=device)
+    # The model's own input normalisation (per channel where its config gives it), as in training.
+    mean, std = getattr(model.config, "mean", 0.5), getattr(model.config, "std", 0.5)
+    rows: list[dict] = []
+    total = shard_set.samples if shard_set.samples > 0 else None
+    loader = shard_loader(dataset, batch_size=32, workers=workers, pin_memory=device.type == "cuda")
+    with stage_progress(f"eval {split}", total, "samples", "batches", show_progress) as progress:
+        for batch in loader:
+            logits = model(normalise(batch["image"], device, mean, std)).double()
+            scores = (1 - torch.softmax(logits, dim=1).index_select(1, real_index).sum(1)).cpu().tolist()
+            target = batch["label"].to(device)
+            known = (target >= 0) & (target < logits.shape[1])
+            nll = torch.full((len(target),), math.nan, dtype=torch.float64, device=device)
+            if known.any():
+                nll[known] = F.cross_entropy(logits[known], target[known], reduction="none")
+            for key, label, meta, score, loss in zip(
+                batch["key"], batch["label"].tolist(), batch["meta"], scores, nll.cpu().tolist()
+            ):
+                rows.append(
+                    {
+                        "sample": key,
+                        "video": str(meta.get("video", key)),
+                        "frame_index": _integer(meta.get("frame_index")),
+                        "track": _integer(meta.get("track")),
+                        "label": label,
+                        "label_name": meta.get("label_name"),
+                        "method": meta.get("method"),
+                        "dataset": meta.get("dataset"),
+                        "score": score,
+                        "nll": loss,
+                    }
+                )
+            progress.advance(len(target), 1)
+    if not rows:
+        raise BuildError(f"the {split} split in {shards} is empty")
+    return rows
+
+
+def _integer(value) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def level_metrics(rows: list[dict], key=lambda row: row["video"], where: str = "") -> dict:
+    """Frame- and video-level metrics of labelled rows (`fake` set); a video's frames must agree
+    on the label."""
+    frame = binary_metrics([row["fake"] for row in rows], [row["score"] for row in rows])
+    videos, _labels, means = video_scores(
+        [key(row) for row in rows], [row["label"] for row in rows], [row["score"] for row in rows], where
+    )
+    fake_of = {key(row): row["fake"] for row in rows}
+    video = binary_metrics([fake_of[video] for video in videos], means)
+    return {"frame": frame | {"frames": len(rows)}, "video": video | {"videos": len(videos)}}
+
+
+def dataset_metrics(rows: list[dict], where: str) -> dict:
+    """A build's metrics pooled and per manipulation method (its reals against the method's fakes)."""
+    pooled = level_metrics(rows, where=where)  # refuses a video whose frames disagree, once
+    methods = sorted({row["method"] for row in rows if row["fake"]})
+    per_method = {
+        method: level_metrics([row for row in rows if not row["fake"] or row["method"] == method])
+        for method in methods
+    }
+    return {"pooled": pooled, "methods": per_method}
+
+
+def _dataset_name(rows: list[dict], shards: str, taken: set[str]) -> str:
+    """The samples' `dataset` (the build's folder name when they carry none), made unique."""
+    folder = Path(shards)
+    build = folder.resolve().parent.name if folder.is_dir() else str(shards)
+    counts = Counter(row["dataset"] for row in rows if row["dataset"])
+    base = counts.most_common(1)[0][0] if counts else build
+    name, number = base, 2
+    if name in taken:
+        name = f"{base} ({build})"
+    while name in taken:
+        name, number = f"{base} #{number}", number + 1
+    return name
+
+
+def _map_labels(rows: list[dict], where: str) -> tuple[dict[int, str | None], set[int]]:
+    """Set each row's `fake` (None when unlabelled) and `method` (the label name, or real/fake,
+    when the sample names none); the build's label names and real labels."""
+    names: dict[int, str | None] = {}
+    for row in rows:
+        if row["label"] >= 0 and names.get(row["label"]) is None:
+            names[row["label"]] = row["label_name"]
+    real = build_real_labels(names, [row["label"] for row in rows], where)
+    for row in rows:
+        row["fake"] = None if row["label"] < 0 else row["label"] not in real
+        if not row["method"]:
+            kind = None if row["fake"] is None else "fake" if row["fake"] else "real"
+            row["method"] = row["label_name"] or kind
+    return names, real
+
+
+def _loss(rows: list[dict], names: dict[int, str | None], classes: CheckpointClasses) -> float | None:
+    """Mean cross-entropy of the labelled frames when the build's classes are the checkpoint's
+    (same index, same name where both are named); None for another class map."""
+    for label, name in names.items():
+        if label >= len(classes.names):
+            return None
+        if name and classes.known and name != classes.names[label]:
+            return None
+    losses = [row["nll"] for row in rows if row["label"] >= 0 and not math.isnan(row["nll"])]
+    return sum(losses) / len(losses) if losses else None
+
+
+# ---------------------------------------------------------------- the command
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    shards: str | Path | Sequence[str | Path],
+    split: str = "test",
+    crop: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    verify: bool = True,
+    show_progress: bool = False,
+    out: Path | None = None,
+) -> dict:
+    """Metrics of a checkpoint on a split of one build or several (see the module's docstring),
+    written to `out` (metrics.json, predictions.parquet, roc.png, confusion.png) or, without it,
+    to `{checkpoint stem}.eval-{split}.json` beside the checkpoint. With `verify`, the split's
+    shards are first checked against index.json; matches are remembered in shard-checks.json
+    beside the checkpoint (its run folder, shared with training). Undefined metrics are None."""
+    checkpoint = Path(checkpoint)
+    builds = [str(shards)] if isinstance(shards, str | Path) else list(dict.fromkeys(map(str, shards)))
+    if not builds:
+        raise FfxError("ffx eval needs --shards (one or more builds' shards folders)")
+    placement = place(device)
+    model = load_model(checkpoint, placement.device)  # a wrong checkpoint is told before hashing
+    metadata = checkpoint_metadata(checkpoint)
+    classes = checkpoint_classes(metadata, model.config.num_classes, checkpoint)
+    for build in builds:  # what can be told from index.json and tar headers, before any hashing
+        shard_set = open_shards(build, split)
+        stored = shard_set.spaces
+        missing = [space for space in model.config.spaces if stored and space not in stored]
+        if missing:
+            raise BuildError(
+                f"{build}: colour spaces {','.join(missing)} of the checkpoint are not in the shards "
+                f"({','.join(shard_set.spaces)})"
+            )
+        _labels_named(build, build, split)
+    if verify:
+        for build in builds:
+            check_shard_files(build, [split], checkpoint.parent / SHARD_CHECKS, show_progress)
+    trained = json.loads(metadata.get("train", "{}"))
+    crop = crop or trained.get("crop")
+    workers = 2 if workers is None else workers
+
+    notes = list(classes.notes)
+    datasets: dict[str, dict] = {}
+    scored: dict[str, list[dict]] = {}
+    for build in builds:
+        rows = score_split(model, build, split, crop, placement.device, workers, classes.real, show_progress)
+        names, real = _map_labels(rows, build)
+        name = _dataset_name(rows, build, set(datasets))
+        for row in rows:
+            row["dataset"] = name
+        labelled = [row for row in rows if row["fake"] is not None]
+        if len(labelled) < len(rows):
+            notes.append(f"{name}: {len(rows) - len(labelled)} unlabelled samples (label -1) left out")
+        if not labelled:
+            raise BuildError(f"the {split} split in {build} holds no labelled sample: nothing to score")
+        datasets[name] = {
+            "shards": build,
+            "labels": {str(label): names[label] for label in sorted(names)},
+            "real_labels": sorted(real & set(names)),
+            "loss": _loss(rows, names, classes),
+        } | dataset_metrics(labelled, build)
+        scored[name] = rows
+
+    labelled = [row for rows in scored.values() for row in rows if row["fake"] is not None]
+    pooled = level_metrics(labelled, key=lambda row: (row["dataset"], row["video"]))
+    losses = [value["loss"] for value in datasets.values()]
+    result = {
+        "checkpoint": str(checkpoint),
+        "shards": builds,
+        "split": split,
+        "crop": crop,
+        "threshold": THRESHOLD,
+        "class_names": classes.names,
+        "real_classes": [classes.names[index] for index in classes.real],
+        "notes": notes,
+        # The summary of earlier versions: everything scored, pooled.
+        "frame_bosc": pooled["frame"]["bosc"],
+        "frame_auc": pooled["frame"]["auc"],
+        "video_bosc": pooled["video"]["bosc"],
+        "video_auc": pooled["video"]["auc"],
+        "frames": pooled["frame"]["frames"],
+        "videos": pooled["video"]["videos"],
+        "loss": losses[0] if len(losses) == 1 else None,
+        "pooled": pooled,
+        "datasets": datasets,
+    }
+    result = nan_to_none(result)
+    if out is None:
+        atomic.write_json(checkpoint.with_name(f"{checkpoint.stem}.eval-{split}.json"), result)
+        return result
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result["out"] = str(out)
+    write_predictions(out / PREDICTIONS_FILE, scored)
+    plot_roc(out / ROC_FILE, scored)
+    plot_confusion(out / CONFUSION_FILE, scored)
+    atomic.write_json(out / METRICS_FILE, result)  # last: a folder with metrics.json is complete
+    return result
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_predictions(path: Path, scored: dict[str, list[dict]]) -> None:
+    """A row per sample, sorted by dataset, video, frame and track."""
+    rows = [row for rows in scored.values() for row in rows]
+    rows.sort(
+        key=lambda row: (
+            row["dataset"],
+            row["video"],
+            -1 if row["frame_index"] is None else row["frame_index"],
+            0 if row["track"] is None else row["track"],
+            row["sample"],
+        )
+    )
+    columns = {name: [row[name] for row in rows] for name in PREDICTIONS_SCHEMA.names}
+    write_table(path, pa.Table.from_pydict(columns, schema=PREDICTIONS_SCHEMA))
+
+
+def _text(value: str) -> str:
+    """User text for a matplotlib label: a `$` would start mathtext."""
+    return str(value).replace("$", r"\$")
+
+
+def _figure(panels: int, width: float, height: float):
+    from matplotlib.figure import Figure  # no pyplot: no display, no global backend
+
+    figure = Figure(figsize=(width * panels, height), layout="constrained")
+    return figure, figure.subplots(1, panels, squeeze=False)[0]
+
+
+def _save(figure, path: Path) -> None:
+    with atomic.atomic_path(path) as temp:
+        figure.savefig(temp, format="png", dpi=110)
+
+
+def plot_roc(path: Path, scored: dict[str, list[dict]]) -> None:
+    """Frame-level ROC curves of every method (reals against its fakes) and of the whole build,
+    one panel per build."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    figure, axes = _figure(len(scored), 5.0, 4.6)
+    for axis, (name, rows) in zip(axes, scored.items()):
+        labelled = [row for row in rows if row["fake"] is not None]
+        methods = sorted({row["method"] for row in labelled if row["fake"]})
+        curves = [
+            (method, [row for row in labelled if not row["fake"] or row["method"] == method])
+            for method in methods
+        ]
+        curves.append(("all", labelled))
+        drawn = 0
+        for method, subset in curves:
+            truth = np.array([row["fake"] for row in subset], bool)
+            if truth.all() or not truth.any() or (method == "all" and len(methods) == 1 and drawn):
+                continue
+            scores = np.array([row["score"] for row in subset])
+            false_positive, true_positive, _ = roc_curve(truth, scores)
+            style = {"color": "black", "linestyle": "--"} if method == "all" else {}
+            label = f"{_text(method)} (AUC {roc_auc_score(truth, scores):.4f})"
+            axis.plot(false_positive, true_positive, label=label, linewidth=1.4, **style)
+            drawn += 1
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+        axis.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
+        axis.set_title(f"{_text(name)}: ROC, frame level")
+        if drawn:
+            axis.legend(loc="lower right", fontsize=8)
+        else:
+            axis.text(0.5, 0.5, "one class only: no ROC curve", ha="center", va="center")
+    _save(figure, path)
+
+
+def plot_confusion(path: Path, scored: dict[str, list[dict]]) -> None:
+    """Frame-level confusion matrix at the 0.5 threshold (rows: truth, columns: prediction),
+    one panel per build."""
+    from sklearn.metrics import confusion_matrix
+
+    figure, axes = _figure(len(scored), 4.2, 3.8)
+    for axis, (name, rows) in zip(axes, scored.items()):
+        labelled = [row for row in rows if row["fake"] is not None]
+        truth = [row["fake"] for row in labelled]
+        predicted = [row["score"] >= THRESHOLD for row in labelled]
+        matrix = confusion_matrix(truth, predicted, labels=[False, True])
+        axis.imshow(matrix, cmap="Blues")
+        for (row, column), count in np.ndenumerate(matrix):
+            colour = "white" if count > matrix.max() / 2 else "black"
+            axis.text(column, row, str(count), ha="center", va="center", color=colour)
+        axis.set_xticks([0, 1], ["real", "fake"])
+        axis.set_yticks([0, 1], ["real", "fake"])
+        axis.set(xlabel=f"predicted (score ≥ {THRESHOLD})", ylabel="truth")
+        axis.set_title(f"{_text(name)}: frames")
+    _save(figure, path)
