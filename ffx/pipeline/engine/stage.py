@@ -36,7 +36,7 @@ from ffx.pipeline.engine.lock import hold_lock
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.statuses import FAILED, BadInput, Status
-from ffx.pipeline.engine.workers import Stalled, call_guarded, run_tasks
+from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, run_tasks
 from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes, manifest_to_toml
 
 MADE_FROM = "made_from"
@@ -412,8 +412,6 @@ def _run_stage(
     show_progress: bool,
     flush_seconds: float,
 ) -> StageReport:
-    from ffx.pipeline.engine.workers import available_cores
-
     recipe = load_recipe(build)
     report = StageReport(stage.name, stage.unit)
     ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
