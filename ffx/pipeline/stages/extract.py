@@ -31,7 +31,7 @@ from ffx.pipeline.engine.stage import (
     run_stage,
 )
 from ffx.pipeline.engine.statuses import FAILED, Status
-from ffx.pipeline.engine.workers import Stalled
+from ffx.pipeline.engine.workers import Stalled, available_cores
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FRAMES_SCHEMA
 from ffx.pipeline.stages.extract_worker import VideoTask, extract_video, rows_without_frames
@@ -72,8 +72,6 @@ class ExtractStage(Stage):
         )
 
     def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
-        from ffx.pipeline.engine.workers import available_cores
-
         root = self._root(build)
         if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
