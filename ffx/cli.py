@@ -472,6 +472,22 @@ def train(
             help="Check the shards against index.json (sha256, size) first; matches are remembered in --run.",
         ),
     ] = True,
+    log_every: Annotated[
+        int,
+        typer.Option(
+            "--log-every",
+            min=0,
+            help="When stderr is not a terminal (a Slurm log): a plain progress line every N steps "
+            "(0: none); a terminal gets the progress bar.",
+        ),
+    ] = 50,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Write TensorBoard event files to RUN/tensorboard (needs: pip install tensorboard).",
+        ),
+    ] = False,
 ) -> None:
     """Train MCX-API on shards (torchrun for several GPUs or processes); resumable."""
     from ffx.train.loop import TrainConfig, given_settings
@@ -512,10 +528,12 @@ def train(
     report = run_training(
         settings,
         resume=resume,
-        show_progress=console.is_terminal,
+        show_progress=True,  # a bar on a terminal's stderr, else a line every --log-every steps
         verify=verify,
         warn=warn,
         given=set(given),
+        log_every=log_every,
+        tensorboard=tensorboard,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the job
         return
@@ -692,18 +710,63 @@ def recipes() -> None:
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo writes data and build.")] = Path(
-        "ffx-demo"
-    ),
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Where the demo writes its data, build, run and evaluation.")
+    ] = Path("ffx-demo"),
 ) -> None:
-    """Run the pipeline on generated clips (CPU, seconds) and show the build status."""
-    from ffx.demo import run_demo
+    """Generated clips end to end on the CPU (a minute or two): build the shards, train a small
+    detector, evaluate it on the test split. A rerun reuses what is there; delete WORKDIR to start over."""
+    from ffx.demo import DEMO_TRAINING, run_demo
     from ffx.pipeline.stages.status import build_status
 
-    report = run_demo(workdir, show_progress=console.is_terminal)
-    console.print(f"demo data: {escape(str(report.data))}  build: {escape(str(report.build.build))}")
-    print_build_report(report.build)
-    print_status(build_status(report.build.build), title="demo build")
+    def built(report) -> None:  # before training starts
+        console.print(f"demo data: {escape(str(report.data))}  build: {escape(str(report.build.build))}")
+        print_build_report(report.build)
+        print_status(build_status(report.build.build), title="demo build")
+        if report.run is not None:
+            console.print(
+                f"demo detector: {DEMO_TRAINING['backbone']} from scratch on the CPU, "
+                f"{DEMO_TRAINING['epochs']} epochs of {DEMO_TRAINING['crop']} px crops, in "
+                f"{escape(str(report.run))}",
+                highlight=False,
+            )
+
+    def warn(text: str) -> None:
+        error_console.print(f"[yellow]ffx: warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    report = run_demo(workdir, show_progress=console.is_terminal, on_build=built, warn=warn)
+    if report.run is None:
+        return
+    print_demo_report(report)
+
+
+def print_demo_report(report) -> None:
+    """The training line, the test split's table (as `ffx eval`) and where every output is."""
+    trained = report.train
+    if report.trained:
+        figures = ", ".join(
+            f"{name} {value:.4g}" for name, value in trained.metrics.items() if isinstance(value, float)
+        )
+        console.print(f"train: step {trained.step} of {trained.total_steps}; {figures}", highlight=False)
+    else:
+        console.print(
+            f"train: the run had finished (step {trained.step} of {trained.total_steps}): not trained again",
+            highlight=False,
+        )
+    if not report.evaluated:
+        console.print("eval: metrics.json is newer than the checkpoint: shown as written", highlight=False)
+    print_eval(report.metrics)
+    console.print("demo outputs:")
+    for name, path in (
+        ("clips", report.data),
+        ("build", report.build.build),
+        ("shards", report.build.build / "shards"),
+        ("run", report.run),
+        ("checkpoint", report.checkpoint),
+        ("evaluation", report.evaluation),
+        ("ROC curve", report.evaluation / "roc.png"),
+    ):
+        console.print(f"  {name + ':':<12}{escape(str(path))}", highlight=False)
 
 
 def print_status(statuses, title: str) -> None:

@@ -113,19 +113,53 @@ def write_h264_video(
 
 PORTRAIT = Path(__file__).parent / "assets" / "portrait.jpg"  # public domain, see assets/SOURCES.md
 PORTRAIT_FACE = (187, 43, 307, 207)  # MTCNN's box on it (x1, y1, x2, y2)
+PORTRAIT_MOUTH = (248, 167)  # the centre of its mouth (x, y)
+
+
+def alter_mouth(portrait: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A local stand-in for a face swap: the mouth area (an ellipse of about 100 x 64 pixels,
+    under a fifth of the face box) is squashed and widened, smoothed and shifted in colour,
+    blended in with a soft edge. Nothing outside the ellipse changes. With `rng`, the warp and
+    colour vary a little (each fake clip its own); without, the middle values."""
+    height, width = portrait.shape[:2]
+    centre_x, centre_y = PORTRAIT_MOUTH
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    radius = ((xs - centre_x) / 50) ** 2 + ((ys - centre_y) / 32) ** 2
+    weight = np.clip(1 - radius, 0, 1) ** 0.7  # 1 at the centre, 0 on the ellipse and outside
+
+    def draw(low: float, high: float) -> float:
+        return (low + high) / 2 if rng is None else float(rng.uniform(low, high))
+
+    squash, widen = draw(0.5, 0.65), draw(1.1, 1.25)
+    shift = np.array([draw(10, 20), draw(-5, 5), draw(-20, -10)], dtype=np.float32)
+    map_x = xs + weight * (xs - centre_x) * (1 / widen - 1)
+    map_y = ys + weight * (ys - centre_y) * (1 / squash - 1)
+    warped = cv2.remap(portrait, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    warped = warped.astype(np.float32)
+    smooth = cv2.GaussianBlur(warped, (0, 0), 1.5) + shift
+    blend = np.clip(weight * 1.8, 0, 1)[..., None]
+    return np.clip(warped * (1 - blend) + smooth * blend, 0, 255).astype(np.uint8)
 
 
 def portrait_frames(
-    frames: int, phase: float, fake: bool, width: int = 128, height: int = 160
+    frames: int,
+    phase: float,
+    fake: bool,
+    width: int = 128,
+    height: int = 160,
+    seed: int | None = None,
 ) -> Iterable[np.ndarray]:
-    """A slow pan and zoom over the bundled portrait; `fake` blurs and tints the face region
-    (a crude stand-in for a face swap, visible to a detector trained on it)."""
+    """A slow pan and zoom over the bundled portrait; `fake` alters the mouth area only
+    (`alter_mouth`: a crude, local stand-in for a face swap that a detector must find on the
+    face). With `seed`, the clip's brightness and contrast (real or fake) and its alteration
+    vary, drawn from the seed: no global colour tells the classes apart."""
     portrait = cv2.cvtColor(cv2.imread(str(PORTRAIT)), cv2.COLOR_BGR2RGB)
+    rng = None if seed is None else np.random.default_rng(seed)
+    if rng is not None:
+        gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-12, 12)
+        portrait = np.clip(portrait.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
     if fake:
-        x1, y1, x2, y2 = PORTRAIT_FACE
-        face = cv2.GaussianBlur(portrait[y1:y2, x1:x2], (0, 0), 2.5).astype(np.int16)
-        face[..., 0] += 30
-        portrait[y1:y2, x1:x2] = np.clip(face, 0, 255).astype(np.uint8)
+        portrait = alter_mouth(portrait, rng)
     centre_x, centre_y = (
         (PORTRAIT_FACE[0] + PORTRAIT_FACE[2]) / 2,
         (PORTRAIT_FACE[1] + PORTRAIT_FACE[3]) / 2 + 30,

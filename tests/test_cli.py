@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow.parquet as pq
 import pytest
 
@@ -45,46 +43,6 @@ def test_errors_are_one_line_and_non_zero(tmp_path, monkeypatch, capsys, args, m
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("ffx: error:") and "Traceback" not in err
-
-
-def test_demo(tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
-    rows = pq.read_table(tmp_path / "demo/build/videos.parquet").to_pylist()
-    assert len(rows) == 12
-    assert {row["label_name"] for row in rows} == {"real", "fake"}
-    frames = pq.read_table(tmp_path / "demo/build/frames.parquet").to_pylist()
-    assert len(frames) == 12 * 30 and {row["status"] for row in frames} == {"ok"}
-    faces = pq.read_table(tmp_path / "demo/build/faces.parquet").to_pylist()
-    assert len(faces) == 12 * 30 and {row["status"] for row in faces} == {"ok"}
-    assert {row["track"] for row in faces} == {0} and all(row["prob"] > 0.99 for row in faces)
-    out = capsys.readouterr().out
-    assert "demo build" in out and "this run: videos ok 12; frames ok 360 (360 written)" in out
-    assert "faces ok 360 (360 written)" in out
-    index = json.loads((tmp_path / "demo/build/shards/index.json").read_text())
-    assert sum(split["samples"] for split in index["splits"].values()) == 360
-    assert {split: totals["samples"] for split, totals in index["splits"].items()} == {
-        split: 30 * sum(1 for row in rows if row["split"] == split) for split in index["splits"]
-    }
-    record = json.loads((tmp_path / "demo/build/build.json").read_text())
-    assert record["shards"] == {entry["name"]: entry["sha256"] for entry in index["shards"]}
-    assert record["inputs"]["files"] == 12 and record["inputs"]["missing"] == 0
-    assert set(record["seconds"]) == {"frames", "faces", "samples", "shards"}
-
-    # `ffx build` over the finished demo build: every stage finds its work done, nothing changes.
-    shards = {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")}
-    arguments = [
-        "build",
-        "demo",
-        "--root",
-        str(tmp_path / "demo/data"),
-        "--build",
-        str(tmp_path / "demo/build"),
-    ]
-    assert main(arguments) == 0
-    out = capsys.readouterr().out
-    assert out.count("12 already current") == 3 and "shards written" not in out
-    assert {path.name: path.read_bytes() for path in (tmp_path / "demo/build/shards").glob("*.tar")} == shards
-    assert main(["verify", str(tmp_path / "demo/build")]) == 0
 
 
 def test_usage_errors_exit_2_with_a_message_not_a_traceback(capsys):

@@ -31,7 +31,7 @@ from ffx.train.evaluate import (
     dataset_metrics,
 )
 from ffx.train.loop import TrainConfig, load_model, make_config, normalise, save_checkpoint, train
-from ffx.train.metrics import nan_to_none
+from ffx.train.metrics import detection_metrics, method_metrics, nan_to_none
 from tests.test_shard_checks import make_shards, one_error_line, png
 
 FFPP_NAMES = ["pristine", "Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
@@ -413,3 +413,41 @@ def test_user_text_is_escaped_and_unlabelled_samples_left_out(
     assert metrics["frames"] == 8 and metrics["datasets"]["[bold]odd"]["labels"] == {"0": "real", "1": "fake"}
     table = pq.read_table(out / "predictions.parquet").to_pylist()
     assert len(table) == 10 and [row["fake"] for row in table if row["label"] == -1] == [None, None]
+
+
+# ---------------------------------------------------------------- training's validation, per method
+
+
+def test_validation_logs_per_method_metrics_as_ffx_eval_computes_them(tmp_path: Path) -> None:
+    """metrics.jsonl carries, next to the pooled figures, each method's metrics (its fakes against
+    every real) equal to `method_metrics` on the checkpoint's predictions for the same split."""
+    samples = ffpp_samples()
+    val = [(key, label, meta | {"split": "val"}) for key, label, meta in samples["test"]]
+    shards = write_build(tmp_path / "ffpp" / "shards", {"train": samples["train"], "val": val})
+    run = tmp_path / "run"
+    config = make_config(
+        shards=str(shards), run=str(run), epochs=1, steps_per_epoch=1, freeze_epochs=0, workers=0, **TINY
+    )
+    train(config, show_progress=False)
+    (line,) = [json.loads(text) for text in (run / "metrics.jsonl").read_text().splitlines()]
+    assert set(line["val_methods"]) == {"Deepfakes", "Face2Face"}
+    for method in ("Deepfakes", "Face2Face"):
+        levels = line["val_methods"][method]
+        assert levels["frame"]["real"] == 4 and levels["video"]["real"] == 2  # every real, both levels
+        assert set(levels["frame"]) == {"bosc", "auc", "acc", "eer", "ap", "real", "fake", "frames"}
+    assert line["val_methods"]["Face2Face"]["video"]["fake"] == 1
+    assert line["val_frames"] == 10 and line["val_videos"] == 5 and line["val_video_auc"] is not None
+
+    # The same predictions, from ffx eval of the checkpoint on the same split.
+    out = tmp_path / "eval"
+    arguments = ["eval", "--checkpoint", str(run / "last.safetensors"), "--shards", str(shards)]
+    assert main([*arguments, "--split", "val", "--out", str(out), "--device", "cpu", "--workers", "1"]) == 0
+    rows = pq.read_table(out / "predictions.parquet").to_pylist()
+    expected = json.loads(json.dumps(nan_to_none(method_metrics(rows))))
+    assert line["val_methods"] == expected
+    assert json.loads((out / "metrics.json").read_text())["datasets"]["ffpp"]["methods"] == expected
+    pooled = detection_metrics(
+        [int(row["fake"]) for row in rows], [row["score"] for row in rows], [row["video"] for row in rows]
+    )
+    assert line["val_video_auc"] == pytest.approx(pooled["video_auc"])
+    assert line["val_frame_bosc"] == pytest.approx(pooled["frame_bosc"])

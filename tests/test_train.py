@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -168,3 +169,79 @@ def test_shard_url_patterns_and_missing_classes(shards: Path, tmp_path: Path) ->
     (gap / "index.json").write_text(json.dumps(index))
     with pytest.raises(BuildError, match="class 1 is missing from the train split"):
         train(make_config(shards=str(gap), run=str(tmp_path / "c"), **TINY), show_progress=False)
+
+
+# ---------------------------------------------------------------- logs a cluster user can read
+
+
+def short_run(shards: Path, run: Path, *more: str) -> list[str]:
+    """`ffx train` for 3 steps of one epoch."""
+    arguments = ["train", "--shards", str(shards), "--run", str(run), "--device", "cpu", "--workers", "1"]
+    arguments += ["--backbone", "test_convnext", "--crop", "32", "--epochs", "1", "--steps-per-epoch", "3"]
+    return [*arguments, "--classes-per-batch", "2", "--images-per-class", "4", "--freeze-epochs", "0", *more]
+
+
+PROGRESS_LINE = re.compile(
+    r"train step (\d+)/3 epoch 1/1 loss \d+\.\d{4} lr \d\.\d\de[-+]\d\d \d+\.\d samples/s "
+    r"elapsed \d+:\d\d:\d\d eta \d+:\d\d:\d\d"
+)
+
+
+@pytest.fixture
+def no_forced_terminal(monkeypatch) -> None:
+    """Rich takes these variables as a terminal whatever stderr is."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_forced_terminal")
+def test_a_log_gets_a_plain_line_every_n_steps(shards: Path, tmp_path: Path, capfd) -> None:
+    assert main(short_run(shards, tmp_path / "every", "--log-every", "1", "--no-verify")) == 0
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("train step")]
+    assert len(lines) == 3 and all(PROGRESS_LINE.fullmatch(line) for line in lines), lines
+    assert [int(PROGRESS_LINE.fullmatch(line)[1]) for line in lines] == [1, 2, 3]
+    assert lines[-1].endswith("eta 0:00:00")
+    assert main(short_run(shards, tmp_path / "second", "--log-every", "2", "--no-verify")) == 0
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("train step")]
+    assert len(lines) == 1 and lines[0].startswith("train step 2/3 ")
+
+
+@pytest.mark.usefixtures("no_forced_terminal")
+def test_a_terminal_keeps_the_bar_and_no_lines(shards: Path, tmp_path: Path, capfd, monkeypatch) -> None:
+    class Terminal:
+        def __init__(self, **_options) -> None:
+            self.is_terminal = True
+
+    monkeypatch.setattr("ffx.train.loop.Console", Terminal)
+    config = make_config(
+        shards=str(shards), run=str(tmp_path / "run"), epochs=1, steps_per_epoch=3, freeze_epochs=0, **TINY
+    )
+    train(config, show_progress=True, verify=False, log_every=1)
+    assert "train step" not in capfd.readouterr().err
+
+
+def test_tensorboard_writes_event_files(shards: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the optional tensorboard package is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(short_run(shards, run, "--tensorboard", "--no-verify")) == 0
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/samples_per_second", "epoch/loss", "val/video_auc"} <= tags
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
+    line = json.loads((run / "metrics.jsonl").read_text())
+    assert events.Scalars("epoch/loss")[0].value == pytest.approx(line["loss"])
+    assert any(tag.startswith("val_") and tag.endswith("/video_auc") for tag in tags)  # per method
+
+
+def test_tensorboard_without_the_package_is_one_line(
+    shards: Path, tmp_path: Path, capfd, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    assert main(short_run(shards, tmp_path / "run", "--tensorboard")) == 1
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "pip install tensorboard" in lines[0], lines
+    assert not (tmp_path / "run").exists()  # told before anything runs

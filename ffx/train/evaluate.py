@@ -9,6 +9,11 @@ FF++ itself. Metrics (`ffx.train.metrics.binary_metrics`: BOSC, AUC, ACC, EER, A
 and video level (a video's score is the mean of its frames'), for each build pooled and for each
 manipulation method (the build's reals against that method's fakes), and pooled over all builds.
 
+The checkpoint is applied as its own metadata says (`ffx.train.loop.describe_checkpoint`: colour
+spaces, centre crop, normalisation, classes): nothing of the run that trained it (its config.json,
+its training shards) is read. metrics.json names the build it was trained on (`trained_on`: its
+data recipe and the recipe's sha256, or why that is unknown).
+
 With `out`, the folder gets metrics.json, predictions.parquet (a row per sample), roc.png and
 confusion.png; without it, the metrics go to `{checkpoint stem}.eval-{split}.json` beside the
 checkpoint, as before.
@@ -33,17 +38,25 @@ from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.store import write_table
-from ffx.train.loop import EXPECTED_CHECKPOINT, checkpoint_metadata, load_model, normalise, place
+from ffx.train.loop import (
+    EXPECTED_CHECKPOINT,
+    checkpoint_metadata,
+    describe_checkpoint,
+    load_model,
+    normalise,
+    place,
+)
 from ffx.train.metrics import (
     REAL_NAMES,
     THRESHOLD,
     are_placeholders,
-    binary_metrics,
+    dataset_metrics,
     is_real_name,
+    level_metrics,
+    mark_rows,
     nan_to_none,
     placeholder_names,
     split_label_names,
-    video_scores,
 )
 
 METRICS_FILE = "metrics.json"
@@ -214,29 +227,6 @@ def _integer(value) -> int | None:
 # ---------------------------------------------------------------- metrics
 
 
-def level_metrics(rows: list[dict], key=lambda row: row["video"], where: str = "") -> dict:
-    """Frame- and video-level metrics of labelled rows (`fake` set); a video's frames must agree
-    on the label."""
-    frame = binary_metrics([row["fake"] for row in rows], [row["score"] for row in rows])
-    videos, _labels, means = video_scores(
-        [key(row) for row in rows], [row["label"] for row in rows], [row["score"] for row in rows], where
-    )
-    fake_of = {key(row): row["fake"] for row in rows}
-    video = binary_metrics([fake_of[video] for video in videos], means)
-    return {"frame": frame | {"frames": len(rows)}, "video": video | {"videos": len(videos)}}
-
-
-def dataset_metrics(rows: list[dict], where: str) -> dict:
-    """A build's metrics pooled and per manipulation method (its reals against the method's fakes)."""
-    pooled = level_metrics(rows, where=where)  # refuses a video whose frames disagree, once
-    methods = sorted({row["method"] for row in rows if row["fake"]})
-    per_method = {
-        method: level_metrics([row for row in rows if not row["fake"] or row["method"] == method])
-        for method in methods
-    }
-    return {"pooled": pooled, "methods": per_method}
-
-
 def _dataset_name(rows: list[dict], shards: str, taken: set[str]) -> str:
     """The samples' `dataset` (the build's folder name when they carry none), made unique."""
     folder = Path(shards)
@@ -259,11 +249,7 @@ def _map_labels(rows: list[dict], where: str) -> tuple[dict[int, str | None], se
         if row["label"] >= 0 and names.get(row["label"]) is None:
             names[row["label"]] = row["label_name"]
     real = build_real_labels(names, [row["label"] for row in rows], where)
-    for row in rows:
-        row["fake"] = None if row["label"] < 0 else row["label"] not in real
-        if not row["method"]:
-            kind = None if row["fake"] is None else "fake" if row["fake"] else "real"
-            row["method"] = row["label_name"] or kind
+    mark_rows(rows, real)
     return names, real
 
 
@@ -319,8 +305,9 @@ def evaluate_checkpoint(
     if verify:
         for build in builds:
             check_shard_files(build, [split], checkpoint.parent / SHARD_CHECKS, show_progress)
-    trained = json.loads(metadata.get("train", "{}"))
-    crop = crop or trained.get("crop")
+    # How to apply the checkpoint comes from its metadata alone, never from its training run.
+    description = describe_checkpoint(checkpoint)
+    crop = crop or description["crop"]
     workers = 2 if workers is None else workers
 
     notes = list(classes.notes)
@@ -356,6 +343,7 @@ def evaluate_checkpoint(
         "threshold": THRESHOLD,
         "class_names": classes.names,
         "real_classes": [classes.names[index] for index in classes.real],
+        "trained_on": description["data_recipe"],  # the checkpoint's training build's recipe
         "notes": notes,
         # The summary of earlier versions: everything scored, pooled.
         "frame_bosc": pooled["frame"]["bosc"],

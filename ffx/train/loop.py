@@ -8,10 +8,14 @@ share of shards. Each epoch's stream is seeded by (seed, epoch, rank), which mak
 replay exactly: it rebuilds the epoch's stream (with the leftovers it started with, kept in the
 run state) and skips the batches already trained on.
 
-A run folder holds config.json, metrics.jsonl (a line per epoch), and checkpoints as
-safetensors (`last`, `best` by validation video AUC, or by validation loss when the validation
-split holds one class and AUC is undefined) with the optimiser, schedule and random state beside
-`last` in a plain tensor file read back with `weights_only=True`.
+A run folder holds config.json, metrics.jsonl (a line per epoch: training loss, learning rate,
+and the validation metrics pooled and per manipulation method), and checkpoints as safetensors
+(`last`, `best` by pooled validation video AUC, or by validation loss when the validation split
+holds one class and AUC is undefined) with the optimiser, schedule and random state beside
+`last` in a plain tensor file read back with `weights_only=True`. A checkpoint describes itself
+in its metadata (`describe_checkpoint`): model, input (spaces, crop, normalisation), classes, and
+the data recipe of the build it was trained on; applying it reads nothing else. With
+`tensorboard`, event files go to RUN/tensorboard.
 
 Before reading a shard, both check it against shards/index.json (size and sha256; see
 `ffx.data.check_shard_files`), remembering matches in the run folder's shard-checks.json.
@@ -25,6 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from functools import partial
@@ -34,9 +39,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import webdataset as wds
+from rich.console import Console
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ffx import __version__
 from ffx.data import (
     SHARD_CHECKS,
     Decoder,
@@ -49,15 +56,33 @@ from ffx.data import (
     shard_dataset,
     worker_role,
 )
-from ffx.errors import BuildError, FfxError
-from ffx.model.mcx_api import MCXAPI, LinearHead, ModelConfig, fit_problems, pairwise_loss, per_channel
+from ffx.errors import BuildError, FfxError, ManifestError
+from ffx.model.mcx_api import (
+    MCXAPI,
+    NEUTRAL,
+    LinearHead,
+    ModelConfig,
+    fit_problems,
+    pairwise_loss,
+    per_channel,
+)
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.workers import available_cores
 from ffx.pipeline.media.color import parse_spaces
+from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.train.batches import BalancedBatches, Carry, PassBatches, Short, interleave, split_quota
-from ffx.train.metrics import detection_metrics, shard_class_names
+from ffx.train.metrics import (
+    are_placeholders,
+    detection_metrics,
+    is_real_name,
+    mark_rows,
+    method_metrics,
+    nan_to_none,
+    placeholder_names,
+    shard_class_names,
+)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -65,6 +90,8 @@ LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.pt"
 EXPECTED_CHECKPOINT = (
     "expected a checkpoint written by `ffx train` (RUN/last.safetensors or RUN/best.safetensors)"
 )
+TENSORBOARD_DIR = "tensorboard"
+LOG_EVERY = 50  # steps between plain progress lines when stderr is not a terminal
 
 
 @dataclass(frozen=True)
@@ -478,16 +505,99 @@ def cosine_lr(step: int, total: int, base: float) -> float:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run: Path, name: str, model: MCXAPI, config: TrainConfig, step: int) -> None:
-    """Model weights as safetensors; in its metadata the model config, the training config, the
-    step and `class_names` (a JSON list, index = class: the train samples' `label_name`, or
-    `class0`, `class1`, ... where the shards do not name a class; `ffx eval` needs the real one)."""
+# The recipe fields that shape a build's crops, recorded in every checkpoint (`data_recipe`).
+RECIPE_CROP_FIELDS = (
+    "preset",
+    "size",
+    "scale",
+    "min_prob",
+    "detect_max_side",
+    "min_face_ratio",
+    "all_faces",
+    "boxes_from_original",
+)
+
+
+def data_recipe(shards: str) -> dict:
+    """The data recipe of the build whose shards a run trains on, for its checkpoints: read from
+    BUILD/manifest.toml (BUILD: the shards folder's parent, or the folder of a local URL
+    pattern's files' parent) and BUILD/index.json: the recipe's name and sha256
+    (`Manifest.digest`), its frame sampling and crop settings, the colour spaces and label mode,
+    the build's dataset and split method. Without a build (a remote URL pattern, shards copied
+    out of their build, an unreadable recipe) `{"known": False, "reason": ...}`."""
+    text = str(shards)
+    folder = Path(text)
+    remote = "://" in text or text.startswith("pipe:")
+    if not remote and not folder.is_dir():  # a local URL pattern: the folder of its files
+        folder = folder.parent
+    if remote or not folder.is_dir():
+        return {"known": False, "reason": f"the shards come from a URL pattern without a build ({text})"}
+    build = folder.resolve().parent
+    manifest_path = build / "manifest.toml"
+    if not manifest_path.is_file():
+        return {
+            "known": False,
+            "reason": f"no manifest.toml in {build}, the folder above the shards: not a build's shards",
+        }
+    try:
+        manifest = load_manifest(manifest_path)
+    except ManifestError as error:
+        return {"known": False, "reason": f"{manifest_path} is unreadable: {error}"}
+    try:
+        index = json.loads((build / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = {}
+    index = index if isinstance(index, dict) else {}
+    return {
+        "known": True,
+        "build": build.name,
+        "recipe": manifest.name,
+        "recipe_sha256": manifest.digest(),
+        "dataset": index.get("dataset"),
+        "split_method": index.get("split_method"),
+        "sampling": manifest.sampling,
+        "crop": {name: getattr(manifest.crop, name) for name in RECIPE_CROP_FIELDS},
+        "spaces": list(manifest.spaces),
+        "labels": manifest.labels.mode,
+    }
+
+
+def model_input(model_config: ModelConfig, crop: int | None) -> dict:
+    """How an image becomes the model's input: the colour spaces stacked in order (3 channels
+    each), a centre `crop` x `crop` window of the build's face crop (none: the whole crop), then
+    (x / 255 - mean) / std per channel."""
+    channels = 3 * len(model_config.spaces)
+    mean = NEUTRAL if model_config.mean is None else model_config.mean
+    std = NEUTRAL if model_config.std is None else model_config.std
+    return {
+        "spaces": list(model_config.spaces),
+        "channels": channels,
+        "crop": crop,
+        "mean": list(per_channel(mean, channels, "mean")),
+        "std": list(per_channel(std, channels, "std")),
+        "normalise": "(x / 255 - mean) / std",
+    }
+
+
+def save_checkpoint(
+    run: Path, name: str, model: MCXAPI, config: TrainConfig, step: int, data: dict | None = None
+) -> None:
+    """Model weights as safetensors; in its metadata (JSON strings) what applying it on another
+    machine needs, read back by `describe_checkpoint`: the model config (`model`), the input
+    (`input`: spaces, channels, crop, per-channel mean and std), `class_names` (index = class: the
+    train samples' `label_name`, or `class0`, `class1`, ... where the shards do not name a
+    class), the data recipe of the build it was trained on (`data_recipe`, see `data_recipe`;
+    `data`: computed once by the caller, else read here), the training config (`train`), the
+    step and the ffx version."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     metadata = {
         "model": json.dumps(asdict(model.config)),
         "train": json.dumps(asdict(config)),
         "step": str(step),
         "class_names": json.dumps(shard_class_names(config.shards, model.config.num_classes)),
+        "input": json.dumps(model_input(model.config, config.crop)),
+        "data_recipe": json.dumps(data if data is not None else data_recipe(config.shards)),
+        "ffx_version": __version__,
     }
     with atomic.atomic_path(run / name) as temp:
         save_file(tensors, str(temp), metadata=metadata)
@@ -536,20 +646,92 @@ def load_weights(model: MCXAPI, checkpoint: Path) -> None:
     model.load_state_dict(state)
 
 
-def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
-    """A model from a checkpoint written by `ffx train` (config from the file's metadata)."""
-    metadata = checkpoint_metadata(checkpoint)
+def checkpoint_model_config(metadata: dict[str, str], checkpoint: Path) -> ModelConfig:
+    """The model config in a checkpoint's metadata; one line when it is unreadable."""
     try:
         values = json.loads(metadata["model"])
-        config = ModelConfig(**values | {"spaces": tuple(values["spaces"])})
+        return ModelConfig(**values | {"spaces": tuple(values["spaces"])})
     except (ValueError, TypeError, KeyError) as error:
         raise FfxError(
             f"{checkpoint}: the model config in its metadata is unreadable ({type(error).__name__}: "
             f"{str(error)[:100]}); {EXPECTED_CHECKPOINT}"
         ) from None
-    model = MCXAPI(config)
+
+
+def load_model(checkpoint: Path, device: torch.device | str = "cpu") -> MCXAPI:
+    """A model from a checkpoint written by `ffx train` (config from the file's metadata)."""
+    model = MCXAPI(checkpoint_model_config(checkpoint_metadata(checkpoint), checkpoint))
     load_weights(model, checkpoint)
     return model.to(device).eval()
+
+
+def _json_entry(metadata: dict[str, str], key: str, checkpoint: Path, kind: type):
+    """A JSON entry of a checkpoint's metadata, None when absent (an older checkpoint); one line
+    when it is there but unreadable."""
+    if key not in metadata:
+        return None
+    try:
+        value = json.loads(metadata[key])
+    except ValueError:
+        value = None
+    if not isinstance(value, kind):
+        raise FfxError(
+            f"{checkpoint}: the {key!r} entry of its metadata is unreadable; {EXPECTED_CHECKPOINT}"
+        )
+    return value
+
+
+def describe_checkpoint(checkpoint: Path) -> dict:
+    """What a checkpoint says about itself, from its metadata alone (no weights, no shards):
+    everything needed to apply it elsewhere. Keys: `checkpoint`, `ffx_version`, `step`; the model
+    (`backbone`, `head`, `num_classes`, `hidden`, `dropout`); its input (`spaces`, `channels`,
+    `crop`, per-channel `mean` and `std`, `normalise`); its classes (`class_names`, index = label,
+    and `classes`: label, name and whether it is read as real: named real, pristine or original,
+    or class 0 when the names are not known); `data_recipe`, the build it was trained on (see
+    `data_recipe`; `known` False for a checkpoint written before ffx recorded it); `training`, the
+    run's settings. A file that is no ffx checkpoint is one line (FfxError)."""
+    checkpoint = Path(checkpoint)
+    metadata = checkpoint_metadata(checkpoint)
+    model = checkpoint_model_config(metadata, checkpoint)
+    training = _json_entry(metadata, "train", checkpoint, dict) or {}
+    given_input = _json_entry(metadata, "input", checkpoint, dict)
+    shape = model_input(model, given_input["crop"] if given_input else training.get("crop"))
+    names = _json_entry(metadata, "class_names", checkpoint, list)
+    known_names = (
+        names is not None
+        and len(names) == model.num_classes
+        and all(isinstance(name, str) for name in names)
+        and not are_placeholders(names)
+    )
+    if not known_names:  # as `ffx eval` reads such a checkpoint: class 0 is real
+        names = placeholder_names(model.num_classes)
+    real = [is_real_name(name) if known_names else index == 0 for index, name in enumerate(names)]
+    recipe = _json_entry(metadata, "data_recipe", checkpoint, dict) or {
+        "known": False,
+        "reason": "the checkpoint was written before ffx recorded the data recipe",
+    }
+    try:
+        step = int(metadata.get("step", -1))
+    except ValueError:
+        step = -1
+    return {
+        "checkpoint": str(checkpoint),
+        "ffx_version": metadata.get("ffx_version"),
+        "step": step,
+        "backbone": model.backbone,
+        "head": model.head,
+        "num_classes": model.num_classes,
+        "hidden": model.hidden,
+        "dropout": model.dropout,
+        **shape,
+        "class_names": names,
+        "classes": [
+            {"label": index, "name": name, "real": is_real}
+            for index, (name, is_real) in enumerate(zip(names, real))
+        ],
+        "data_recipe": recipe,
+        "training": training,
+    }
 
 
 def save_state(
@@ -724,6 +906,97 @@ def init_model_config(config: TrainConfig, model_config: ModelConfig) -> ModelCo
     )
 
 
+# ---------------------------------------------------------------- logs
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _clock(seconds: float) -> str:
+    """H:MM:SS (?:??:?? when unknown)."""
+    if not math.isfinite(seconds):
+        return "?:??:??"
+    minutes, second = divmod(round(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}"
+
+
+class ProgressLines:
+    """Training progress for a log file (stderr not a terminal: a Slurm job's log), one flushed
+    line on stderr every `every` steps:
+
+        train step 150/3000 epoch 2/20 loss 0.4812 lr 9.95e-03 211.4 samples/s elapsed 0:04:10 eta 1:19:12
+
+    `loss`: the mean of the batches' losses since the previous line; samples/s: since the epoch
+    began (all processes); eta: the steps left to `stop_at` at this run's pace so far (validation
+    included)."""
+
+    def __init__(self, every: int, stop_at: int, steps_per_epoch: int, epochs: int, start: int):
+        self.every, self.stop_at, self.steps_per_epoch, self.epochs = every, stop_at, steps_per_epoch, epochs
+        self.start, self.started = start, time.monotonic()
+        self.window: list[float] = []
+
+    def step(self, step: int, lr: float, rate: float, losses: Sequence[float]) -> None:
+        """Step `step` is done (the count of steps so far), its batches' `losses`."""
+        self.window += losses
+        if step % self.every:
+            return
+        elapsed = time.monotonic() - self.started
+        done = step - self.start
+        eta = elapsed / done * (self.stop_at - step) if done > 0 else math.nan
+        epoch = (step - 1) // self.steps_per_epoch + 1  # the epoch the step belongs to, from 1
+        print(
+            f"train step {step}/{self.stop_at} epoch {epoch}/{self.epochs} "
+            f"loss {_mean(self.window):.4f} lr {lr:.2e} {rate:.1f} samples/s "
+            f"elapsed {_clock(elapsed)} eta {_clock(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.window = []
+
+
+def tensorboard_writer_class():
+    """torch's TensorBoard `SummaryWriter`; without the optional `tensorboard` package, one line."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FfxError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install tensorboard (or pip install 'ffx[tensorboard]')"
+        ) from None
+    return SummaryWriter
+
+
+def write_epoch_scalars(writer, metrics: dict) -> None:
+    """An epoch's metrics as TensorBoard scalars at its last step: `epoch/` the training ones,
+    `val/` the pooled validation ones, `val_{method}/` each method's (frame and video AUC, BOSC)."""
+    step = metrics["step"]
+    for key, value in metrics.items():
+        if key in ("epoch", "step") or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        tag = f"val/{key.removeprefix('val_')}" if key.startswith("val_") else f"epoch/{key}"
+        writer.add_scalar(tag, value, step)
+    for method, levels in (metrics.get("val_methods") or {}).items():
+        for level, values in levels.items():
+            for name in ("auc", "bosc"):
+                if values.get(name) is not None:
+                    writer.add_scalar(f"val_{method}/{level}_{name}", values[name], step)
+    writer.flush()
+
+
+@contextmanager
+def _closing(writer):
+    """Close a TensorBoard writer (None: nothing) when the run ends, however it ends."""
+    try:
+        yield writer
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -734,17 +1007,29 @@ def train(
     verify: bool = True,
     warn: Callable[[str], None] = _print_warning,
     given: Collection[str] | None = None,
+    log_every: int = LOG_EVERY,
+    tensorboard: bool = False,
 ) -> TrainReport:
     """Train (or resume) the run `config.run`; rank 0 writes the run folder. With `verify`, the
     train and validation shards are first checked against index.json (`check_run_shards`), after
     the model is built: a wrong backbone, pretrained file or --init-from checkpoint is told before
     any hashing. Rank 0 tells `warn` (one line) when the validation split cannot give AUC, and
     when a resumed run's schedule is stretched. `given`: the settings the caller set (see
-    `resumed_config`; `given_settings` gives them)."""
+    `resumed_config`; `given_settings` gives them).
+
+    With `show_progress`, rank 0 shows a rich bar when stderr is a terminal, else (a log file:
+    Slurm's) prints a plain line on stderr every `log_every` steps (`ProgressLines`; 0: none).
+    With `tensorboard`, rank 0 writes TensorBoard event files to RUN/tensorboard (the optional
+    `tensorboard` package; without it, one line before anything runs)."""
     run = Path(config.run)
     if not config.shards or not config.run:
         raise FfxError("a run needs --shards and --run")
+    if log_every < 0:
+        raise FfxError(f"--log-every {log_every}: give 0 (no progress lines) or more")
+    summary_writer = tensorboard_writer_class() if tensorboard else None  # missing: told now
     placement = place(config.device)
+    terminal = Console(stderr=True).is_terminal
+    bar = show_progress and placement.main and terminal
     planned_epochs = config.epochs
     if resume:
         config, planned_epochs = resumed_config(run, config, given)
@@ -782,7 +1067,8 @@ def train(
     # written to config.json and every checkpoint.
     config = replace(config, mean=model.config.mean, std=model.config.std)
     if verify:
-        check_run_shards(config, run, placement, show_progress)
+        check_run_shards(config, run, placement, bar)
+    data = data_recipe(config.shards)  # the build's recipe, in every checkpoint
     if config.steps_per_epoch is None:  # saved resolved in config.json, so a resume keeps it
         batch = config.classes_per_batch * config.images_per_class * config.accumulate
         config = replace(config, steps_per_epoch=max(1, rarest * classes // (batch * placement.world)))
@@ -839,7 +1125,16 @@ def train(
         wrapped = torch.compile(wrapped)
     stop_at = min(total_steps, config.max_steps or total_steps)
     report = TrainReport(run, step, total_steps, step // steps_per_epoch)
-    with stage_progress("train", stop_at, "steps", "samples", show_progress and placement.main) as progress:
+    lines = None
+    if show_progress and placement.main and not terminal and log_every > 0:
+        lines = ProgressLines(log_every, stop_at, steps_per_epoch, config.epochs, step)
+    writer = None
+    if summary_writer is not None and placement.main:
+        writer = summary_writer(log_dir=str(run / TENSORBOARD_DIR), purge_step=step if resume else None)
+    with (
+        stage_progress("train", stop_at, "steps", "samples", bar) as progress,
+        _closing(writer),
+    ):
         progress.resume_at(step)
         while step < stop_at:
             epoch = step // steps_per_epoch
@@ -856,7 +1151,7 @@ def train(
                 optimizer.param_groups[0]["lr"] = 0.0 if trainer.frozen else lr
                 optimizer.param_groups[1]["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                stepped = seen
+                stepped, step_losses = seen, len(losses)
                 for _ in range(config.accumulate):
                     batch_data = next(batches)
                     if isinstance(batch_data, Short):  # the pass ran out: no data, no update
@@ -889,6 +1184,12 @@ def train(
                 progress.describe(
                     f"train loss {sum(recent) / len(recent):.3f} lr {lr:.2e} {rate:.1f} samples/s"
                 )
+                if lines is not None:
+                    lines.step(step, lr, rate, losses[step_losses:])
+                if writer is not None and len(losses) > step_losses:
+                    writer.add_scalar("train/loss", _mean(losses[step_losses:]), step)
+                    writer.add_scalar("train/lr", lr, step)
+                    writer.add_scalar("train/samples_per_second", rate, step)
             epoch_done = step % steps_per_epoch == 0
             if epoch_done and placement.world == 1:
                 for _ in batches:  # the workers' Carry items: what the next epoch starts with
@@ -914,11 +1215,13 @@ def train(
                     score = best_score(metrics, by_loss)
                     if not math.isnan(score) and score > best:
                         best = score
-                        save_checkpoint(run, BEST, model, config, step)
+                        save_checkpoint(run, BEST, model, config, step, data)
                     with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
                         log.write(json.dumps(_plain_json(metrics)) + "\n")
+                    if writer is not None:
+                        write_epoch_scalars(writer, metrics)
                 save_state(run, optimizer, scaler, step, best, history, placement.world, carried)
-                save_checkpoint(run, LAST, model, config, step)
+                save_checkpoint(run, LAST, model, config, step, data)
             save_random_state(run, placement.rank, step, placement.device)
             report = TrainReport(run, step, total_steps, step // steps_per_epoch, metrics)
             if placement.world > 1:
@@ -942,30 +1245,26 @@ def _collect_carries(items, carried: dict):
 def evaluate(
     model: MCXAPI, shards: str, split: str, crop: int | None, device: torch.device, workers: int = 2
 ) -> dict:
-    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs), and the
-    mean cross-entropy of its labelled frames (`loss`)."""
-    from ffx.data import shard_loader
+    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs; class 0
+    real, any other class fake; unlabelled samples left out), the mean cross-entropy of its
+    labelled frames (`loss`), and `methods`: for each manipulation method, the metrics of the
+    split's reals against that method's fakes, as `ffx eval` reports them
+    (`ffx.train.metrics.method_metrics`). The samples are scored as `ffx eval` scores them."""
+    from ffx.train.evaluate import score_split  # it imports this module
 
-    model.eval()
-    dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False, split_nodes=False)
-    labels, scores, videos = [], [], []
-    loss_sum, loss_count = 0.0, 0
-    workers = min(workers, len(open_shards(shards, split).urls))  # a worker without a shard idles
-    for batch in shard_loader(dataset, batch_size=32, workers=workers):
-        logits = model(normalise(batch["image"], device, model.config.mean, model.config.std)).float()
-        scores += (1 - torch.softmax(logits, dim=1)[:, 0]).cpu().tolist()
-        labels += batch["label"].tolist()
-        videos += [meta["video"] for meta in batch["meta"]]
-        target = batch["label"].to(device)
-        known = (target >= 0) & (target < logits.shape[1])  # unlabelled samples (-1) have no loss
-        if known.any():
-            loss_sum += float(F.cross_entropy(logits[known], target[known], reduction="sum"))
-            loss_count += int(known.sum())
-    if not labels:
-        raise BuildError(f"the {split} split in {shards} is empty")
+    rows = score_split(model, shards, split, crop, device, workers, real=(0,))
+    mark_rows(rows, {0})
+    labelled = [row for row in rows if row["fake"] is not None]
+    losses = [row["nll"] for row in labelled if not math.isnan(row["nll"])]
+    pooled = detection_metrics(
+        [int(row["fake"]) for row in labelled],
+        [row["score"] for row in labelled],
+        [row["video"] for row in labelled],
+    )
     # Cross-entropy of the plain classifier (no pairs): what ranks checkpoints when AUC cannot.
-    loss = loss_sum / loss_count if loss_count else math.nan
-    return detection_metrics(labels, scores, videos) | {"loss": loss}
+    loss = sum(losses) / len(losses) if losses else math.nan
+    methods = method_metrics(labelled, f"the {split} split in {shards}")
+    return pooled | {"loss": loss, "methods": nan_to_none(methods)}
 
 
 def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:

@@ -7,8 +7,9 @@ DeepfakeBench: AUC `roc_auc_score`, AP `average_precision_score`, EER the false-
 the point of `roc_curve` where |FNR - FPR| is smallest; ACC and BOSC (balanced accuracy, the mean
 of sensitivity and specificity) read `score >= 0.5` as fake.
 
-Training's validation (`detection_metrics`) gives NaN where a metric is undefined (a split of one
-class); `binary_metrics`, for `ffx eval`, gives None (null in JSON).
+Training's validation pools with `detection_metrics`, which gives NaN where a metric is undefined
+(a split of one class); `binary_metrics` gives None (null in JSON). Per manipulation method both
+`ffx eval` and training's validation use `method_metrics` (a method's fakes against every real).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,50 @@ def video_scores(
     scores_array = np.asarray(scores, np.float64)
     means = np.array([scores_array[found].mean() for found in positions.values()], np.float64)
     return list(positions), [label_of[video] for video in positions], means
+
+
+# ---------------------------------------------------------------- rows of scored samples
+
+
+def mark_rows(rows: list[dict], real: Collection[int]) -> None:
+    """Set each scored row's `fake` (None when unlabelled, label -1) from the labels read as
+    `real`, and its `method` where the sample names none (its label name, else real or fake)."""
+    for row in rows:
+        row["fake"] = None if row["label"] < 0 else row["label"] not in real
+        if not row["method"]:
+            kind = None if row["fake"] is None else "fake" if row["fake"] else "real"
+            row["method"] = row["label_name"] or kind
+
+
+def level_metrics(rows: list[dict], key=lambda row: row["video"], where: str = "") -> dict:
+    """Frame- and video-level metrics (`binary_metrics`) of labelled rows (`fake` set: see
+    `mark_rows`); a video's frames must agree on the label."""
+    frame = binary_metrics([row["fake"] for row in rows], [row["score"] for row in rows])
+    videos, _labels, means = video_scores(
+        [key(row) for row in rows], [row["label"] for row in rows], [row["score"] for row in rows], where
+    )
+    fake_of = {key(row): row["fake"] for row in rows}
+    video = binary_metrics([fake_of[video] for video in videos], means)
+    return {"frame": frame | {"frames": len(rows)}, "video": video | {"videos": len(videos)}}
+
+
+def method_metrics(rows: list[dict], where: str = "") -> dict[str, dict]:
+    """Per manipulation method (the `method` of the fake rows, sorted), the `level_metrics` of
+    all the real rows against that method's fakes: what `ffx eval` and training's validation
+    report for each method."""
+    methods = sorted({row["method"] for row in rows if row["fake"]})
+    return {
+        method: level_metrics(
+            [row for row in rows if not row["fake"] or row["method"] == method], where=where
+        )
+        for method in methods
+    }
+
+
+def dataset_metrics(rows: list[dict], where: str) -> dict:
+    """A build's metrics pooled and per manipulation method (its reals against the method's fakes)."""
+    pooled = level_metrics(rows, where=where)  # refuses a video whose frames disagree, once
+    return {"pooled": pooled, "methods": method_metrics(rows)}
 
 
 # ---------------------------------------------------------------- class names
