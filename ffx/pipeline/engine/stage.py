@@ -70,7 +70,6 @@ class Stage:
     that raise NotImplementedError; the others have the usual behaviour."""
 
     name: str  # table stem: frames, faces, samples
-    upstream: str  # the table it reads: videos, frames, faces
     unit: str  # what its rows are: frames, faces, samples
     schema: pa.Schema
     sort_by: tuple[str, ...]
@@ -78,6 +77,11 @@ class Stage:
     @property
     def command(self) -> str:
         return COMMANDS[self.name]
+
+    @property
+    def verb(self) -> str:
+        """The command's last word: extract, crop, shard."""
+        return self.command.split()[-1]
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
         raise NotImplementedError
@@ -116,7 +120,7 @@ class Stage:
 
     def stalled_rows(self, task, stalled: Stalled) -> list[dict]:
         status = Status.TIMEOUT if stalled.hung else Status.ERROR
-        return self.failure_rows(task.key, status, f"{self.name} worker: {stalled.reason}")
+        return self.failure_rows(task.key, status, f"{self.verb} worker: {stalled.reason}")
 
     def retry(self, task, stalled: Stalled):
         """A follow-up task for a hung or dead worker's task, or None to record it as failed."""
@@ -436,9 +440,7 @@ def _run_stage(
         report.redone = sum(1 for key in todo if key in made and key not in redo)
         has_output = _has_output(stage)
         with (
-            stage_progress(
-                stage.command.split()[-1], len(todo), "videos", stage.unit, show_progress
-            ) as progress,
+            stage_progress(stage.verb, len(todo), "videos", stage.unit, show_progress) as progress,
             ledger.writer(part, flush_seconds=flush_seconds) as writer,
         ):
 

@@ -12,7 +12,6 @@ The engine (`ffx.pipeline.engine.stage`) runs the stage.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,7 +28,6 @@ from ffx.pipeline.engine.stage import (
     run_stage,
 )
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
-from ffx.pipeline.engine.workers import Stalled
 from ffx.pipeline.media.detect import DetectorSettings, resolve_device
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FACES_SCHEMA
@@ -47,18 +45,21 @@ class CropStage(Stage):
     """Frames -> faces: a video's crops are made from its frames rows (and, when boxes are reused,
     its original's) and the `[crop]` settings."""
 
-    name, upstream, unit = "faces", "frames", "faces"
+    name, unit = "faces", "faces"
     schema, sort_by = FACES_SCHEMA, ("key", "frame_index", "track")
 
     def __init__(self, device: str = "auto", batch_size: int | None = None):
         self.device, self.batch_size = device, batch_size
         self.waiting: dict[str, list[str]] = {}  # original key -> fakes queued behind it
         self.task_for = None
+        # Set by plan(): the frames rows of each video and each video's original, for the tasks.
+        self.frames_of: dict[str, list[dict]] = {}
+        self.original_of: dict[str, str | None] = {}
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        frames_of = rows_by_key(current_table(build, "frames"))
+        self.frames_of = frames_of = rows_by_key(current_table(build, "frames"))
         videos = current_table(build, "videos").select(["key", "original_key"]).to_pylist()
-        original_of = {video["key"]: video["original_key"] for video in videos}
+        self.original_of = original_of = {video["key"]: video["original_key"] for video in videos}
         # Box reuse shapes only fakes (whose original is in the build): it is not a setting of the
         # others, so turning it on or off redoes exactly the fakes.
         settings = recipe.crop.model_dump(mode="json", exclude={"boxes_from_original"})
@@ -85,14 +86,9 @@ class CropStage(Stage):
         return requested or (1 if self.device.startswith("cuda") else cores)
 
     def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
-        frames = current_table(build, "frames").select(["key", "frame_index", "path", "width", "height"])
-        frames_of: dict[str, list[tuple[int, str]]] = {}
-        pixels: Counter[str] = Counter()
-        for row in frames.to_pylist():
-            frames_of.setdefault(row["key"], []).append((row["frame_index"], row["path"]))
-            pixels[row["key"]] += row["width"] * row["height"]
-        videos = current_table(build, "videos").select(["key", "original_key"]).to_pylist()
-        original_of = {video["key"]: video["original_key"] for video in videos}
+        frames_of = {key: [(row["frame_index"], row["path"]) for row in self.frames_of[key]] for key in keys}
+        pixels = {key: sum(row["width"] * row["height"] for row in self.frames_of[key]) for key in keys}
+        original_of = self.original_of
         crop = recipe.crop
         settings = CropSettings(
             crop.preset,
@@ -145,12 +141,8 @@ class CropStage(Stage):
     def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
         return [empty_row(key, NO_FRAME, status, error)]
 
-    def stalled_rows(self, task: CropTask, stalled: Stalled) -> list[dict]:
-        status = Status.TIMEOUT if stalled.hung else Status.ERROR
-        return self.failure_rows(task.key, status, f"crop worker: {stalled.reason}")
-
     def inputs_present(self, build: BuildDir, key: str) -> bool:
-        frames = rows_by_key(current_table(build, "frames")).get(key, [])
+        frames = self.frames_of.get(key, [])
         return bool(frames) and all((build.root / row["path"]).is_file() for row in frames if row["path"])
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:

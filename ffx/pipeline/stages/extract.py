@@ -47,7 +47,7 @@ def _file_size(path: str) -> int:
 class ExtractStage(Stage):
     """Videos -> frames: what a video's frames are made from is its file and the decode settings."""
 
-    name, upstream, unit = "frames", "videos", "frames"
+    name, unit = "frames", "frames"
     schema, sort_by = FRAMES_SCHEMA, ("key", "frame_index")
 
     def __init__(self, root: Path | None = None):

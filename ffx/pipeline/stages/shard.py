@@ -73,14 +73,15 @@ class SampleStage(Stage):
     """Faces -> samples: a video's samples are made from its crop rows, its index facts (label,
     split, ...) and the spaces and PNG level."""
 
-    name, upstream, unit = "samples", "faces", "samples"
+    name, unit = "samples", "samples"
     schema, sort_by = SAMPLES_SCHEMA, ("key", "frame_index", "track")
 
     def __init__(self) -> None:
-        self.videos: dict[str, dict] = {}
+        self.videos: dict[str, dict] = {}  # set by plan(), with the crop rows per video
+        self.faces_of: dict[str, list[dict]] = {}
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        faces_of = rows_by_key(current_table(build, "faces"))
+        self.faces_of = faces_of = rows_by_key(current_table(build, "faces"))
         self.videos = {
             video["key"]: video_facts(video) for video in current_table(build, "videos").to_pylist()
         }
@@ -98,7 +99,7 @@ class SampleStage(Stage):
         return Plan(made_from, blocked)
 
     def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
-        faces_of = rows_by_key(current_table(build, "faces"))
+        faces_of = self.faces_of
         return [
             SampleTask(
                 key,
@@ -127,7 +128,7 @@ class SampleStage(Stage):
         return [build.samples_file(key)] if any(row["sample"] for row in rows) else []
 
     def inputs_present(self, build: BuildDir, key: str) -> bool:
-        crops = [row for row in rows_by_key(current_table(build, "faces")).get(key, []) if _is_crop(row)]
+        crops = [row for row in self.faces_of.get(key, []) if _is_crop(row)]
         return bool(crops) and all((build.root / row["path"]).is_file() for row in crops)
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
