@@ -52,6 +52,7 @@ class ExtractStage(Stage):
 
     def __init__(self, root: Path | None = None):
         self.root = root  # where the videos are now, if they moved since `ffx index`
+        self.path_of: dict[str, str] = {}  # set by plan(): each video's path below the root
 
     @staticmethod
     def settings(recipe: Manifest) -> dict:
@@ -63,6 +64,7 @@ class ExtractStage(Stage):
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
         videos = current_table(build, "videos").select(["key", "path", "size_bytes", "resolved"]).to_pylist()
+        self.path_of = {video["key"]: video["path"] for video in videos}
         settings = self.settings(recipe)
         return Plan(
             {
@@ -75,8 +77,7 @@ class ExtractStage(Stage):
         root = self._root(build)
         if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
-        videos = current_table(build, "videos").select(["key", "path"]).to_pylist()
-        path_of = {video["key"]: video["path"] for video in videos}
+        path_of = self.path_of
         settings = self.settings(recipe)
         threads = max(1, available_cores() // workers)
         build.frames.mkdir(parents=True, exist_ok=True)
@@ -119,9 +120,7 @@ class ExtractStage(Stage):
         return replace(task, backends=remaining, failures=failures, hung=hung) if remaining else None
 
     def inputs_present(self, build: BuildDir, key: str) -> bool:
-        videos = current_table(build, "videos").select(["key", "path"]).to_pylist()
-        path = next(video["path"] for video in videos if video["key"] == key)
-        return (self._root(build) / path).is_file()
+        return (self._root(build) / self.path_of[key]).is_file()
 
     def _root(self, build: BuildDir) -> Path:
         return Path(self.root or json.loads(build.index.read_text(encoding="utf-8"))["root"])
