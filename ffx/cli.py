@@ -109,7 +109,10 @@ def extract(
         str | None,
         typer.Option(
             "--sample",
-            help="first:N | stride:S:O[:MAX] | linspace:N | all; sets the recipe's `sampling` (first:30).",
+            help=(
+                "first:N | stride:S:O[:MAX] | linspace:N (rounded) | dfb-linspace:N (DeepfakeBench's, "
+                "truncated) | all; sets the recipe's `sampling` (first:30)."
+            ),
         ),
     ] = None,
     backend: Annotated[
@@ -122,6 +125,14 @@ def extract(
     png_level: Annotated[
         int | None,
         typer.Option("--png-level", min=0, max=9, help="PNG zlib level; sets `extract.png_level` (1)."),
+    ] = None,
+    keep_frames: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-frames/--no-keep-frames",
+            help="Store every frame as a PNG, or only its row and pixel hash; sets `extract.keep_frames` "
+            "(true, except in a build made by `ffx build`).",
+        ),
     ] = None,
     timeout: Annotated[
         float,
@@ -149,6 +160,7 @@ def extract(
         sampling=sample,
         backends=tuple(name.strip() for name in backend.split(",") if name.strip()) if backend else None,
         png_level=png_level,
+        keep_frames=keep_frames,
         stall_seconds=timeout,
         root=root,
         retry_failed=retry_failed,
@@ -170,7 +182,7 @@ def crop(
         typer.Option("--batch-size", min=1, help="Frames per MTCNN batch (default: 8 CPU, 32 GPU)."),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="mcx-api | square-1.3; sets `crop.preset`.")
+        str | None, typer.Option("--preset", help="mcx-api | square-1.3 | aligned; sets `crop.preset`.")
     ] = None,
     size: Annotated[
         int | None, typer.Option("--size", min=16, help="Output side in pixels; sets `crop.size`.")
@@ -182,6 +194,14 @@ def crop(
     min_prob: Annotated[
         float | None,
         typer.Option("--min-prob", help="Least MTCNN probability of a face; sets `crop.min_prob`."),
+    ] = None,
+    track_min_prob: Annotated[
+        float | None,
+        typer.Option(
+            "--track-min-prob",
+            help="Keep a face down to this probability where it continues a track (e.g. 0.9); "
+            "sets `crop.track_min_prob`.",
+        ),
     ] = None,
     detect_max_side: Annotated[
         int | None,
@@ -215,6 +235,24 @@ def crop(
     png_level: Annotated[
         int | None, typer.Option("--png-level", min=0, max=9, help="PNG zlib level; sets `crop.png_level`.")
     ] = None,
+    landmarks: Annotated[
+        str | None,
+        typer.Option(
+            "--landmarks",
+            help="none | dlib68: dense landmarks per face (the `landmarks` extra); sets `crop.landmarks`.",
+        ),
+    ] = None,
+    landmarks_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--landmarks-model",
+            help="Another dlib shape model file (e.g. 81 points) for the landmarks; sets `crop.landmarks`.",
+        ),
+    ] = None,
+    mask: Annotated[
+        bool | None,
+        typer.Option("--mask/--no-mask", help="A convex-hull landmark mask per crop; sets `crop.mask`."),
+    ] = None,
     fail_on_error: FailOpt = False,
 ) -> None:
     """Detect faces (MTCNN) in BUILD's frames and write crops to BUILD/faces/ plus faces.parquet.
@@ -234,15 +272,28 @@ def crop(
         size=size,
         scale=scale,
         min_prob=min_prob,
+        track_min_prob=track_min_prob,
         detect_max_side=detect_max_side,
         min_face_ratio=min_face_ratio,
         all_faces=all_faces,
         boxes_from_original=boxes_from_original,
         png_level=png_level,
+        landmarks=crop_landmarks(landmarks, landmarks_model),
+        mask=mask,
     )
     print_stage_report(report)
     if fail_on_error and report.failed:
         raise typer.Exit(1)
+
+
+def crop_landmarks(landmarks: str | None, model: Path | None) -> str | None:
+    """`crop.landmarks` from --landmarks or --landmarks-model (its absolute path: the recipe is
+    read again from other folders)."""
+    if landmarks is not None and model is not None:
+        raise FfxError("give --landmarks or --landmarks-model, not both")
+    if landmarks is not None and landmarks not in ("none", "dlib68"):
+        raise FfxError(f"--landmarks {landmarks}: choose none or dlib68 (or --landmarks-model FILE)")
+    return str(model.resolve()) if model is not None else landmarks
 
 
 @app.command()
@@ -290,6 +341,22 @@ def shard(
             help="PNG zlib level of the converted spaces; sets `shard.png_level`.",
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="all: a PNG per colour space (what the public code reads); rgb: rgb.png alone, the "
+            "other spaces derived exactly when read. Sets `shard.stored_spaces`.",
+        ),
+    ] = None,
+    keep_samples: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-samples/--drop-samples",
+            help="Keep BUILD/samples/ after the shards are written (a layout change then skips "
+            "re-encoding), or remove it; sets `shard.keep_samples`.",
+        ),
+    ] = None,
     strict: StrictOpt = False,
     fail_on_error: FailOpt = False,
 ) -> None:
@@ -311,6 +378,8 @@ def shard(
         max_bytes=shard_bytes,
         seed=seed,
         png_level=png_level,
+        stored_spaces=store,
+        keep_samples=keep_samples,
     )
     if report.merged:
         write_build_record(build, strict=strict)
@@ -333,10 +402,19 @@ def build(
     device: Annotated[
         str, typer.Option("--device", help="Face detection device: auto | cpu | cuda[:N].")
     ] = "auto",
+    keep_frames: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-frames/--no-keep-frames",
+            help="Also store every full frame as a PNG under BUILD/frames/ (default: the recipe's "
+            "`extract.keep_frames`, false: frames are decoded once, hashed and cropped); sets it.",
+        ),
+    ] = None,
     strict: StrictOpt = False,
     assignments: SetOpt = None,
 ) -> None:
-    """index -> extract -> crop -> shard in one go; run it again to resume or to carry on after parts."""
+    """index -> extract+crop (one decode per frame) -> shard in one go; run it again to resume or
+    to carry on after parts."""
     from ffx.pipeline.engine.parts import parse_part
     from ffx.pipeline.recipe.manifest import load_manifest
     from ffx.pipeline.stages.build import run_build
@@ -350,6 +428,7 @@ def build(
         part=parse_part(part),
         workers=workers,
         device=device,
+        keep_frames=keep_frames,
         strict=strict,
         show_progress=console.is_terminal,
     )
@@ -376,16 +455,61 @@ def export(
         str, typer.Option("--format", help="mcx-api (path label) | lib (label,folder,nframes) | imagefolder.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the lists or the image folders.")],
-    copy: Annotated[bool, typer.Option("--copy", help="imagefolder: copy crops instead of linking.")] = False,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="imagefolder, deepfakebench: copy crops instead of linking.")
+    ] = False,
+    dfb_root: Annotated[
+        Path | None,
+        typer.Option("--dfb-root", help="deepfakebench: the folder DeepfakeBench runs from (default: here)."),
+    ] = None,
 ) -> None:
-    """Datalists or image folders over the face crops, for the public MCX-API and LIB code."""
+    """Datalists, image folders or a DeepfakeBench dataset JSON over the face crops."""
     from ffx.pipeline.stages.export import run_export
 
-    report = run_export(build, export_format, out, copy=copy)
+    report = run_export(build, export_format, out, copy=copy, dfb_root=dfb_root)
     per_split = ", ".join(f"{split} {count}" for split, count in sorted(report.crops.items()))
     console.print(f"export ({report.export_format}): {escape(per_split)} crops in {escape(str(report.out))}")
     if report.unlabelled:
         console.print(f"  [yellow]{report.unlabelled} crops of unlabelled videos left out[/]")
+    for note in report.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}")
+    if report.config:
+        console.print(f"DeepfakeBench config (also in {escape(str(report.out / 'deepfakebench.yaml'))}):")
+        console.print(escape(report.config), highlight=False, end="")
+
+
+@app.command(name="import-crops")
+def import_crops(
+    source: Annotated[Path, typer.Argument(help="Folder of face crops (for deepfakebench: paths' root).")],
+    build: BuildOpt,
+    source_format: Annotated[
+        str, typer.Option("--format", help="folders ([split/]label/video/*.png) | deepfakebench.")
+    ] = "folders",
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="deepfakebench: the dataset JSON (under SOURCE).")
+    ] = None,
+    compression: Annotated[
+        str, typer.Option("--compression", help="deepfakebench, FF++ family: raw | c23 | c40.")
+    ] = "c23",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split where none is given.")] = 0,
+) -> None:
+    """Face crops made elsewhere as a build that starts at `ffx shard` (no video needed)."""
+    from ffx.pipeline.stages.import_crops import run_import
+
+    report = run_import(source, build, source_format, json_file, compression, seed=seed)
+    rows = ", ".join(f"{status} {count}" for status, count in sorted(report.rows_by_status.items()))
+    splits = ", ".join(f"{split} {count}" for split, count in report.index.by_split.items())
+    console.print(
+        f"import-crops: {report.videos} videos ({escape(splits)}); "
+        f"images {escape(rows)}; {report.crops} crops in {escape(str(build))}/faces",
+        highlight=False,
+    )
+    for note in report.index.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}")
+    for key, error in report.failed[:20]:
+        console.print(f"  [red]{escape(key)}[/]: {escape(error)}", highlight=False)
+    if len(report.failed) > 20:
+        console.print(f"  … and {len(report.failed) - 20} more (see faces.parquet)")
 
 
 @app.command()
@@ -449,6 +573,14 @@ def train(
         typer.Option(
             "--init-from",
             help="Start a new run from the weights of an ffx checkpoint (same backbone, head, spaces).",
+        ),
+    ] = None,
+    colour_on: Annotated[
+        str | None,
+        typer.Option(
+            "--colour-on",
+            help="Where Lab/HSV/YCbCr are made from RGB: device (in the step; the loader decodes "
+            "rgb.png alone) | host (loader workers) | auto (default: device on a GPU). Same bytes.",
         ),
     ] = None,
     workers: WorkersOpt = None,
@@ -515,6 +647,7 @@ def train(
         head=head,
         flip=flip,
         init_from=str(init_from) if init_from else None,
+        colour_on=colour_on,
         workers=workers,
         device=device,
         seed=seed,
@@ -567,6 +700,13 @@ def evaluate(
         ),
     ] = None,
     crop: Annotated[int | None, typer.Option("--crop", help="Centre crop side (default: the run's).")] = None,
+    colour_on: Annotated[
+        str | None,
+        typer.Option(
+            "--colour-on",
+            help="device | host | auto: where the colour spaces are made (default: as the run did).",
+        ),
+    ] = None,
     workers: WorkersOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     verify: Annotated[
@@ -591,8 +731,129 @@ def evaluate(
         verify=verify,
         show_progress=console.is_terminal,
         out=out,
+        colour_on=colour_on,
     )
     print_eval(metrics)
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors file written by ffx train.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Videos, images, or folders of them (searched recursively).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for frames.csv, inputs.csv, predictions.json.")],
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="A frame or input is `fake` at or above this score.")
+    ] = 0.5,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    workers: WorkersOpt = None,
+    keep_crops: Annotated[
+        bool, typer.Option("--keep-crops", help="Keep the face crops in OUT/crops/{input}/.")
+    ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Also a Grad-CAM sheet of each input (OUT/sheet-{input}.png)."),
+    ] = False,
+) -> None:
+    """Score videos and images with a detector: a score per frame and per input, with the data
+    settings the checkpoint was trained with (sampling, crop, spaces). Exits 1 only when no input
+    could be read; an input without a face gets a row saying so."""
+    from ffx.apply.explain import explain as run_explain
+    from ffx.apply.predict import predict as run_predict
+
+    if explain:
+        explained = run_explain(
+            checkpoint,
+            out,
+            inputs=inputs,
+            methods=("gradcam",),
+            device=device,
+            show_progress=console.is_terminal,
+        )
+        report = explained.prediction
+    else:
+        report = run_predict(
+            checkpoint,
+            inputs,
+            out,
+            threshold=threshold,
+            device=device,
+            workers=workers,
+            show_progress=console.is_terminal,
+            crops_dir=out / "crops" if keep_crops else None,
+        )
+    print_predictions(report)
+    if explain:
+        for sheet in explained.sheets:
+            console.print(f"attention maps: {escape(str(sheet))}", highlight=False)
+    console.print(f"predictions in {escape(str(out))} (frames.csv, inputs.csv, predictions.json)")
+    if not report.readable:
+        raise FfxError(f"none of the {len(report.inputs)} inputs could be read (see the table)")
+
+
+@app.command()
+def explain(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors file written by ffx train.")],
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Videos or images to explain (instead of --shards).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sheets, overlays and t-SNE.")] = Path(
+        "explain"
+    ),
+    shards: Annotated[
+        Path | None, typer.Option("--shards", help="BUILD/shards: explain samples of a split.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="train | val | test.")] = "test",
+    per_class: Annotated[
+        int, typer.Option("--per-class", min=1, help="Samples per class (per input with INPUTS).")
+    ] = 8,
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma list of gradcam, gradcam++, hirescam, layercam, xgradcam.")
+    ] = "gradcam,gradcam++,hirescam,layercam,xgradcam",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+) -> None:
+    """What a detector looks at: class activation maps of the backbone's last stage over the face
+    crops (a contact sheet per class, overlays per method) and, with --shards, a t-SNE of the
+    backbone features (tsne.png, features.parquet)."""
+    from ffx.apply.explain import explain as run_explain
+
+    report = run_explain(
+        checkpoint,
+        out,
+        shards=shards,
+        split=split,
+        inputs=inputs or (),
+        per_class=per_class,
+        methods=methods,
+        device=device,
+        show_progress=console.is_terminal,
+    )
+    console.print(
+        f"explain: {report.samples} samples, overlays in {escape(str(out / 'cam'))}", highlight=False
+    )
+    for path in [*report.sheets, report.tsne, report.features]:
+        if path is not None:
+            console.print(f"  {escape(str(path))}", highlight=False)
+
+
+def print_predictions(report) -> None:
+    """One row per input (its file name: the full paths are in the CSV files): its status, frames,
+    faces scored, mean score, label and, where it has no score, why."""
+    table = Table(title=escape(f"ffx predict: {report.checkpoint}"))
+    for column in ("input", "status", "frames", "faces", "score", "label", "why"):
+        table.add_column(column, justify="right" if column in ("frames", "faces", "score") else "left")
+    for row in report.inputs:
+        table.add_row(
+            escape(Path(row["input"]).name),
+            escape(row["status"]),
+            str(row["frames"]),
+            str(row["faces"]),
+            _figure(row["score"]),
+            row["label"] or "-",
+            escape(row["error"]),
+        )
+    console.print(table)
 
 
 def _figure(value) -> str:
@@ -669,7 +930,7 @@ def print_stage_report(report) -> None:
         f"{COMMANDS[report.stage].split()[-1]}: {report.items} videos in this part, "
         f"{report.skipped} already current{changed}; "
         f"this run: videos {escape(items) or 'none'}; {report.unit} {escape(rows) or 'none'} "
-        f"({report.outputs} written){figures} in {report.seconds:.1f} s{dropped}",
+        f"({report.outputs} {report.made}){figures} in {report.seconds:.1f} s{dropped}",
         highlight=False,
     )
     for key, status, error in report.failed[:20]:
@@ -691,6 +952,104 @@ def status(build: BuildArg) -> None:
     from ffx.pipeline.stages.status import build_status
 
     print_status(build_status(build), title=f"ffx build {build}")
+
+
+@app.command()
+def slurm(
+    manifest: ManifestArg,
+    root: RootOpt,
+    build: BuildOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sbatch scripts and submit.sh.")],
+    splits: Annotated[
+        Path | None,
+        typer.Option("--splits", help="Folder with official split files (FF++ train/val/test.json)."),
+    ] = None,
+    assignments: SetOpt = None,
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Array tasks per stage: N, or extract=32,crop=8,shard=16.")
+    ] = "1",
+    cpus: Annotated[int, typer.Option("--cpus", min=1, help="Cores per stage task.")] = 4,
+    mem: Annotated[str, typer.Option("--mem", help="Memory per stage task (Slurm's form: 8G).")] = "8G",
+    time_limit: Annotated[
+        str, typer.Option("--time", help="Time limit per stage task (HH:MM:SS or D-HH:MM:SS).")
+    ] = "04:00:00",
+    crop_gres: Annotated[
+        str | None, typer.Option("--crop-gres", help="Generic resources of a crop task, e.g. gpu:1.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Slurm account.")] = None,
+    logs: Annotated[
+        Path | None, typer.Option("--logs", help="Folder of the task logs (default: OUT/logs).")
+    ] = None,
+    setup: Annotated[
+        str, typer.Option("--setup", help="Shell lines run first in every job, e.g. 'module load cuda'.")
+    ] = "",
+    requeue: Annotated[
+        bool, typer.Option("--requeue/--no-requeue", help="Let Slurm requeue a task after a node failure.")
+    ] = False,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Also train on the shards into this run folder.")
+    ] = None,
+    train_args: Annotated[
+        str, typer.Option("--train-args", help="Options of `ffx train`, quoted as one string.")
+    ] = "",
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Training nodes.")] = 1,
+    procs_per_node: Annotated[
+        int, typer.Option("--procs-per-node", min=1, help="Training processes per node (one per GPU).")
+    ] = 1,
+    train_cpus: Annotated[int, typer.Option("--train-cpus", min=1, help="Cores per training node.")] = 8,
+    train_mem: Annotated[str, typer.Option("--train-mem", help="Memory per training node.")] = "32G",
+    train_time: Annotated[str, typer.Option("--train-time", help="Time limit of training.")] = "24:00:00",
+    train_gres: Annotated[
+        str | None, typer.Option("--train-gres", help="Generic resources per training node, e.g. gpu:4.")
+    ] = None,
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Submit the jobs now (sbatch), each after the one before.")
+    ] = False,
+) -> None:
+    """Write the sbatch scripts of a build (an array job per stage) and of training; --submit sends them."""
+    import shlex
+
+    from ffx.cluster.slurm import Resources, Training, parse_tasks, submit_jobs, write_slurm_jobs
+
+    resources = Resources(cpus=cpus, mem=mem, time=time_limit)
+    training = None
+    if run is not None:
+        training = Training(
+            run=run,
+            args=tuple(shlex.split(train_args)),
+            nodes=nodes,
+            procs_per_node=procs_per_node,
+            resources=Resources(cpus=train_cpus, mem=train_mem, time=train_time, gres=train_gres),
+        )
+    jobs = write_slurm_jobs(
+        manifest,
+        root,
+        build,
+        out,
+        splits=splits,
+        assignments=assignments or (),
+        tasks=parse_tasks(tasks),
+        resources=resources,
+        stage_resources={"crop": Resources(cpus=cpus, mem=mem, time=time_limit, gres=crop_gres)},
+        training=training,
+        partition=partition,
+        account=account,
+        logs=logs,
+        setup=setup,
+        requeue=requeue,
+    )
+    names = ", ".join(path.name for path in jobs.scripts.values())
+    folder = escape(str(jobs.folder))
+    console.print(f"slurm: wrote {names} and {jobs.submit.name} in {folder}", highlight=False)
+    if not submit:
+        console.print(f"  submit them with: bash {escape(str(jobs.submit))}", highlight=False)
+        return
+    ids = submit_jobs(jobs)
+    console.print(
+        "submitted: " + ", ".join(f"{name} {job_id}" for name, job_id in ids.items()), highlight=False
+    )
+    console.print(f"  logs: {escape(str(jobs.logs))}; `squeue --me` shows them", highlight=False)
 
 
 @app.command()
@@ -756,6 +1115,7 @@ def print_demo_report(report) -> None:
     if not report.evaluated:
         console.print("eval: metrics.json is newer than the checkpoint: shown as written", highlight=False)
     print_eval(report.metrics)
+    print_predictions(report.prediction)
     console.print("demo outputs:")
     for name, path in (
         ("clips", report.data),
@@ -765,6 +1125,9 @@ def print_demo_report(report) -> None:
         ("checkpoint", report.checkpoint),
         ("evaluation", report.evaluation),
         ("ROC curve", report.evaluation / "roc.png"),
+        ("predictions", report.prediction.out / "frames.csv"),
+        *(("attention", sheet) for sheet in report.explanation.sheets),
+        ("t-SNE", report.explanation.tsne),
     ):
         console.print(f"  {name + ':':<12}{escape(str(path))}", highlight=False)
 

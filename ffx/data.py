@@ -2,8 +2,12 @@
 
 Only the colour spaces a run asks for are decoded, crops are cut before the spaces are stacked,
 and tensors stay uint8 (a quarter of float32's bytes between processes): normalisation belongs
-on the device. Shard lists come from `shards/index.json`, or any WebDataset URL list (globs,
-brace lists, `pipe:` commands for object stores). A record that cannot be read or decoded stops
+on the device. With the colour on the device (`colour_on="device"`), only the RGB PNG is decoded
+and the training step makes the other spaces from the uint8 RGB batch (`ffx.train.colour`, equal
+to `color.convert` on every RGB value); on the host, they are made or decoded here. Shards that
+store only rgb.png (the recipe's `[shard] stored_spaces = "rgb"`) give the other spaces either way.
+Shard lists come from `shards/index.json`, or any WebDataset URL list (globs, brace lists, `pipe:`
+commands for object stores). A record that cannot be read or decoded stops
 the stream with a `RecordError` naming its shard and sample, also from loader worker processes.
 """
 
@@ -32,6 +36,7 @@ from ffx.pipeline.media.color import convert, parse_spaces
 SHARD_CHECKS = "shard-checks.json"  # in a run folder: the shards whose sha256 matched index.json
 CheckKey = tuple[str, int, int, str]  # a checked shard: resolved path, bytes, mtime_ns, sha256
 COMPUTED_SPACES = ("hsv", "ycbcr")  # per-pixel and cheap: made from the RGB window when read
+COLOUR_ON = ("auto", "device", "host")  # where the spaces other than RGB are made (`colour_on`)
 
 
 class RecordError(BuildError):
@@ -57,8 +62,9 @@ class ShardSet:
     urls: list[str]
     samples: int
     labels: dict[int, int]  # samples per class
-    spaces: tuple[str, ...]  # colour spaces stored in the shards
+    spaces: tuple[str, ...]  # colour spaces of the build (what a run may ask for)
     shard_samples: tuple[int, ...] = ()  # samples per shard, in `urls` order (empty: unknown)
+    stored: tuple[str, ...] = ()  # spaces with a PNG in each sample (rgb alone: the rest is derived)
 
 
 def open_shards(shards: str | Path, split: str) -> ShardSet:
@@ -74,13 +80,47 @@ def open_shards(shards: str | Path, split: str) -> ShardSet:
         present = ", ".join(sorted(index["splits"])) or "none"
         raise BuildError(f"no {split!r} shards in {folder} (splits there: {present})")
     totals = index["splits"][split]
+    settings = index["settings"]
     return ShardSet(
         [str(folder / entry["name"]) for entry in entries],
         totals["samples"],
         dict(sorted((int(label), count) for label, count in totals["labels"].items())),
-        tuple(index["settings"]["spaces"]),
+        tuple(settings["spaces"]),
         tuple(int(entry["samples"]) for entry in entries),
+        # Indexes written before `stored` existed store every space of the build.
+        tuple(settings.get("stored", settings["spaces"])),
     )
+
+
+def resolve_colour_on(colour_on: str, device: torch.device | str) -> str:
+    """`auto` -> `device` on a GPU, `host` on a CPU (where the loader's worker processes convert
+    faster than the training process would); `device` and `host` as they are."""
+    if colour_on not in COLOUR_ON:
+        raise FfxError(f"--colour-on must be {', '.join(COLOUR_ON)}, got {colour_on!r}")
+    if colour_on != "auto":
+        return colour_on
+    return "device" if torch.device(device).type == "cuda" else "host"
+
+
+def loader_spaces(spaces: Sequence[str], colour_on: str) -> tuple[str, ...]:
+    """The spaces the loader decodes: all of `spaces` on the host, RGB alone for the device."""
+    return ("rgb",) if colour_on == "device" else tuple(spaces)
+
+
+def check_spaces(shard_set: ShardSet, spaces: Sequence[str], colour_on: str, where: str) -> None:
+    """A BuildError when the shards in `where` cannot give `spaces`: a space the build does not
+    have, or RGB missing from the samples for the colour on the device (a URL pattern, whose
+    spaces are unknown, is not checked)."""
+    missing = [space for space in spaces if shard_set.spaces and space not in shard_set.spaces]
+    if missing:
+        raise BuildError(
+            f"{where}: colour spaces {','.join(missing)} are not in the shards ({','.join(shard_set.spaces)})"
+        )
+    if colour_on == "device" and shard_set.stored and "rgb" not in shard_set.stored:
+        raise BuildError(
+            f"{where}: the colour on the device needs rgb.png in the samples, which hold "
+            f"{','.join(shard_set.stored)}: use --colour-on host"
+        )
 
 
 def _expand(pattern: str) -> list[str]:
@@ -181,14 +221,17 @@ def decode_sample(
     from the centre (evaluation); the same window for every colour space. With `flip`, the
     stacked image is mirrored left to right: every colour space alike. HSV and YCbCr are
     computed from the RGB window (cheaper than decoding their PNGs, and the very same bytes:
-    the conversions are per pixel); Lab, expensive to compute, is decoded."""
+    the conversions are per pixel); Lab, expensive to compute, is decoded, and computed from
+    the RGB window (`color.convert`, the bytes its PNG would hold) when the sample stores RGB
+    alone."""
     decoded: dict[str, np.ndarray] = {}
     window = None
 
     def plane(space: str) -> np.ndarray:
         nonlocal window
         if space not in decoded:
-            if space in COMPUTED_SPACES and "rgb.png" in sample:
+            stored = f"{space}.png" in sample
+            if space != "rgb" and "rgb.png" in sample and (space in COMPUTED_SPACES or not stored):
                 decoded[space] = convert(plane("rgb"), space)
                 return decoded[space]
             data = sample.get(f"{space}.png")
@@ -246,7 +289,7 @@ class Decoder:
 
     def __init__(
         self, spaces: tuple[str, ...], crop: int | None, random_crop: bool, seed: int, flip: bool = False
-    ):
+    ):  # spaces: those decoded (`loader_spaces`: RGB alone when the colour is made on the device)
         self.spaces, self.crop, self.random_crop, self.seed = spaces, crop, random_crop, seed
         self.flip = flip and random_crop  # never at evaluation (centre crops)
 
@@ -276,6 +319,7 @@ def shard_dataset(
     worker_shift: int = 0,
     split_nodes: bool = True,
     flip: bool = False,
+    colour_on: str = "host",
 ) -> wds.DataPipeline:
     """A WebDataset pipeline over one split: shards split across nodes and workers; with `train`,
     every shard once in a seeded order (`pass_order`), a sample shuffle buffer and random crops
@@ -285,14 +329,12 @@ def shard_dataset(
     With `decode=False` the samples stay raw (bytes per member), for stages that pick samples
     before paying for their decoding; `Decoder` decodes them later. `worker_shift` rotates the
     roles of the DataLoader workers (see `worker_role`). `split_nodes=False` gives this process
-    every shard even under torchrun (one rank evaluating a whole split)."""
+    every shard even under torchrun (one rank evaluating a whole split). With `colour_on`
+    `device`, the samples are decoded to RGB alone (3 channels, whatever `spaces` holds): the
+    caller makes `spaces` from the batch (`ffx.train.colour.rgb_to_spaces`)."""
     shard_set = open_shards(shards, split)
     spaces = parse_spaces(spaces)
-    missing = [space for space in spaces if shard_set.spaces and space not in shard_set.spaces]
-    if missing:
-        raise BuildError(
-            f"colour spaces {','.join(missing)} are not in the shards ({','.join(shard_set.spaces)})"
-        )
+    check_spaces(shard_set, spaces, colour_on, str(shards))
     if resampled:
         role_seed = _RoleSeed(worker_shift)
         stages = [wds.ResampledShards(shard_set.urls, seed=seed, worker_seed=role_seed, deterministic=True)]
@@ -307,7 +349,7 @@ def shard_dataset(
     if train:
         stages.append(wds.shuffle(shuffle_buffer, rng=random.Random(seed + 1)))
     if decode:
-        stages.append(Decoder(spaces, crop, train, seed, train and flip))
+        stages.append(Decoder(loader_spaces(spaces, colour_on), crop, train, seed, train and flip))
     return wds.DataPipeline(*stages)
 
 

@@ -1,5 +1,7 @@
 """`ffx demo`: the pipeline end to end on generated clips, on a CPU, in a few minutes: build the
-shards, train a small detector from scratch, evaluate it on the held-out test split.
+shards, train a small detector from scratch, evaluate it on the held-out test split, apply it
+(`ffx predict`) to a test clip and to an image without a face, and show what it looks at
+(`ffx explain`: a Grad-CAM sheet per class and a t-SNE of its features).
 
 Everything lands under one work folder, and a rerun reuses what is there: the build finds its
 work done; a finished run is not trained again (an interrupted one goes on, as `ffx train
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import BuildReport, run_build
-from ffx.synthetic import portrait_frames, write_h264_video
+from ffx.synthetic import faceless_picture, portrait_frames, write_h264_video
 
 DEMO_VIDEOS = {"real": 12, "fake": 12}
 DEMO_FRAMES = 40
@@ -55,6 +57,8 @@ class DemoReport:
     train: object = None  # the TrainReport
     trained: bool = False
     evaluated: bool = False
+    prediction: object = None  # the PredictReport of one test video and an image without a face
+    explanation: object = None  # the ExplainReport of the test split (Grad-CAM sheets, t-SNE)
 
 
 def make_demo_data(data: Path, frames: int = DEMO_FRAMES) -> Path:
@@ -98,7 +102,45 @@ def run_demo(
     shards = build.build / "shards"
     report.train, report.trained = train_demo(shards, report.run, show_progress, warn)
     report.metrics, report.evaluated = evaluate_demo(report.checkpoint, shards, report.evaluation)
+    report.prediction = predict_demo(report.checkpoint, build.build, workdir)
+    report.explanation = explain_demo(report.checkpoint, shards, workdir / "explain")
     return report
+
+
+def explain_demo(checkpoint: Path, shards: Path, out: Path):
+    """`ffx explain` of the test split: a Grad-CAM sheet per class and the t-SNE of the features."""
+    from ffx.apply.explain import explain
+
+    return explain(
+        checkpoint,
+        out,
+        shards=shards,
+        split=EVAL_SPLIT,
+        per_class=4,
+        methods=("gradcam",),
+        device="cpu",
+        show_progress=False,
+    )
+
+
+def predict_demo(checkpoint: Path, build: Path, workdir: Path):
+    """`ffx predict` with the demo's detector on a fake test clip, as a user has it (a video file,
+    no build), and on an image without a face, into `workdir/predict`."""
+    import cv2
+    import pyarrow.parquet as pq
+
+    from ffx.apply.predict import predict
+
+    videos = pq.read_table(build / "videos.parquet").to_pylist()
+    root = json.loads((build / "index.json").read_text(encoding="utf-8"))["root"]
+    clip = min(row["path"] for row in videos if row["split"] == EVAL_SPLIT and row["label_name"] == "fake")
+    no_face = workdir / "predict-inputs" / "no_face.png"
+    if not no_face.is_file():
+        no_face.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(no_face), cv2.cvtColor(faceless_picture(), cv2.COLOR_RGB2BGR))
+    return predict(
+        checkpoint, [Path(root) / clip, no_face], workdir / "predict", device="cpu", show_progress=False
+    )
 
 
 def train_demo(shards: Path, run: Path, show_progress: bool, warn: Callable[[str], None] | None):

@@ -172,3 +172,41 @@ def portrait_frames(
         top = int(np.clip(centre_y + 10 * np.sin(angle) - window_h / 2, 0, portrait.shape[0] - window_h))
         window = portrait[top : top + int(window_h), left : left + int(window_w)]
         yield cv2.resize(window, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def dusk_frames(
+    frames: int = 30, gains: tuple[float, float] = (0.08, 0.13), seed: int = 14
+) -> list[np.ndarray]:
+    """A hard case for face tracking, 480 x 400: the portrait panning on the right, lit on about
+    4 frames in 10 and darkened and blurred (gain drawn from `gains`) on the others, so MTCNN
+    rates the subject below 0.99 there; a small bright still of the face at the top left (a TV
+    screen behind the subject) stays confident throughout."""
+    rng = np.random.default_rng(seed)
+    subject = list(portrait_frames(frames, 0.3, False, width=320, height=400, seed=5))
+    screen = cv2.resize(subject[0], (96, 120), interpolation=cv2.INTER_AREA)
+    dark = set(rng.choice(frames, round(frames * 17 / 30), replace=False).tolist())
+    pictures = []
+    for frame_index, picture in enumerate(subject):
+        frame = np.full((400, 480, 3), 40, np.uint8)
+        if frame_index in dark:
+            blurred = cv2.GaussianBlur(picture.astype(np.float32), (0, 0), rng.uniform(0, 4))
+            noisy = blurred * rng.uniform(*gains) + rng.normal(0, 3, blurred.shape)
+            picture = np.clip(noisy, 0, 255).astype(np.uint8)
+        frame[:, 160:] = picture
+        frame[20:140, 20:116] = screen
+        pictures.append(frame)
+    return pictures
+
+
+def faceless_picture(width: int = 320, height: int = 240, seed: int = 3) -> np.ndarray:
+    """An RGB picture with no face in it: smooth coloured blobs over a gradient (for `ffx predict`'s
+    no-face row)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    picture = np.stack([xs / width, ys / height, 1 - xs / width], -1) * 160 + 40
+    for _ in range(6):
+        centre_x, centre_y = rng.uniform(0, width), rng.uniform(0, height)
+        radius = rng.uniform(20, 60)
+        blob = np.exp(-((xs - centre_x) ** 2 + (ys - centre_y) ** 2) / (2 * radius**2))
+        picture += blob[..., None] * rng.uniform(-80, 80, 3)
+    return np.clip(picture, 0, 255).astype(np.uint8)

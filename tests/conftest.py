@@ -43,3 +43,26 @@ def ffpp_tree(tmp_path: Path) -> tuple[Path, Path]:
     for split, pairs in FFPP_PAIRS.items():
         (splits / f"{split}.json").write_text(json.dumps(pairs))
     return root, splits
+
+
+def run_cli(arguments: list[str]) -> tuple[int, str]:
+    """`ffx ARGUMENTS` and what it printed (rich's console writes to the current sys.stdout)."""
+    import contextlib
+    import io
+
+    from ffx.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(arguments)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> tuple[Path, str]:
+    """The demo's work folder after one `ffx demo` (built, trained, evaluated, applied), and what
+    it printed: shared by the tests of the demo and of `ffx predict`."""
+    workdir = tmp_path_factory.mktemp("demo") / "demo"
+    code, out = run_cli(["demo", "--workdir", str(workdir)])
+    assert code == 0, out
+    return workdir, out

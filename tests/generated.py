@@ -85,6 +85,7 @@ def frame_row(key: str, frame: int, side: int) -> dict:
         "width": side,
         "height": side,
         "path": f"frames/{key}/{frame:06d}.png",
+        "pixels_sha256": hashlib.sha256(f"{key}/{frame}".encode()).hexdigest(),
         "status": Status.OK.value,
         "error": "",
         "backend": "pyav",

@@ -88,8 +88,8 @@ def test_the_metadata_round_trip_gives_every_field(build: Path, checkpoint: Path
     }
     assert recipe["recipe_sha256"] == index["manifest_sha256"] and recipe["split_method"]
     assert set(recipe["crop"]) == {
-        "preset", "size", "scale", "min_prob", "detect_max_side", "min_face_ratio", "all_faces",
-        "boxes_from_original",
+        "preset", "size", "scale", "min_prob", "track_min_prob", "detect_max_side", "min_face_ratio",
+        "all_faces", "boxes_from_original",
     }  # fmt: skip
     assert described["training"]["shards"] == str(build / "shards")
     assert described["training"]["crop"] == 40 and described["training"]["spaces"] == ["rgb", "ycbcr"]
@@ -98,8 +98,9 @@ def test_the_metadata_round_trip_gives_every_field(build: Path, checkpoint: Path
         metadata = handle.metadata()
     assert json.loads(metadata["data_recipe"]) == recipe
     assert json.loads(metadata["input"]) == {
-        key: described[key] for key in ("spaces", "channels", "crop", "mean", "std", "normalise")
+        key: described[key] for key in ("spaces", "channels", "crop", "mean", "std", "normalise", "colour_on")
     }
+    assert described["colour_on"] == "host"  # auto on a CPU: the loader's workers convert
     assert json.loads(metadata["class_names"]) == ["real", "fake"]
     assert metadata["ffx_version"] == __version__
     # best.safetensors carries the same description (another step's weights at most).

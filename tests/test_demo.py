@@ -3,40 +3,19 @@ trained from scratch that separates the held-out test clips, and a rerun that re
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from ffx.cli import main
 from ffx.demo import DEMO_VIDEOS
 from ffx.synthetic import PORTRAIT, PORTRAIT_FACE, alter_mouth
+from tests.conftest import run_cli
 
 VIDEOS = sum(DEMO_VIDEOS.values())
 FRAMES = 30  # the demo recipe's sampling, first:30
-
-
-def run_cli(arguments: list[str]) -> tuple[int, str]:
-    """`ffx ARGUMENTS` and what it printed (rich's console writes to the current sys.stdout)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(arguments)
-    return code, out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, str]:
-    """The demo's work folder after one `ffx demo`, and what it printed."""
-    workdir = tmp_path_factory.mktemp("demo") / "demo"
-    code, out = run_cli(["demo", "--workdir", str(workdir)])
-    assert code == 0, out
-    return workdir, out
 
 
 def test_fakes_differ_from_reals_on_the_mouth_only():
@@ -68,8 +47,8 @@ def test_demo_builds_both_labels_into_every_split(demo):
     assert len(faces) == VIDEOS * FRAMES and {row["status"] for row in faces} == {"ok"}
     assert {row["track"] for row in faces} == {0} and all(row["prob"] > 0.99 for row in faces)
     total = VIDEOS * FRAMES
-    assert "demo build" in out and f"this run: videos ok {VIDEOS}; frames ok {total} ({total} written)" in out
-    assert f"faces ok {total} ({total} written)" in out
+    assert "demo build" in out and f"this run: videos ok {VIDEOS}; frames ok {total} ({total} decoded)" in out
+    assert f"{total} faces cropped" in out and f"{VIDEOS} already current" in out  # in the one pass
     index = json.loads((build / "shards/index.json").read_text())
     assert {split: totals["samples"] for split, totals in index["splits"].items()} == {
         split: FRAMES * sum(1 for row in rows if row["split"] == split) for split in ("train", "val", "test")
@@ -77,7 +56,7 @@ def test_demo_builds_both_labels_into_every_split(demo):
     record = json.loads((build / "build.json").read_text())
     assert record["shards"] == {entry["name"]: entry["sha256"] for entry in index["shards"]}
     assert record["inputs"]["files"] == VIDEOS and record["inputs"]["missing"] == 0
-    assert set(record["seconds"]) == {"frames", "faces", "samples", "shards"}
+    assert set(record["seconds"]) == {"frames+faces", "samples", "shards"}  # one decode per frame
 
 
 def test_demo_detector_separates_the_test_split(demo):

@@ -10,9 +10,9 @@ and video level (a video's score is the mean of its frames'), for each build poo
 manipulation method (the build's reals against that method's fakes), and pooled over all builds.
 
 The checkpoint is applied as its own metadata says (`ffx.train.loop.describe_checkpoint`: colour
-spaces, centre crop, normalisation, classes): nothing of the run that trained it (its config.json,
-its training shards) is read. metrics.json names the build it was trained on (`trained_on`: its
-data recipe and the recipe's sha256, or why that is unknown).
+spaces and where they were made, centre crop, normalisation, classes): nothing of the run that
+trained it (its config.json, its training shards) is read. metrics.json names the build it was
+trained on (`trained_on`: its data recipe and the recipe's sha256, or why that is unknown).
 
 With `out`, the folder gets metrics.json, predictions.parquet (a row per sample), roc.png and
 confusion.png; without it, the metrics go to `{checkpoint stem}.eval-{split}.json` beside the
@@ -33,7 +33,15 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from ffx.data import SHARD_CHECKS, check_shard_files, open_shards, shard_dataset, shard_loader
+from ffx.data import (
+    SHARD_CHECKS,
+    check_shard_files,
+    check_spaces,
+    open_shards,
+    resolve_colour_on,
+    shard_dataset,
+    shard_loader,
+)
 from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.progress import stage_progress
@@ -43,7 +51,7 @@ from ffx.train.loop import (
     checkpoint_metadata,
     describe_checkpoint,
     load_model,
-    normalise,
+    model_images,
     place,
 )
 from ffx.train.metrics import (
@@ -175,12 +183,15 @@ def score_split(
     workers: int,
     real: Sequence[int],
     show_progress: bool = False,
+    colour_on: str = "host",
 ) -> list[dict]:
     """One row per sample of the split: its metadata, label, fake score (1 - p(real classes),
-    centre crop, no pairs) and the cross-entropy of its label (`nll`, NaN outside the classes)."""
+    centre crop, no pairs) and the cross-entropy of its label (`nll`, NaN outside the classes).
+    `colour_on`: where the colour spaces are made (`device`, `host`; see `ffx.data`)."""
     model.eval()
     shard_set = open_shards(shards, split)
-    dataset = shard_dataset(shards, split, model.config.spaces, crop, train=False, split_nodes=False)
+    spaces = model.config.spaces
+    dataset = shard_dataset(shards, split, spaces, crop, train=False, split_nodes=False, colour_on=colour_on)
     workers = min(workers, len(shard_set.urls))  # a worker without a shard idles
     real_index = torch.tensor(list(real), device=device)
     # The model's own input normalisation (per channel where its config gives it), as in training.
@@ -190,8 +201,8 @@ def score_split(
     loader = shard_loader(dataset, batch_size=32, workers=workers, pin_memory=device.type == "cuda")
     with stage_progress(f"eval {split}", total, "samples", "batches", show_progress) as progress:
         for batch in loader:
-            logits = model(normalise(batch["image"], device, mean, std)).double()
-            scores = (1 - torch.softmax(logits, dim=1).index_select(1, real_index).sum(1)).cpu().tolist()
+            logits = model(model_images(batch["image"], device, spaces, colour_on, mean, std)).double()
+            scores = fake_scores(logits, real_index)
             target = batch["label"].to(device)
             known = (target >= 0) & (target < logits.shape[1])
             nll = torch.full((len(target),), math.nan, dtype=torch.float64, device=device)
@@ -218,6 +229,11 @@ def score_split(
     if not rows:
         raise BuildError(f"the {split} split in {shards} is empty")
     return rows
+
+
+def fake_scores(logits: torch.Tensor, real_index: torch.Tensor) -> list[float]:
+    """1 - p(real classes) per row of a batch's logits (in float64): the fake score."""
+    return (1 - torch.softmax(logits.double(), dim=1).index_select(1, real_index).sum(1)).cpu().tolist()
 
 
 def _integer(value) -> int | None:
@@ -278,12 +294,15 @@ def evaluate_checkpoint(
     verify: bool = True,
     show_progress: bool = False,
     out: Path | None = None,
+    colour_on: str | None = None,
 ) -> dict:
     """Metrics of a checkpoint on a split of one build or several (see the module's docstring),
     written to `out` (metrics.json, predictions.parquet, roc.png, confusion.png) or, without it,
     to `{checkpoint stem}.eval-{split}.json` beside the checkpoint. With `verify`, the split's
     shards are first checked against index.json; matches are remembered in shard-checks.json
-    beside the checkpoint (its run folder, shared with training). Undefined metrics are None."""
+    beside the checkpoint (its run folder, shared with training). Undefined metrics are None.
+    `colour_on` (device, host, auto): where the colour spaces are made; None: where the run made
+    them (the checkpoint's `input`), which gives the same bytes as the other way."""
     checkpoint = Path(checkpoint)
     builds = [str(shards)] if isinstance(shards, str | Path) else list(dict.fromkeys(map(str, shards)))
     if not builds:
@@ -292,21 +311,16 @@ def evaluate_checkpoint(
     model = load_model(checkpoint, placement.device)  # a wrong checkpoint is told before hashing
     metadata = checkpoint_metadata(checkpoint)
     classes = checkpoint_classes(metadata, model.config.num_classes, checkpoint)
+    # How to apply the checkpoint comes from its metadata alone, never from its training run.
+    description = describe_checkpoint(checkpoint)
+    colour_on = resolve_colour_on(colour_on or description["colour_on"], placement.device)
     for build in builds:  # what can be told from index.json and tar headers, before any hashing
         shard_set = open_shards(build, split)
-        stored = shard_set.spaces
-        missing = [space for space in model.config.spaces if stored and space not in stored]
-        if missing:
-            raise BuildError(
-                f"{build}: colour spaces {','.join(missing)} of the checkpoint are not in the shards "
-                f"({','.join(shard_set.spaces)})"
-            )
+        check_spaces(shard_set, model.config.spaces, colour_on, build)
         _labels_named(build, build, split)
     if verify:
         for build in builds:
             check_shard_files(build, [split], checkpoint.parent / SHARD_CHECKS, show_progress)
-    # How to apply the checkpoint comes from its metadata alone, never from its training run.
-    description = describe_checkpoint(checkpoint)
     crop = crop or description["crop"]
     workers = 2 if workers is None else workers
 
@@ -314,7 +328,9 @@ def evaluate_checkpoint(
     datasets: dict[str, dict] = {}
     scored: dict[str, list[dict]] = {}
     for build in builds:
-        rows = score_split(model, build, split, crop, placement.device, workers, classes.real, show_progress)
+        rows = score_split(
+            model, build, split, crop, placement.device, workers, classes.real, show_progress, colour_on
+        )
         names, real = _map_labels(rows, build)
         name = _dataset_name(rows, build, set(datasets))
         for row in rows:
@@ -340,6 +356,7 @@ def evaluate_checkpoint(
         "shards": builds,
         "split": split,
         "crop": crop,
+        "colour_on": colour_on,
         "threshold": THRESHOLD,
         "class_names": classes.names,
         "real_classes": [classes.names[index] for index in classes.real],

@@ -1,12 +1,15 @@
 """`ffx train` and `ffx eval`: MCX-API from ffx shards, on CPU, one GPU, or many with torchrun.
 
 Batches stream from the shards, P classes x K images each, decoded as uint8 (randomly cropped
-and mirrored) and normalised on the device. In one process an epoch reads every shard once, in
-an order seeded per epoch, and the class queues' leftovers are carried into the next epoch; under
-torchrun shards are resampled, so every rank runs the same fixed number of steps whatever its
-share of shards. Each epoch's stream is seeded by (seed, epoch, rank), which makes a resumed run
-replay exactly: it rebuilds the epoch's stream (with the leftovers it started with, kept in the
-run state) and skips the batches already trained on.
+and mirrored) and normalised on the device. With `colour_on` `device` (the default on a GPU) the
+loader decodes RGB alone and the step makes the other colour spaces from the uint8 batch on the
+device (`ffx.train.colour`: the very bytes the host path gives), before normalisation. In one
+process an epoch reads every shard once, in an order seeded per epoch, and the class queues'
+leftovers are carried into the next epoch; under torchrun shards are resampled, so every rank
+runs the same fixed number of steps whatever its share of shards. Each epoch's stream is seeded
+by (seed, epoch, rank), which makes a resumed run replay exactly: it rebuilds the epoch's stream
+(with the leftovers it started with, kept in the run state) and skips the batches already
+trained on.
 
 A run folder holds config.json, metrics.jsonl (a line per epoch: training loss, learning rate,
 and the validation metrics pooled and per manipulation method), and checkpoints as safetensors
@@ -45,13 +48,17 @@ from safetensors.torch import load_file, save_file
 
 from ffx import __version__
 from ffx.data import (
+    COLOUR_ON,
     SHARD_CHECKS,
     Decoder,
     check_shard_files,
+    check_spaces,
     collate,
+    loader_spaces,
     open_shards,
     pass_order,
     raise_sent_errors,
+    resolve_colour_on,
     send_errors,
     shard_dataset,
     worker_role,
@@ -73,6 +80,7 @@ from ffx.pipeline.engine.workers import available_cores
 from ffx.pipeline.media.color import parse_spaces
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.train.batches import BalancedBatches, Carry, PassBatches, Short, interleave, split_quota
+from ffx.train.colour import rgb_to_spaces
 from ffx.train.metrics import (
     are_placeholders,
     detection_metrics,
@@ -134,12 +142,18 @@ class TrainConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     init_from: str | None = None  # start from the weights of an ffx checkpoint (a new run)
+    # Where Lab, HSV and YCbCr are made: `device` (the loader decodes RGB alone; the step converts
+    # on the training device), `host` (the loader's workers), `auto`: device on a GPU, host on a
+    # CPU; resolved when the run starts and written to config.json. Both give the same bytes.
+    colour_on: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("spaces", "mean", "std"):  # JSON gives lists
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if self.colour_on not in COLOUR_ON:
+            raise FfxError(f"--colour-on must be {', '.join(COLOUR_ON)}, got {self.colour_on!r}")
 
 
 PRESETS: dict[str, dict] = {
@@ -250,11 +264,7 @@ def check_shards(config: TrainConfig) -> tuple[int, int]:
     shard_set = open_shards(config.shards, "train")
     if shard_set.samples == 0:
         raise BuildError(f"the train split in {config.shards} is empty")
-    missing_spaces = [space for space in config.spaces if shard_set.spaces and space not in shard_set.spaces]
-    if missing_spaces:
-        raise BuildError(
-            f"colour spaces {','.join(missing_spaces)} are not in the shards ({','.join(shard_set.spaces)})"
-        )
+    check_spaces(shard_set, config.spaces, config.colour_on, config.shards)
     if not shard_set.labels:  # a URL pattern: the counts index.json would give must be told
         if config.classes is None or config.steps_per_epoch is None:
             raise BuildError(
@@ -391,8 +401,11 @@ def epoch_batches(
         resampled=not one_pass,
         decode=False,
         worker_shift=shift,
+        colour_on=config.colour_on,
     )
-    decoder = Decoder(config.spaces, config.crop, True, seed, flip=config.flip)
+    decoder = Decoder(
+        loader_spaces(config.spaces, config.colour_on), config.crop, True, seed, flip=config.flip
+    )
     batches = samples.compose(
         batcher, SkipFirst(own, shift), wds.map(partial(_decode_batch, decoder)), send_errors
     )
@@ -429,6 +442,22 @@ class SkipFirst:
         for number, batch in enumerate(batches):
             if number >= self.own[role]:
                 yield batch
+
+
+def model_images(
+    images: torch.Tensor,
+    device: torch.device,
+    spaces: Sequence[str],
+    colour_on: str,
+    mean: float | Sequence[float] | None = 0.5,
+    std: float | Sequence[float] | None = 0.5,
+) -> torch.Tensor:
+    """A loader's uint8 batch -> the model's float input on `device`: with `colour_on` `device`
+    the batch is RGB, moved to `device` and converted to `spaces` there (`rgb_to_spaces`), then
+    normalised (`normalise`); with `host` it holds `spaces` already."""
+    if colour_on == "device":
+        images = rgb_to_spaces(images.to(device, non_blocking=True), spaces)
+    return normalise(images, device, mean, std)
 
 
 def normalise(
@@ -511,6 +540,7 @@ RECIPE_CROP_FIELDS = (
     "size",
     "scale",
     "min_prob",
+    "track_min_prob",
     "detect_max_side",
     "min_face_ratio",
     "all_faces",
@@ -562,10 +592,11 @@ def data_recipe(shards: str) -> dict:
     }
 
 
-def model_input(model_config: ModelConfig, crop: int | None) -> dict:
+def model_input(model_config: ModelConfig, crop: int | None, colour_on: str = "host") -> dict:
     """How an image becomes the model's input: the colour spaces stacked in order (3 channels
     each), a centre `crop` x `crop` window of the build's face crop (none: the whole crop), then
-    (x / 255 - mean) / std per channel."""
+    (x / 255 - mean) / std per channel. `colour_on`: where the run made its colour spaces
+    (`device`, `host`; `ffx eval` does the same), the same bytes either way."""
     channels = 3 * len(model_config.spaces)
     mean = NEUTRAL if model_config.mean is None else model_config.mean
     std = NEUTRAL if model_config.std is None else model_config.std
@@ -576,6 +607,7 @@ def model_input(model_config: ModelConfig, crop: int | None) -> dict:
         "mean": list(per_channel(mean, channels, "mean")),
         "std": list(per_channel(std, channels, "std")),
         "normalise": "(x / 255 - mean) / std",
+        "colour_on": colour_on,
     }
 
 
@@ -595,7 +627,7 @@ def save_checkpoint(
         "train": json.dumps(asdict(config)),
         "step": str(step),
         "class_names": json.dumps(shard_class_names(config.shards, model.config.num_classes)),
-        "input": json.dumps(model_input(model.config, config.crop)),
+        "input": json.dumps(model_input(model.config, config.crop, config.colour_on)),
         "data_recipe": json.dumps(data if data is not None else data_recipe(config.shards)),
         "ffx_version": __version__,
     }
@@ -685,17 +717,19 @@ def describe_checkpoint(checkpoint: Path) -> dict:
     """What a checkpoint says about itself, from its metadata alone (no weights, no shards):
     everything needed to apply it elsewhere. Keys: `checkpoint`, `ffx_version`, `step`; the model
     (`backbone`, `head`, `num_classes`, `hidden`, `dropout`); its input (`spaces`, `channels`,
-    `crop`, per-channel `mean` and `std`, `normalise`); its classes (`class_names`, index = label,
-    and `classes`: label, name and whether it is read as real: named real, pristine or original,
-    or class 0 when the names are not known); `data_recipe`, the build it was trained on (see
+    `crop`, per-channel `mean` and `std`, `normalise`, `colour_on`); its classes (`class_names`,
+    index = label, and `classes`: label, name and whether it is read as real: named real, pristine
+    or original, or class 0 when the names are not known); `data_recipe`, the build it was trained on (see
     `data_recipe`; `known` False for a checkpoint written before ffx recorded it); `training`, the
     run's settings. A file that is no ffx checkpoint is one line (FfxError)."""
     checkpoint = Path(checkpoint)
     metadata = checkpoint_metadata(checkpoint)
     model = checkpoint_model_config(metadata, checkpoint)
     training = _json_entry(metadata, "train", checkpoint, dict) or {}
-    given_input = _json_entry(metadata, "input", checkpoint, dict)
-    shape = model_input(model, given_input["crop"] if given_input else training.get("crop"))
+    given_input = _json_entry(metadata, "input", checkpoint, dict) or {}
+    # A checkpoint written before ffx recorded `colour_on` made its spaces on the host.
+    colour_on = given_input.get("colour_on", "host")
+    shape = model_input(model, given_input["crop"] if given_input else training.get("crop"), colour_on)
     names = _json_entry(metadata, "class_names", checkpoint, list)
     known_names = (
         names is not None
@@ -802,11 +836,11 @@ def carried_state(state: dict, epoch: int) -> Carried:
 # Settings --resume takes from the call: where the shards are, where it runs, when it stops.
 RESUMABLE = ("shards", "run", "device", "max_steps")
 # Settings of config.json written before they existed: what those runs did.
-LEGACY = {"flip": False}
+LEGACY = {"flip": False, "colour_on": "host"}
 CLI_FLAGS = {  # settings that `ffx train` has an option for
     "shards", "run", "backbone", "spaces", "epochs", "steps_per_epoch", "classes", "classes_per_batch",
     "images_per_class", "lr", "crop", "freeze_epochs", "precision", "accumulate", "compile",
-    "pretrained", "workers", "device", "seed", "max_steps", "head", "flip", "init_from",
+    "pretrained", "workers", "device", "seed", "max_steps", "head", "flip", "init_from", "colour_on",
 }  # fmt: skip
 
 
@@ -1037,6 +1071,7 @@ def train(
         raise FfxError(f"{run} already holds a run: use --resume, or another --run")
     if config.workers is None:
         config = replace(config, workers=max(1, available_cores() // placement.world))
+    config = replace(config, colour_on=resolve_colour_on(config.colour_on, placement.device))
     classes, rarest = check_shards(config)
     val_classes = validation_classes(config)
     by_loss = val_classes is not None and len(val_classes) < 2  # AUC undefined: best by loss
@@ -1157,8 +1192,13 @@ def train(
                     if isinstance(batch_data, Short):  # the pass ran out: no data, no update
                         short += 1
                         continue
-                    images = normalise(
-                        batch_data["image"], placement.device, model.config.mean, model.config.std
+                    images = model_images(
+                        batch_data["image"],
+                        placement.device,
+                        config.spaces,
+                        config.colour_on,
+                        model.config.mean,
+                        model.config.std,
                     )
                     if placement.device.type == "cuda" and config.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
@@ -1243,16 +1283,24 @@ def _collect_carries(items, carried: dict):
 
 @torch.no_grad()
 def evaluate(
-    model: MCXAPI, shards: str, split: str, crop: int | None, device: torch.device, workers: int = 2
+    model: MCXAPI,
+    shards: str,
+    split: str,
+    crop: int | None,
+    device: torch.device,
+    workers: int = 2,
+    colour_on: str = "auto",
 ) -> dict:
     """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs; class 0
     real, any other class fake; unlabelled samples left out), the mean cross-entropy of its
     labelled frames (`loss`), and `methods`: for each manipulation method, the metrics of the
     split's reals against that method's fakes, as `ffx eval` reports them
-    (`ffx.train.metrics.method_metrics`). The samples are scored as `ffx eval` scores them."""
+    (`ffx.train.metrics.method_metrics`). The samples are scored as `ffx eval` scores them, the
+    colour spaces made where `colour_on` says (`auto`: on a GPU, on the device)."""
     from ffx.train.evaluate import score_split  # it imports this module
 
-    rows = score_split(model, shards, split, crop, device, workers, real=(0,))
+    colour_on = resolve_colour_on(colour_on, device)
+    rows = score_split(model, shards, split, crop, device, workers, real=(0,), colour_on=colour_on)
     mark_rows(rows, {0})
     labelled = [row for row in rows if row["fake"] is not None]
     losses = [row["nll"] for row in labelled if not math.isnan(row["nll"])]
@@ -1275,4 +1323,12 @@ def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:
         open_shards(config.shards, config.val_split)
     except BuildError:
         return {}
-    return evaluate(model, config.shards, config.val_split, config.crop, placement.device, config.workers)
+    return evaluate(
+        model,
+        config.shards,
+        config.val_split,
+        config.crop,
+        placement.device,
+        config.workers,
+        config.colour_on,
+    )

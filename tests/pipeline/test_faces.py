@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from ffx.pipeline.media.detect import MTCNN_MIN_FACE, pyramid_min_face
-from ffx.pipeline.media.faces import Detection, box_iou, mcx_api_box, square_box, track_faces
+from ffx.pipeline.media.faces import (
+    Detection,
+    box_iou,
+    mcx_api_box,
+    select_faces,
+    square_box,
+    track_faces,
+)
 from ffx.pipeline.stages.crop_worker import _resize
 
 
@@ -97,3 +104,90 @@ def test_tracker_bridges_short_gaps_only() -> None:
     tracks = track_faces(frames, max_gap=5)
     assert [sorted(track.detections)[0] for track in tracks] == [0, 27]
     assert len(tracks[0].detections) == 17
+
+
+def _signature(tracks) -> list[list[tuple]]:
+    """Tracks as comparable values: per track, (position, box, prob) in insertion order."""
+    return [
+        [(position, tuple(d.box), d.prob) for position, d in track.detections.items()] for track in tracks
+    ]
+
+
+def test_select_faces_without_the_option_is_todays_filter_and_tracker() -> None:
+    generator = np.random.default_rng(7)
+    for _ in range(40):
+        frames = [
+            [
+                face(*generator.uniform(0, 600, 2), generator.uniform(20, 200), generator.uniform(0.8, 1.0))
+                for _ in range(generator.integers(0, 4))
+            ]
+            for _ in range(generator.integers(1, 25))
+        ]
+        for min_prob in (0.9, 0.95, 0.99):
+            today = track_faces([[d for d in detections if d.prob >= min_prob] for detections in frames])
+            tracks, continued = select_faces(frames, min_prob, None)
+            assert _signature(tracks) == _signature(today) and continued == frozenset()
+            assert all(
+                a is b
+                for ours, theirs in zip(tracks, today)
+                for a, b in zip(ours.detections.values(), theirs.detections.values())
+            )
+
+
+def test_select_faces_keeps_a_less_confident_face_that_continues_the_main_track() -> None:
+    # The main face moves 4 px a frame; frames 3-6 and 10 only reach 0.95-0.97, frame 12 only 0.85.
+    low = {3: 0.97, 4: 0.96, 5: 0.97, 6: 0.95, 10: 0.97, 12: 0.85}
+    frames = [[face(100 + 4 * p, 100, 120, low.get(p, 0.995))] for p in range(14)]
+    before, _ = select_faces(frames, 0.99)
+    assert sorted(before[0].detections) == [0, 1, 2, 7, 8, 9, 11, 13]
+    tracks, continued = select_faces(frames, 0.99, 0.9)
+    assert continued == {(3, 0), (4, 0), (5, 0), (6, 0), (10, 0)}  # 0.85 stays below track_min_prob
+    assert sorted(tracks[0].detections) == [p for p in range(14) if p != 12] and len(tracks) == 1
+    assert tracks[0].detections[4].prob == 0.96 and tracks[0].detections[4].box[0] == 116
+    assert list(tracks[0].detections) == sorted(tracks[0].detections)
+
+
+def test_select_faces_ignores_a_less_confident_face_elsewhere_in_the_frame() -> None:
+    frames = [[face(100, 100, 120)] for _ in range(10)]
+    frames[4] = [face(500, 300, 120, 0.97)]  # a 0.97 face far from the main one, which is missed
+    frames[6] = [face(100, 100, 120), face(160, 100, 120, 0.97)]  # main present: no second box
+    frames[8] = [face(150, 150, 120, 0.97)]  # overlaps, but IoU 0.22 < 0.5
+    tracks, continued = select_faces(frames, 0.99, 0.9)
+    assert continued == frozenset()
+    assert sorted(tracks[0].detections) == [0, 1, 2, 3, 5, 6, 7, 9] and len(tracks) == 1
+
+
+def test_select_faces_reaches_max_gap_frames_beyond_a_track_only() -> None:
+    frames = [[face(100, 100, 120, 0.999 if 8 <= p <= 10 else 0.95)] for p in range(20)]
+    tracks, continued = select_faces(frames, 0.99, 0.9, max_gap=5)
+    assert sorted(tracks[0].detections) == list(range(3, 16))  # 5 frames either side of 8-10
+    assert continued == {(p, 0) for p in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)}
+
+
+def test_select_faces_does_not_make_a_confident_bystander_main() -> None:
+    # A large subject, confident in 9 frames of 30 (0.95-0.98 in the others), and a small face
+    # on a screen behind, confident in all 30: today the screen is the only persistent track.
+    frames = [
+        [face(300 + p, 100, 150, 0.999 if p % 7 in (0, 3) else 0.95 + p % 4 / 100), face(20, 20, 60, 0.995)]
+        for p in range(30)
+    ]
+    frames[10].append(face(22, 20, 60, 0.96))  # a weaker duplicate on the screen
+    before, _ = select_faces(frames, 0.99)
+    assert before[0].detections[0].box[0] == 20  # the screen's face is main today
+    tracks, continued = select_faces(frames, 0.99, 0.9)
+    assert [len(track.detections) for track in tracks] == [30, 30]
+    assert all(d.box[0] == 300 + p for p, d in tracks[0].detections.items())  # the subject, never the screen
+    assert continued == {(p, 0) for p in range(30) if p % 7 not in (0, 3)}
+    assert _signature(tracks[1:]) == _signature(before[:1])  # the screen's track unchanged
+
+
+def test_select_faces_takes_the_best_overlapping_candidate_and_checks_its_range() -> None:
+    frames = [
+        [face(100, 100, 100)],
+        [face(130, 100, 100, 0.95), face(102, 100, 100, 0.93)],
+        [face(100, 100, 100)],
+    ]
+    tracks, continued = select_faces(frames, 0.99, 0.9)
+    assert continued == {(1, 0)} and tracks[0].detections[1].box[0] == 102  # IoU beats probability
+    with pytest.raises(ValueError, match="track_min_prob"):
+        select_faces(frames, 0.9, 0.95)

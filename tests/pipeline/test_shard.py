@@ -313,12 +313,19 @@ def test_exports_list_every_labelled_crop_for_other_code(cropped_build: Path, tm
                 Path(path).is_file() and int(label) == videos[key]["label"] and videos[key]["split"] == split
             )
     assert main(["export", str(cropped_build), "--format", "lib", "--out", str(out / "lib")]) == 0
-    for split, count in crops_per_split.items():
-        rows = [line.split(",") for line in (out / "lib" / f"{split}.csv").read_text().splitlines()]
-        assert len(rows) == count
-        for label, folder, frames in rows:
+    lists = sorted((out / "lib").glob("*/*.txt"))  # LIB's six lists per dataset, empty ones too
+    assert sorted(path.name for path in lists) == sorted(
+        f"{split}_{kind}.txt" for split in ("train", "val", "test") for kind in ("real", "fake")
+    )
+    listed: Counter[str] = Counter()
+    for path in lists:
+        split, kind = path.stem.split("_")
+        for label, folder, frames in (line.split(",") for line in path.read_text().splitlines()):
             assert int(frames) == FRAMES == len(list(Path(folder).glob("*.png")))
-            assert int(label) == videos[Path(folder).name]["label"]
+            assert int(label) == videos[Path(folder).name]["label"] == (kind == "fake")
+            assert videos[Path(folder).name]["split"] == split
+            listed[split] += 1
+    assert listed == crops_per_split
     assert main(["export", str(cropped_build), "--format", "imagefolder", "--out", str(out / "images")]) == 0
     linked = sorted((out / "images").glob("*/*/*.png"))
     assert len(linked) == 16 * FRAMES and all(path.is_symlink() for path in linked)

@@ -5,6 +5,7 @@ No pyarrow or pydantic here: worker processes import it cheaply.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class BuildDir:
     @property
     def index(self) -> Path:
         return self.root / "index.json"
+
+    def video_root(self) -> Path:
+        """Where the videos were when they were indexed (index.json's `root`)."""
+        return Path(json.loads(self.index.read_text(encoding="utf-8"))["root"])
 
     # Stage tables and their per-part chunk folders.
     def table(self, stage: str) -> Path:

@@ -15,9 +15,9 @@ ever serves stale data.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -40,12 +40,6 @@ from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, 
 from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes, manifest_to_toml
 
 MADE_FROM = "made_from"
-
-
-def digest(*values: Any) -> str:
-    """sha256 of values in canonical JSON: the identity of what an item is made from."""
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def rows_by_key(table: pa.Table) -> dict[str, list[dict]]:
@@ -73,6 +67,10 @@ class Stage:
     unit: str  # what its rows are: frames, faces, samples
     schema: pa.Schema
     sort_by: tuple[str, ...]
+    # The next stage, when this stage's workers also produce its rows (`ffx build` crops the frames
+    # it decodes): they go into its ledger, `made_from` set by the worker, and that stage then
+    # finds those items current.
+    companion: Stage | None = None
 
     @property
     def command(self) -> str:
@@ -106,6 +104,14 @@ class Stage:
     def workers(self, requested: int | None, cores: int) -> int:
         return requested or cores
 
+    def made(self, recipe: Manifest) -> str:
+        """What happened to this run's outputs, for its report: written (or decoded, ...)."""
+        return "written"
+
+    def has_output(self, row: dict) -> bool:
+        """Whether a row stands for something made (a frame, a crop, a sample), not a reason."""
+        return bool(row.get("path"))
+
     def outputs(self, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
         """The files an item's rows say it wrote (an item whose files are gone is redone)."""
         return [build.root / row["path"] for row in rows if row.get("path")]
@@ -117,6 +123,10 @@ class Stage:
     def result_rows(self, task, result, report: StageReport) -> list[dict]:
         """The rows of a finished task (a stage may count extra figures into `report.counts`)."""
         return result
+
+    def companion_rows(self, task, result) -> list[dict]:
+        """The companion stage's rows of a finished task (none: that stage does the item itself)."""
+        return []
 
     def stalled_rows(self, task, stalled: Stalled) -> list[dict]:
         status = Status.TIMEOUT if stalled.hung else Status.ERROR
@@ -143,7 +153,8 @@ class StageReport:
     dropped: int = 0  # left the build: rows and files removed at the merge
     items_by_status: Counter = field(default_factory=Counter)  # items of this run, once per status
     rows_by_status: Counter = field(default_factory=Counter)  # rows of this run per status
-    outputs: int = 0  # frames, crops or samples written by this run
+    outputs: int = 0  # frames, crops or samples made by this run
+    made: str = "written"  # what was done with them (frames not kept are "decoded")
     counts: Counter = field(default_factory=Counter)  # a stage's own figures (boxes reused, ...)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, status, error)
     seconds: float = 0.0
@@ -429,7 +440,8 @@ def _run_stage(
             report.items = report.skipped = len(keys)
             report.merged = True
             return report
-    with hold_lock(build, stage.name, part):
+    companion = stage.companion
+    with hold_lock(build, stage.name, part), _maybe_lock(build, companion, part):
         if changes:
             write_recipe(build, wanted)
             recipe = wanted
@@ -437,11 +449,13 @@ def _run_stage(
         done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)  # may have moved on
         made = made_from_per_key(done_rows)
         report.items, report.skipped = len(keys), len(keys) - len(todo)
+        report.made = stage.made(recipe)
         report.redone = sum(1 for key in todo if key in made and key not in redo)
-        has_output = _has_output(stage)
+        has_output = stage.has_output
         with (
             stage_progress(stage.verb, len(todo), "videos", stage.unit, show_progress) as progress,
             ledger.writer(part, flush_seconds=flush_seconds) as writer,
+            _companion_writer(build, companion, part, flush_seconds) as companion_writer,
         ):
 
             def record(key: str, rows: list[dict]) -> None:
@@ -483,17 +497,31 @@ def _run_stage(
                     rows = stage.failure_rows(task.key, result.status, str(result))
                 else:
                     rows = stage.result_rows(task, result, report)
+                    if extra := stage.companion_rows(task, result):
+                        companion_writer.add_item(extra)
                 record(task.key, rows)
         report.seconds = progress.elapsed
         if todo:
-            store.log_run(build.root, stage.name, part, report.seconds, len(todo))
+            # A pass that also made the companion's rows is timed as both (`frames+faces`).
+            name = stage.name if companion is None else f"{stage.name}+{companion.name}"
+            store.log_run(build.root, name, part, report.seconds, len(todo))
     report.merged, report.dropped = merge_when_current(stage, build, ledger, plan)
     return report
 
 
-def _has_output(stage: Stage):
-    column = "sample" if "sample" in stage.schema.names else "path"
-    return lambda row: bool(row.get(column))
+def _maybe_lock(build: BuildDir, stage: Stage | None, part: Part):
+    """The companion stage's lock for this part: no `ffx crop` of it runs while its rows are made."""
+    return hold_lock(build, stage.name, part) if stage is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _companion_writer(build: BuildDir, stage: Stage | None, part: Part, flush_seconds: float):
+    if stage is None:
+        yield None
+        return
+    ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
+    with ledger.writer(part, flush_seconds=flush_seconds) as writer:
+        yield writer
 
 
 def merge_when_current(stage: Stage, build: BuildDir, ledger: store.Ledger, plan: Plan) -> tuple[bool, int]:

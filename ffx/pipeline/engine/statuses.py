@@ -22,11 +22,19 @@ class Status(str, Enum):
     DECODE_ERROR = "decode_error"
     TIMEOUT = "timeout"
     MISSING = "missing"  # input file or upstream item absent
+    DECODE_MISMATCH = "decode_mismatch"  # the video decodes to other pixels than when it was extracted
     ERROR = "error"  # anything else, with the message in `error`
 
 
 # Statuses of an item that did not come out whole: listed after a run, `--fail-on-error` exits 1.
-FAILED = (Status.PARTIAL, Status.DECODE_ERROR, Status.TIMEOUT, Status.MISSING, Status.ERROR)
+FAILED = (
+    Status.PARTIAL,
+    Status.DECODE_ERROR,
+    Status.TIMEOUT,
+    Status.MISSING,
+    Status.DECODE_MISMATCH,
+    Status.ERROR,
+)
 
 
 class BadInput(Exception):

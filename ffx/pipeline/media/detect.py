@@ -10,8 +10,13 @@ the new limit get the same boxes as with the default setting.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.metadata
+import importlib.util
 import math
 import sys
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,20 +65,23 @@ class FaceDetector:
 
     def __init__(self, settings: DetectorSettings, device: str = "auto", batch_size: int = 8):
         import torch
-        from facenet_pytorch import MTCNN
 
+        mtcnn_class = import_mtcnn()
         self.settings = settings
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        self.mtcnn = MTCNN(keep_all=True, device=self.device, thresholds=list(settings.thresholds))
+        self.mtcnn = mtcnn_class(keep_all=True, device=self.device, thresholds=list(settings.thresholds))
         # Channels-last weights make the convolutions emit channels-last maps, for which PyTorch's
         # CPU max-pooling is vectorised: PNet ran 1.7x faster on 640x360 batches, same outputs.
         for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet):
             net.to(memory_format=torch.channels_last)
         self.frames_detected = 0
 
-    def detect_video(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        """Every face MTCNN finds in each frame (all the same size), in full-resolution pixels."""
+    def detect_video(
+        self, frames: list[np.ndarray], progress: Callable[[int], None] | None = None
+    ) -> list[list[Detection]]:
+        """Every face MTCNN finds in each frame (all the same size), in full-resolution pixels;
+        `progress` hears the count of frames detected after each batch (a worker's sign of life)."""
         if not frames:
             return []
         height, width = frames[0].shape[:2]
@@ -90,6 +98,8 @@ class FaceDetector:
             min_face = pyramid_min_face(wanted, self.mtcnn.factor)
         for start in range(1, len(small), self.batch_size):
             found += self._detect(small[start : start + self.batch_size], min_face)
+            if progress is not None:
+                progress(len(found))
         return [[_rescale(detection, scale) for detection in detections] for detections in found]
 
     def _detect(self, batch: list[np.ndarray], min_face: float) -> list[list[Detection]]:
@@ -115,6 +125,116 @@ class FaceDetector:
             ]
             for frame_boxes, frame_points in zip(boxes, points)
         ]
+
+
+# torchvision versions whose `ops.batched_nms` `_batched_nms` below copies line for line (the
+# branch thresholds differ between releases): others import facenet-pytorch the usual way.
+TORCHVISION_NMS_VERSIONS = ("0.29.",)
+
+
+def import_mtcnn() -> type:
+    """facenet-pytorch's MTCNN class, imported without running torchvision's package `__init__`
+    where that is safe.
+
+    facenet-pytorch's detect_face module imports `torchvision.ops.boxes.batched_nms` and
+    `torchvision.transforms.functional`; either import runs torchvision's `__init__`, which loads
+    torchvision.models and torchvision.ops, whose roi_align imports `torch._dynamo` (3-4 s of a
+    detection worker's start, measured with `python -X importtime`). Detection only needs the
+    NMS kernel, which lives in torchvision's compiled extension: it is loaded on its own with
+    `torch.ops.load_library`, and while facenet-pytorch is imported, stand-in `torchvision`
+    modules give it `_batched_nms` (the same code on the same kernel, so the same keep indices)
+    and a `functional` that imports the real torchvision on first use (only `extract_face`
+    uses it). The stand-ins are removed right after, so a later `import torchvision` in the
+    process gets the real package. Where torchvision is imported already, its version is not one
+    `_batched_nms` copies, or its extension is not found, facenet-pytorch is imported as usual."""
+    if (
+        "facenet_pytorch.models.mtcnn" in sys.modules
+        or "torchvision" in sys.modules
+        or not _load_nms_kernel()
+    ):
+        from facenet_pytorch import MTCNN
+
+        return MTCNN
+    stand_ins = _torchvision_stand_ins()
+    sys.modules.update(stand_ins)
+    try:
+        from facenet_pytorch import MTCNN
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return MTCNN
+
+
+def _load_nms_kernel() -> bool:
+    """Load torchvision's compiled ops (`torch.ops.torchvision.nms`) without importing the
+    package, as torchvision's extension.py does; False where that is not possible or not safe."""
+    try:
+        version = importlib.metadata.version("torchvision")
+        spec = importlib.util.find_spec("torchvision")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    if not version.startswith(TORCHVISION_NMS_VERSIONS) or spec is None or sys.platform == "win32":
+        return False
+    import torch
+
+    loader = (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
+    for folder in spec.submodule_search_locations or ():
+        extension = importlib.machinery.FileFinder(folder, loader).find_spec("_C_stable")
+        if extension is not None and extension.origin:
+            try:
+                torch.ops.load_library(extension.origin)
+            except OSError:
+                return False
+            return hasattr(torch.ops.torchvision, "nms")
+    return False
+
+
+def _batched_nms(boxes, scores, idxs, iou_threshold: float):
+    """torchvision 0.29's `torchvision.ops.batched_nms`, on the same kernel: per-class NMS, by
+    class offsets for small inputs and one NMS per class for large ones, keep indices sorted by
+    decreasing score."""
+    import torch
+
+    if (
+        boxes.numel() > (4000 if boxes.device.type == "cpu" else 100_000)
+        and not torch._C._get_tracing_state()
+    ):
+        keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+        for class_id in torch.unique(idxs):
+            current = torch.where(idxs == class_id)[0]
+            current_keep = torch.ops.torchvision.nms(boxes[current], scores[current], iou_threshold)
+            keep_mask[current[current_keep]] = True
+        keep = torch.where(keep_mask)[0]
+        return keep[scores[keep].sort(descending=True)[1]]
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    max_coordinate = boxes.max()
+    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    return torch.ops.torchvision.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+class _RealTorchvisionFunctional(types.ModuleType):
+    """`torchvision.transforms.functional`, imported (with all of torchvision) on first use."""
+
+    def __getattr__(self, name: str):
+        import torchvision.transforms.functional
+
+        return getattr(torchvision.transforms.functional, name)
+
+
+def _torchvision_stand_ins() -> dict[str, types.ModuleType]:
+    """The modules facenet-pytorch's imports reach, holding just what it takes from them."""
+    package = types.ModuleType("torchvision")
+    transforms = types.ModuleType("torchvision.transforms")
+    functional = _RealTorchvisionFunctional("torchvision.transforms.functional")
+    ops = types.ModuleType("torchvision.ops")
+    boxes = types.ModuleType("torchvision.ops.boxes")
+    package.__path__, transforms.__path__, ops.__path__ = [], [], []  # packages: submodules allowed
+    package.transforms, package.ops = transforms, ops
+    transforms.functional, ops.boxes = functional, boxes
+    boxes.batched_nms = _batched_nms
+    return {module.__name__: module for module in (package, transforms, functional, ops, boxes)}
 
 
 def pyramid_min_face(wanted: float, factor: float) -> float:

@@ -5,7 +5,9 @@ Boxes are (x1, y1, x2, y2) in full-resolution pixels, x2/y2 exclusive, as MTCNN 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -126,6 +128,11 @@ def track_faces(frames: list[list[Detection]], min_iou: float = 0.3, max_gap: in
     face, is the largest of the tracks seen in at least `PERSISTENT` of the frames the longest
     track has: a lasting face beats a brief close-up, a large face beats a lasting bystander.
     The other tracks follow by length, then size; ties keep first-seen order."""
+    return _rank(_link(frames, min_iou, max_gap))
+
+
+def _link(frames: list[list[Detection]], min_iou: float, max_gap: int) -> list[Track]:
+    """`track_faces`'s linking: the tracks in the order they were first seen."""
     tracks: list[Track] = []
     for position, detections in enumerate(frames):
         active = [track for track in tracks if position - track.last_position <= max_gap]
@@ -150,6 +157,11 @@ def track_faces(frames: list[list[Detection]], min_iou: float = 0.3, max_gap: in
         for order, detection in enumerate(detections):
             if order not in matched_detections:
                 tracks.append(Track({position: detection}))
+    return tracks
+
+
+def _rank(tracks: list[Track]) -> list[Track]:
+    """`track_faces`'s order: the main face first, then by length and size (first-seen on ties)."""
     longest = max((len(track.detections) for track in tracks), default=0)
     persistent = [track for track in tracks if len(track.detections) >= PERSISTENT * longest]
     main = max(persistent, key=lambda track: track.mean_area, default=None)
@@ -158,3 +170,92 @@ def track_faces(frames: list[list[Detection]], min_iou: float = 0.3, max_gap: in
         key=lambda track: (-len(track.detections), -track.mean_area),
     )
     return [main, *others] if main is not None else []
+
+
+BOX_TRACK = "track"  # box_source of a box kept below min_prob because it continues its track
+CONTINUE_IOU = 0.5  # how well a less confident detection must overlap its track's expected box
+
+
+class FaceSelection(NamedTuple):
+    """What `select_faces` keeps: the tracks (track 0 the main face) and the (position, track
+    number) pairs whose detection is a continuation below `min_prob` (box_source `track`)."""
+
+    tracks: list[Track]
+    continued: frozenset[tuple[int, int]]
+
+
+def select_faces(
+    frames: list[list[Detection]],
+    min_prob: float,
+    track_min_prob: float | None = None,
+    min_iou: float = 0.3,
+    max_gap: int = 5,
+) -> FaceSelection:
+    """The faces a video's crops come from; `frames` holds every detection of each frame.
+
+    Tracks are linked from the detections with prob >= `min_prob`, as `track_faces` links them.
+    With `track_min_prob` set, a frame where a track has no detection may give it one detection
+    with track_min_prob <= prob < min_prob that continues it: IoU >= CONTINUE_IOU with the
+    track's expected box there. The expected box is linear between the track's boxes at its
+    nearest confident frames before and after (at most max_gap + 1 apart, as linked); before its
+    first or after its last confident frame, that box itself, up to `max_gap` frames away (the
+    gap the tracker bridges; no extrapolation). Only confident boxes are used, so continuations
+    never chain into a drift. In each frame, pairs go greedily by IoU, then probability, then
+    the detector's and the tracks' first-seen order; a detection continues one track at most.
+    The tracks are then ranked as `track_faces` ranks them, continuations counted, so a subject
+    that is confident in few frames is not outranked by a steady bystander such as a face on a
+    screen. Without `track_min_prob` the result is exactly `track_faces` on the confident
+    detections."""
+    if track_min_prob is not None and not 0 <= track_min_prob <= min_prob:
+        raise ValueError(f"track_min_prob must lie in [0, min_prob={min_prob}], got {track_min_prob}")
+    linked = _link([[d for d in detections if d.prob >= min_prob] for detections in frames], min_iou, max_gap)
+    if track_min_prob is None:
+        return FaceSelection(_rank(linked), frozenset())
+    anchors = [sorted(track.detections) for track in linked]
+    added: dict[int, dict[int, Detection]] = {}  # track's first-seen index -> position -> detection
+    for position, detections in enumerate(frames):
+        candidates = [d for d in detections if track_min_prob <= d.prob < min_prob]
+        pairs = []
+        for index, track in enumerate(linked):
+            if position in track.detections or not candidates:
+                continue
+            expected = _expected_box(track.detections, anchors[index], position, max_gap)
+            if expected is None:
+                continue
+            for order, candidate in enumerate(candidates):
+                overlap = box_iou(expected, candidate.box)
+                if overlap >= CONTINUE_IOU:
+                    pairs.append((-overlap, -candidate.prob, order, index))
+        used_tracks: set[int] = set()
+        used_candidates: set[int] = set()
+        for _, _, order, index in sorted(pairs):
+            if index not in used_tracks and order not in used_candidates:
+                added.setdefault(index, {})[position] = candidates[order]
+                used_tracks.add(index)
+                used_candidates.add(order)
+    extended = [
+        Track(dict(sorted({**track.detections, **added[index]}.items()))) if index in added else track
+        for index, track in enumerate(linked)
+    ]
+    ranked = _rank(extended)
+    first_seen = {id(track): index for index, track in enumerate(extended)}
+    continued = frozenset(
+        (position, number)
+        for number, track in enumerate(ranked)
+        for position in added.get(first_seen[id(track)], {})
+    )
+    return FaceSelection(ranked, continued)
+
+
+def _expected_box(
+    detections: dict[int, Detection], anchors: list[int], position: int, max_gap: int
+) -> np.ndarray | None:
+    """The track's box at `position` (see `select_faces`), or None beyond its reach."""
+    later = bisect.bisect_right(anchors, position)
+    if later == 0:
+        return detections[anchors[0]].box if anchors[0] - position <= max_gap else None
+    if later == len(anchors):
+        return detections[anchors[-1]].box if position - anchors[-1] <= max_gap else None
+    before, after = anchors[later - 1], anchors[later]
+    weight = (position - before) / (after - before)
+    return detections[before].box + (detections[after].box - detections[before].box) * weight

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ffx.errors import ManifestError
 from ffx.pipeline.media.color import SPACES
@@ -26,7 +26,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "manifests"
-SAMPLING_PATTERN = re.compile(r"^(first:[1-9]\d*|stride:[1-9]\d*:\d+(:[1-9]\d*)?|linspace:[1-9]\d*|all)$")
+SAMPLING_PATTERN = re.compile(
+    r"^(first:[1-9]\d*|stride:[1-9]\d*:\d+(:[1-9]\d*)?|(dfb-)?linspace:[1-9]\d*|all)$"
+)
 FFPP_METHODS = (
     "Deepfakes",
     "Face2Face",
@@ -85,6 +87,14 @@ class DatalistLayout(_Strict):
     list_file: str = "datalist.txt"
 
 
+def safe_label_folders(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Label folder names that are safe folder names (a label name becomes one on export)."""
+    for name in value:
+        if problem := label_name_problem(name):
+            raise ValueError(problem)
+    return value
+
+
 class FolderLayout(_Strict):
     """Any folder of videos; top-level folders named after labels (real/, fake/) give labels."""
 
@@ -92,17 +102,24 @@ class FolderLayout(_Strict):
     label_folders: tuple[str, ...] = ("real", "fake")  # class index = position
     extensions: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
-    @field_validator("label_folders")
-    @classmethod
-    def _safe_label_folders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if problem := label_name_problem(name):
-                raise ValueError(problem)
-        return value
+    _safe_label_folders = field_validator("label_folders")(safe_label_folders)
+
+
+class CropsLayout(_Strict):
+    """Face crops without their videos (`ffx import-crops`): `folders` of crop images, one folder
+    per video under `[split/]label/`, or a DeepfakeBench dataset JSON (`json_file`, under the root)."""
+
+    kind: Literal["crops"]
+    format: Literal["folders", "deepfakebench"] = "folders"
+    label_folders: tuple[str, ...] = ("real", "fake")  # folders: class index = position
+    json_file: str = ""  # deepfakebench: the dataset JSON, relative to the root
+    compression: Literal["raw", "c23", "c40"] = "c23"  # deepfakebench: the FF++ family's level
+
+    _safe_label_folders = field_validator("label_folders")(safe_label_folders)
 
 
 Layout = Annotated[
-    FfppLayout | CelebDfLayout | DfdcLayout | DatalistLayout | FolderLayout,
+    FfppLayout | CelebDfLayout | DfdcLayout | DatalistLayout | FolderLayout | CropsLayout,
     Field(discriminator="kind"),
 ]
 
@@ -149,6 +166,10 @@ class Extract(_Strict):
 
     backends: tuple[Literal["pyav", "decord", "opencv"], ...] = ("pyav", "decord", "opencv")
     png_level: int = Field(1, ge=0, le=9)
+    # Full-frame PNGs under frames/. A build made by `ffx build` starts with false unless the recipe
+    # or `--keep-frames` says true (it crops the frames it decodes and keeps their hashes); one
+    # made by `ffx index` + `ffx extract` with true, as ever. Afterwards every command follows it.
+    keep_frames: bool = True
 
     @field_validator("backends")
     @classmethod
@@ -161,15 +182,39 @@ class Extract(_Strict):
 class Crop(_Strict):
     """Face detection and crops (`ffx crop`)."""
 
-    preset: Literal["mcx-api", "square-1.3"] = "mcx-api"
+    # aligned: a similarity from MTCNN's five points to ArcFace's template scaled to size / 112.
+    preset: Literal["mcx-api", "square-1.3", "aligned"] = "mcx-api"
     size: int = Field(512, ge=32, le=2048)
     scale: float = Field(1.3, ge=1.0, le=4.0)  # square-1.3: box side / longer face side
     min_prob: float = Field(0.99, gt=0.0, le=1.0)
+    # A face below min_prob is kept when it continues a track (its overlap with the track's boxes
+    # in the frames around it): a subject looking away, in the dark. None: min_prob alone.
+    track_min_prob: float | None = Field(None, ge=0.0, le=1.0)
     detect_max_side: int = Field(640, ge=32)
     min_face_ratio: float = Field(0.5, ge=0.0, le=1.0)
     all_faces: bool = False
     boxes_from_original: bool = False
     png_level: int = Field(1, ge=0, le=9)
+    # Dense landmarks per face: "none", "dlib68" (the `landmarks` extra's 68-point model) or the
+    # path of another dlib shape model (e.g. the 81-point one). At their defaults these two fields
+    # stay out of the crops' `made_from`, so builds made before them stay current.
+    landmarks: str = Field("none", min_length=1)
+    mask: bool = False  # a convex-hull mask of the landmarks beside each crop
+
+    @field_validator("mask")
+    @classmethod
+    def _mask_needs_landmarks(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("landmarks", "none") == "none":
+            raise ValueError("a mask is the hull of the landmarks: set crop.landmarks too (e.g. dlib68)")
+        return value
+
+    @field_validator("track_min_prob")
+    @classmethod
+    def _below_min_prob(cls, value: float | None, info: ValidationInfo) -> float | None:
+        min_prob = info.data.get("min_prob")
+        if value is not None and min_prob is not None and value > min_prob:
+            raise ValueError(f"{value} is above min_prob {min_prob}")
+        return value
 
 
 class Shard(_Strict):
@@ -179,6 +224,12 @@ class Shard(_Strict):
     max_bytes: int = Field(1_000_000_000, ge=1)
     png_level: int = Field(1, ge=0, le=9)
     seed: int = 0  # of the sample order inside a split's shards
+    # "all": a PNG per colour space in each sample (what the public MCX-API code reads); "rgb":
+    # rgb.png alone, about a quarter of the bytes; ffx's loader derives the other spaces exactly.
+    stored_spaces: Literal["all", "rgb"] = "all"
+    # samples/ (each video's encoded samples) lets a layout change skip re-encoding; false removes
+    # it once the shards are written (a layout change then encodes the samples again).
+    keep_samples: bool = True
 
 
 class Manifest(_Strict):
@@ -201,7 +252,7 @@ class Manifest(_Strict):
     def _known_sampling(cls, value: str) -> str:
         if not SAMPLING_PATTERN.match(value):
             raise ValueError(
-                "allowed: first:N, stride:S:OFFSET[:MAX], linspace:N, all "
+                "allowed: first:N, stride:S:OFFSET[:MAX], linspace:N, dfb-linspace:N, all "
                 f"(e.g. first:30, stride:10:1:301); got {value!r}"
             )
         return value

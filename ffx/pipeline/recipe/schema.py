@@ -66,7 +66,8 @@ FRAMES_SCHEMA = pa.schema(
         pa.field("timestamp", pa.float64(), nullable=True),  # presentation time, seconds
         pa.field("width", pa.int32(), nullable=False),  # upright frame size
         pa.field("height", pa.int32(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),  # PNG relative to the build; "" if none
+        pa.field("path", pa.string(), nullable=False),  # PNG relative to the build; "" if not kept
+        pa.field("pixels_sha256", pa.string(), nullable=False),  # of the decoded RGB frame; "" if none
         pa.field("status", pa.string(), nullable=False),  # the video's status
         pa.field("error", pa.string(), nullable=False),
         pa.field("backend", pa.string(), nullable=False),  # decoder that produced the frames
@@ -98,9 +99,16 @@ FACES_SCHEMA = pa.schema(
         pa.field("crop_y2", pa.int32(), nullable=True),
         pa.field("prob", pa.float32(), nullable=True),
         pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=True),  # x,y of eyes, nose, mouth
+        # `crop.landmarks`: x,y of each point of the dlib shape model (68, or the model's count) in
+        # full-frame pixels (a pixel's centre is a whole number); null when off or without a crop.
+        pa.field("dense_landmarks", pa.list_(pa.float32()), nullable=True),
+        # The `aligned` preset's map from frame to crop pixels, 2x3 row-major; null for box presets
+        # (their crop is crop_x1..crop_y2 resized to size x size).
+        pa.field("crop_matrix", pa.list_(pa.float64()), nullable=True),
         pa.field("n_faces", pa.int16(), nullable=False),  # faces at or above --min-prob in the frame
-        pa.field("box_source", pa.string(), nullable=False),  # detected | original | ""
+        pa.field("box_source", pa.string(), nullable=False),  # detected | original | track | ""
         pa.field("path", pa.string(), nullable=False),  # crop PNG relative to the build; "" if none
+        pa.field("mask_path", pa.string(), nullable=True),  # `crop.mask`: its PNG beside the crop, or ""/null
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         MADE_FROM_FIELD,

@@ -1,5 +1,8 @@
 """`ffx build`: index -> extract -> crop -> shard in one call, resumable at any point, then build.json.
 
+Extract and crop share one pass: each worker decodes a video's frames, hashes them, crops their
+faces and writes the crops; full-frame PNGs only with `extract.keep_frames`.
+
 Each stage redoes only what is not current, so running the same build again after a crash (or
 after videos were added or removed) finishes only what is missing. With parts, a stage can only
 start once every part finished the one before: a part that gets there first stops with
@@ -11,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.stage import StageReport
-from ffx.pipeline.recipe.manifest import Manifest
-from ffx.pipeline.stages.crop import run_crop
+from ffx.pipeline.recipe.manifest import Manifest, load_manifest
+from ffx.pipeline.stages.crop import CropStage, run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import IndexReport, run_index
 from ffx.pipeline.stages.record import write_build_record
@@ -40,15 +44,34 @@ def run_build(
     part: Part | None = None,
     workers: int | None = None,
     device: str = "auto",
+    keep_frames: bool | None = None,
     strict: bool = False,
     show_progress: bool = True,
 ) -> BuildReport:
     """Run every stage of `manifest` over the videos under `root` into `build`; the settings are
-    the recipe's (BUILD/manifest.toml once indexed)."""
+    the recipe's (BUILD/manifest.toml once indexed). `keep_frames` sets `extract.keep_frames`;
+    None: the recipe's when it says, else the build's, else false (a new build stores no frames:
+    they are decoded, hashed and cropped in one pass)."""
     build, part = Path(build), part or Part()
+    manifest = _with_keep_frames(manifest, BuildDir(build), keep_frames)
     report = BuildReport(build, run_index(manifest, root, build, splits_dir))
+    # One decode per frame: the extract workers crop the faces of the frames they decode, so the
+    # crop step finds them current (it does only what that pass could not: a fake whose original
+    # was done in an earlier run, a video whose worker hung while cropping).
+    crop = CropStage(device)
     steps = (
-        ("extract", lambda: run_extract(build, part=part, workers=workers, show_progress=show_progress)),
+        (
+            "extract",
+            lambda: run_extract(
+                build,
+                part=part,
+                workers=workers,
+                keep_frames=keep_frames,
+                crop=crop,
+                stall_seconds=120.0,  # a first detection loads torch (and CUDA)
+                show_progress=show_progress,
+            ),
+        ),
         (
             "crop",
             lambda: run_crop(build, part=part, device=device, workers=workers, show_progress=show_progress),
@@ -63,3 +86,17 @@ def run_build(
             return report
     write_build_record(build, strict=strict)
     return report
+
+
+def _with_keep_frames(manifest: Manifest, build: BuildDir, keep_frames: bool | None) -> Manifest:
+    """`manifest` with `extract.keep_frames` as the recipe file sets it; else the build's (an
+    earlier `ffx extract` may have stored frames); else, for a new build, `keep_frames` or false.
+    On an existing build, `keep_frames` changes the recipe as a stage option does (run_extract)."""
+    if "keep_frames" in manifest.extract.model_fields_set:
+        return manifest
+    if build.manifest.is_file():
+        keep = load_manifest(build.manifest).extract.keep_frames
+    else:
+        keep = bool(keep_frames)
+    extract = manifest.extract.model_copy(update={"keep_frames": keep})
+    return manifest.model_copy(update={"extract": extract})

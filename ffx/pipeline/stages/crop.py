@@ -17,28 +17,33 @@ from pathlib import Path
 import pyarrow as pa
 
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.identity import crop_made_from, frames_identity
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.stage import (
     Plan,
     Stage,
     StageReport,
     current_table,
-    digest,
     rows_by_key,
     run_stage,
 )
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
 from ffx.pipeline.media.detect import DetectorSettings, resolve_device
+from ffx.pipeline.media.landmarks import DLIB68, NONE, model_file, model_sha256
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FACES_SCHEMA
 from ffx.pipeline.stages.crop_worker import (
     BOX_ORIGINAL,
+    CropJob,
     CropSettings,
     CropTask,
     ReusedFace,
     crop_video,
     empty_row,
 )
+
+# `[crop]` fields left out of `made_from` at these values (see CropStage.settings).
+LANDMARK_DEFAULTS = {"landmarks": NONE, "mask": False}
 
 
 class CropStage(Stage):
@@ -55,40 +60,29 @@ class CropStage(Stage):
         # Set by plan(): the frames rows of each video and each video's original, for the tasks.
         self.frames_of: dict[str, list[dict]] = {}
         self.original_of: dict[str, str | None] = {}
+        self.path_of: dict[str, str] = {}
 
-    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        self.frames_of = frames_of = rows_by_key(current_table(build, "frames"))
-        videos = current_table(build, "videos").select(["key", "original_key"]).to_pylist()
-        self.original_of = original_of = {video["key"]: video["original_key"] for video in videos}
-        # Box reuse shapes only fakes (whose original is in the build): it is not a setting of the
-        # others, so turning it on or off redoes exactly the fakes.
-        settings = recipe.crop.model_dump(mode="json", exclude={"boxes_from_original"})
-        reuse = recipe.crop.boxes_from_original
-        frames_digest = {key: digest(rows) for key, rows in frames_of.items()}
-        made_from, blocked = {}, {}
-        for key, original in original_of.items():
-            inputs = [settings, frames_digest.get(key)]
-            if original in frames_digest:
-                inputs.append(frames_digest[original] if reuse else "detected")
-            made_from[key] = digest(*inputs)
-            rows = frames_of.get(key, [])
-            if not rows or rows[0]["frame_index"] == NO_FRAME:
-                status, error = (
-                    (rows[0]["status"], rows[0]["error"]) if rows else (Status.MISSING, "no frames rows")
-                )
-                blocked[key] = [empty_row(key, NO_FRAME, status, error)]
-        family = {key: original_of[key] or key for key in original_of}
-        family = {key: group if group in original_of else key for key, group in family.items()}
-        return Plan(made_from, blocked, family)
+    @staticmethod
+    def settings(recipe: Manifest) -> dict:
+        """The `[crop]` fields that shape every video's crops. Box reuse shapes only fakes (whose
+        original is in the build): it enters their `made_from` as the original's frames, so
+        turning it on or off redoes exactly the fakes. The landmark fields enter only when set, so
+        builds made before them keep their digests; a model file enters with its sha256."""
+        crop = recipe.crop
+        unset = {name for name, value in LANDMARK_DEFAULTS.items() if getattr(crop, name) == value}
+        settings = crop.model_dump(mode="json", exclude={"boxes_from_original", *unset})
+        if crop.landmarks not in (NONE, DLIB68):
+            settings["landmarks_sha256"] = model_sha256(str(model_file(crop.landmarks)))
+        return settings
 
-    def workers(self, requested: int | None, cores: int) -> int:
-        self.device = resolve_device(self.device)
-        return requested or (1 if self.device.startswith("cuda") else cores)
-
-    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
-        frames_of = {key: [(row["frame_index"], row["path"]) for row in self.frames_of[key]] for key in keys}
-        pixels = {key: sum(row["width"] * row["height"] for row in self.frames_of[key]) for key in keys}
-        original_of = self.original_of
+    def job(
+        self,
+        recipe: Manifest,
+        original: str | None = None,
+        original_faces: dict[int, ReusedFace] | None = None,
+    ) -> CropJob:
+        """How a worker crops one video (its original's frames identity and faces when it reuses
+        boxes, "detected" for a fake that does not, None for a video without an original)."""
         crop = recipe.crop
         settings = CropSettings(
             crop.preset,
@@ -98,15 +92,58 @@ class CropStage(Stage):
             crop.all_faces,
             crop.png_level,
             DetectorSettings(crop.detect_max_side, crop.min_face_ratio),
+            crop.track_min_prob,
+            str(model_file(crop.landmarks)) if crop.landmarks != NONE else "",
+            crop.mask,
         )
         batch_size = self.batch_size or (
             32 if self.device.startswith("cuda") else 8
         )  # CPUs gain nothing above 8
+        return CropJob(
+            settings, self.settings(recipe), self.device, batch_size, original, original_faces or {}
+        )
+
+    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
+        self.frames_of = frames_of = rows_by_key(current_table(build, "frames"))
+        videos = current_table(build, "videos").select(["key", "original_key", "path"]).to_pylist()
+        self.original_of = original_of = {video["key"]: video["original_key"] for video in videos}
+        self.path_of = {video["key"]: video["path"] for video in videos}
+        settings = self.settings(recipe)
+        reuse = recipe.crop.boxes_from_original
+        identity = {key: frames_identity(rows) for key, rows in frames_of.items()}
+        made_from, blocked = {}, {}
+        for key, original in original_of.items():
+            upstream = None
+            if original in identity:
+                upstream = identity[original] if reuse else "detected"
+            made_from[key] = crop_made_from(settings, identity.get(key, ""), upstream)
+            rows = frames_of.get(key, [])
+            if not rows or rows[0]["frame_index"] == NO_FRAME:
+                status, error = (
+                    (rows[0]["status"], rows[0]["error"]) if rows else (Status.MISSING, "no frames rows")
+                )
+                blocked[key] = [empty_row(key, NO_FRAME, status, error)]
+        return Plan(made_from, blocked, family_of(original_of))
+
+    def workers(self, requested: int | None, cores: int) -> int:
+        self.device = resolve_device(self.device)
+        return requested or (1 if self.device.startswith("cuda") else cores)
+
+    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+        frames_of = {
+            key: tuple((row["frame_index"], row["path"], row["pixels_sha256"]) for row in self.frames_of[key])
+            for key in keys
+        }
+        pixels = {key: sum(row["width"] * row["height"] for row in self.frames_of[key]) for key in keys}
+        original_of = self.original_of
+        crop = recipe.crop
+        root = build.video_root()
 
         def task_for(key: str, original_faces: dict[int, ReusedFace]) -> CropTask:
-            return CropTask(
-                key, tuple(frames_of[key]), str(build), settings, self.device, batch_size, original_faces
-            )
+            backend = self.frames_of[key][0]["backend"]
+            video = str(root / self.path_of[key])
+            job = self.job(recipe, None, original_faces)
+            return CropTask(key, frames_of[key], str(build), job, video, backend)
 
         self.task_for = task_for
         todo = set(keys)
@@ -119,7 +156,7 @@ class CropStage(Stage):
                 self.waiting.setdefault(original_of[key], []).append(key)
         queued = {key for fakes in self.waiting.values() for key in fakes}
         ready = [key for key in reusing if key not in queued]
-        known = _main_faces(done.to_pylist(), {original_of[key] for key in ready}) if ready else {}
+        known = main_faces(done.to_pylist(), {original_of[key] for key in ready}) if ready else {}
         tasks = [task_for(key, {}) for key in keys if key not in reusing]
         tasks += [task_for(key, known.get(original_of[key], {})) for key in ready]
         # The most pixels first, so the run does not end waiting on one large video.
@@ -129,7 +166,7 @@ class CropStage(Stage):
 
     def follow_up(self, task: CropTask, result) -> list[CropTask]:
         rows = result[0] if isinstance(result, tuple) else []
-        faces = _main_faces(rows, {task.key}).get(task.key, {})
+        faces = main_faces(rows, {task.key}).get(task.key, {})
         return [self.task_for(key, faces) for key in self.waiting.pop(task.key, [])]
 
     def result_rows(self, task: CropTask, result, report: StageReport) -> list[dict]:
@@ -143,7 +180,9 @@ class CropStage(Stage):
 
     def inputs_present(self, build: BuildDir, key: str) -> bool:
         frames = self.frames_of.get(key, [])
-        return bool(frames) and all((build.root / row["path"]).is_file() for row in frames if row["path"])
+        if any(not row["path"] for row in frames):  # no PNG kept: crop decodes the video again
+            return (build.video_root() / self.path_of[key]).is_file()
+        return bool(frames) and all((build.root / row["path"]).is_file() for row in frames)
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.faces / key, ignore_errors=True)
@@ -177,7 +216,12 @@ def run_crop(
     )
 
 
-def _main_faces(rows: list[dict], originals: set[str]) -> dict[str, dict[int, ReusedFace]]:
+def family_of(original_of: dict[str, str | None]) -> dict[str, str]:
+    """Each video's group for part selection: a fake goes with its original when that is indexed."""
+    return {key: original if original in original_of else key for key, original in original_of.items()}
+
+
+def main_faces(rows: list[dict], originals: set[str]) -> dict[str, dict[int, ReusedFace]]:
     """The main face of each original video, per frame, from its crop rows."""
     faces: dict[str, dict[int, ReusedFace]] = {}
     for row in rows:

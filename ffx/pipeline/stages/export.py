@@ -1,10 +1,15 @@
 """`ffx export`: the face crops as the inputs other code reads, so it trains on ffx output unchanged.
 
 - `mcx-api`: `{split}.txt`, one `path label` line per crop (the public MCX-API datalist);
-- `lib`: `{split}.csv`, one `label,folder,nframes` line per video, the folder holding its crops
-  (BUILD/faces/{key}/, frame order = file name order); with --all-faces crops in a build, the
-  folder holds links to the main face's crops only (`OUT/faces/{key}/`);
-- `imagefolder`: `{split}/{label_name}/{sample}.png`, symbolic links to the crops (`copy`: files).
+- `lib`: what LIB's reader (`dataset.py::ReadDataset.read_txt`, Exposing-the-Deception) opens:
+  per dataset `{dataset}/{train,val,test}_{real,fake}.txt` (all six, empty ones too), one
+  `label,folder,nframes` line per video, label 0 real / 1 fake, the folder holding its crops
+  (BUILD/faces/{key}/: the reader lists it and keeps the `.png` files); with --all-faces crops in
+  a build, the folder holds links to the main face's crops only (`OUT/faces/{key}/`). The reader
+  deletes every blank in a line and splits on commas, so a folder path holding either is refused;
+- `imagefolder`: `{split}/{label_name}/{sample}.png`, symbolic links to the crops (`copy`: files);
+- `deepfakebench`: the dataset JSON DeepfakeBench's loader reads
+  (`ffx.pipeline.stages.export_dfb`).
 
 Paths are absolute, so the lists work from any directory. Videos without a label are left out
 (they cannot be trained on) and counted in the report. Nothing is written outside `out`: a key,
@@ -13,8 +18,6 @@ split or label name that is not one safe folder name stops the export before it 
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 from collections import Counter
@@ -27,10 +30,12 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.stage import current_table
 from ffx.pipeline.engine.statuses import Status
 from ffx.pipeline.recipe.manifest import LABEL_NAME_RULE, label_name_problem
-from ffx.pipeline.recipe.schema import UNKNOWN_LABEL, is_safe_key
+from ffx.pipeline.recipe.schema import SPLITS, UNKNOWN_LABEL, is_safe_key
 from ffx.pipeline.stages.shard_worker import sample_name
+from ffx.train.metrics import is_real_name
 
-FORMATS = ("mcx-api", "lib", "imagefolder")
+FORMATS = ("mcx-api", "lib", "imagefolder", "deepfakebench")
+LIB_KINDS = ("real", "fake")
 
 
 @dataclass
@@ -42,10 +47,17 @@ class ExportReport:
     crops: dict[str, int] = field(default_factory=dict)
     videos: dict[str, int] = field(default_factory=dict)
     unlabelled: int = 0
+    notes: list[str] = field(default_factory=list)
+    config: str = ""  # deepfakebench: the config lines to set (also written beside the JSON)
 
 
-def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -> ExportReport:
-    """Write the export in `export_format` for every labelled crop of the build under `out`."""
+def run_export(
+    build: Path, export_format: str, out: Path, copy: bool = False, dfb_root: Path | None = None
+) -> ExportReport:
+    """Write the export in `export_format` for every labelled crop of the build under `out`.
+
+    `dfb_root` (deepfakebench only): the folder DeepfakeBench runs from (its checkout), which
+    the JSON's frame paths are relative to; default: the current directory."""
     if export_format not in FORMATS:
         raise FfxError(f"unknown export format {export_format!r}; choose from {', '.join(FORMATS)}")
     where = BuildDir(Path(build).resolve())
@@ -63,7 +75,12 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
         crops_of.setdefault(row["key"], []).append(row)
     for key in crops_of:
         _check_names(where, key, videos[key], export_format)
+    if export_format == "deepfakebench":
+        from ffx.pipeline.stages.export_dfb import export_deepfakebench
+
+        return export_deepfakebench(where, videos, crops_of, out, copy, dfb_root, report)
     by_split: dict[str, list[str]] = {}
+    lib_lines: dict[tuple[str, str, str], list[str]] = {}
     for key in sorted(crops_of):
         crops = sorted(crops_of[key], key=lambda row: (row["frame_index"], row["track"]))
         video = videos[key]
@@ -76,16 +93,30 @@ def run_export(build: Path, export_format: str, out: Path, copy: bool = False) -
             if len(main_face) != len(crops):  # other faces' crops share the folder: link the main ones
                 folder = _inside(out.resolve(), "faces", key)
                 _link_crops(build, folder, key, main_face, copy)
-            lines.append(_csv_line([video["label"], folder, len(main_face)]))
+            if any(character.isspace() or character == "," for character in str(folder)):
+                raise BuildError(
+                    f"{folder}: LIB's reader deletes blanks and splits lines on commas, so this "
+                    "folder cannot be listed; use a --build and --out path without either"
+                )
+            kind = "real" if is_real_name(video["label_name"]) else "fake"
+            lib_lines.setdefault((video["dataset"], video["split"], kind), []).append(
+                f"{int(kind == 'fake')},{folder},{len(main_face)}"
+            )
         else:
             folder = _inside(out, video["split"], video["label_name"])
             _link_crops(build, folder, key, crops, copy)
         report.crops[video["split"]] = report.crops.get(video["split"], 0) + len(crops)
     report.videos = dict(Counter(videos[key]["split"] for key in crops_of))
-    if export_format != "imagefolder":
-        suffix = ".txt" if export_format == "mcx-api" else ".csv"
+    if export_format == "mcx-api":
         for split, lines in by_split.items():
-            atomic.write_bytes(_inside(out, f"{split}{suffix}"), ("\n".join(lines) + "\n").encode())
+            atomic.write_bytes(_inside(out, f"{split}.txt"), ("\n".join(lines) + "\n").encode())
+    elif export_format == "lib":
+        for dataset in sorted({videos[key]["dataset"] for key in crops_of}):
+            for split in SPLITS:
+                for kind in LIB_KINDS:
+                    lines = lib_lines.get((dataset, split, kind), [])
+                    text = "".join(f"{line}\n" for line in lines)
+                    atomic.write_bytes(_inside(out, dataset, f"{split}_{kind}.txt"), text.encode())
     return report
 
 
@@ -94,7 +125,9 @@ def _check_names(where: BuildDir, key: str, video: dict, export_format: str) -> 
     indexed before label names were checked, or an edited table): one line, nothing written."""
     if not is_safe_key(key):
         raise BuildError(f"{where.videos}: key {key!r} is not a safe file name; export writes nothing")
-    checked = ("split", "label_name") if export_format == "imagefolder" else ("split",)
+    checked = {"imagefolder": ("split", "label_name"), "lib": ("split", "dataset")}.get(
+        export_format, ("split",)
+    )
     for field_name in checked:  # {split}.txt, {split}/{label_name}/
         if label_name_problem(video[field_name]):
             raise BuildError(
@@ -113,17 +146,12 @@ def _inside(out: Path, *segments: str) -> Path:
     return folder
 
 
-def _csv_line(fields: list) -> str:
-    """One CSV line, quoted where a path holds a comma or a quote."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(fields)
-    return buffer.getvalue()
-
-
-def _link_crops(build: Path, folder: Path, key: str, crops: list[dict], copy: bool) -> None:
+def _link_crops(build: Path, folder: Path, key: str, crops: list[dict], copy: bool, name=None) -> None:
+    """Link (or copy) a video's crops into `folder`, each named `name(row)` (default: its sample)."""
     folder.mkdir(parents=True, exist_ok=True)
     for row in crops:
-        target = folder / f"{sample_name(key, row['frame_index'], row['track'])}.png"
+        stem = name(row) if name else sample_name(key, row["frame_index"], row["track"])
+        target = folder / f"{stem}.png"
         target.unlink(missing_ok=True)  # a rerun replaces what an earlier one made
         if copy:
             shutil.copyfile(build / row["path"], target)

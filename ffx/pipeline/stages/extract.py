@@ -11,7 +11,6 @@ that rename. The engine (`ffx.pipeline.engine.stage`) runs the stage.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -21,20 +20,23 @@ import pyarrow as pa
 from ffx.errors import InputError
 from ffx.pipeline.engine import publish
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.identity import digest, frames_identity
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.stage import (
     Plan,
     Stage,
     StageReport,
     current_table,
-    digest,
     run_stage,
 )
 from ffx.pipeline.engine.statuses import FAILED, Status
 from ffx.pipeline.engine.workers import Stalled, available_cores
+from ffx.pipeline.media.detect import resolve_device
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FRAMES_SCHEMA
-from ffx.pipeline.stages.extract_worker import VideoTask, extract_video, rows_without_frames
+from ffx.pipeline.stages.crop import CropStage, family_of, main_faces
+from ffx.pipeline.stages.crop_worker import BOX_ORIGINAL, CropJob
+from ffx.pipeline.stages.extract_worker import Extracted, VideoTask, extract_video, rows_without_frames
 
 
 def _file_size(path: str) -> int:
@@ -50,9 +52,15 @@ class ExtractStage(Stage):
     name, unit = "frames", "frames"
     schema, sort_by = FRAMES_SCHEMA, ("key", "frame_index")
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, crop: CropStage | None = None):
         self.root = root  # where the videos are now, if they moved since `ffx index`
+        # `ffx build`: the crop stage whose rows the workers produce in the same pass.
+        self.companion = crop
         self.path_of: dict[str, str] = {}  # set by plan(): each video's path below the root
+        self.original_of: dict[str, str | None] = {}
+        self.waiting: dict[str, list[str]] = {}  # original key -> fakes whose crops need its faces
+        self.task_for = None  # set by tasks(): (key, crop job) -> task
+        self.recipe: Manifest | None = None
 
     @staticmethod
     def settings(recipe: Manifest) -> dict:
@@ -60,44 +68,100 @@ class ExtractStage(Stage):
             "sampling": recipe.sampling,
             "backends": list(recipe.extract.backends),
             "png_level": recipe.extract.png_level,
+            "keep_frames": recipe.extract.keep_frames,
         }
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        videos = current_table(build, "videos").select(["key", "path", "size_bytes", "resolved"]).to_pylist()
+        columns = ["key", "path", "size_bytes", "resolved", "original_key"]
+        videos = current_table(build, "videos").select(columns).to_pylist()
         self.path_of = {video["key"]: video["path"] for video in videos}
+        self.original_of = {video["key"]: video["original_key"] for video in videos}
         settings = self.settings(recipe)
-        return Plan(
-            {
-                video["key"]: digest(settings, video["path"], video["size_bytes"], video["resolved"])
-                for video in videos
-            }
-        )
+        made_from = {
+            video["key"]: digest(settings, video["path"], video["size_bytes"], video["resolved"])
+            for video in videos
+        }
+        # Cropping in the same pass, a fake lands in its original's part (it may reuse its boxes).
+        return Plan(made_from, group_of=family_of(self.original_of) if self.companion else None)
+
+    def workers(self, requested: int | None, cores: int) -> int:
+        if self.companion is not None:
+            self.companion.device = resolve_device(self.companion.device)
+        return requested or cores
 
     def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
         root = self._root(build)
         if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
-        path_of = self.path_of
-        settings = self.settings(recipe)
+        path_of, original_of = self.path_of, self.original_of
+        extract = recipe.extract
         threads = max(1, available_cores() // workers)
         build.frames.mkdir(parents=True, exist_ok=True)
-        tasks = [
-            VideoTask(
+
+        def task_for(key: str, crop: CropJob | None) -> VideoTask:
+            return VideoTask(
                 key,
                 str(Path(root) / path_of[key]),
                 str(build.frames),
-                settings["sampling"],
-                tuple(settings["backends"]),
-                settings["png_level"],
+                str(build.faces),
+                recipe.sampling,
+                tuple(extract.backends),
+                extract.png_level,
                 threads,
+                extract.keep_frames,
+                crop,
             )
-            for key in keys
-        ]
+
+        jobs: dict[str, CropJob | None] = dict.fromkeys(keys)
+        self.waiting = {}
+        if self.companion is not None:
+            self.task_for, self.recipe = task_for, recipe
+            todo = set(keys)
+            for key in keys:
+                original = original_of[key]
+                if original not in original_of:  # an original, or a fake whose original is not indexed
+                    jobs[key] = self.companion.job(recipe)
+                elif not recipe.crop.boxes_from_original:
+                    jobs[key] = self.companion.job(recipe, "detected")
+                elif original in todo:  # its crops need its original's faces: queued behind it
+                    self.waiting.setdefault(original, []).append(key)
+                # else: its original's faces are from an earlier run; `ffx crop` decodes it again
+        queued = {key for fakes in self.waiting.values() for key in fakes}
+        tasks = [task_for(key, jobs[key]) for key in keys if key not in queued]
         # Largest files first (a rough measure of the work), so the last tasks to run are short
         # ones and no core idles at the end while one long video finishes.
         return sorted(tasks, key=lambda task: -_file_size(task.source))
 
+    def result_rows(self, task: VideoTask, result: Extracted, report: StageReport) -> list[dict]:
+        if result.faces is not None:
+            report.counts["frames detected"] += result.detected
+            report.counts["faces cropped"] += sum(1 for row in result.faces if row["path"])
+            report.counts["boxes reused"] += sum(
+                1 for row in result.faces if row["box_source"] == BOX_ORIGINAL
+            )
+        return result.frames
+
+    def companion_rows(self, task: VideoTask, result) -> list[dict]:
+        return (result.faces or []) if isinstance(result, Extracted) else []
+
+    def follow_up(self, task: VideoTask, result) -> list[VideoTask]:
+        """A fake reusing its original's boxes starts once the original is cropped, with its faces
+        (an original without frames has none: the fake is detected, as `ffx crop` would); if the
+        original could not be cropped in this pass, the fake is only extracted."""
+        fakes = self.waiting.pop(task.key, [])
+        if not isinstance(result, Extracted) or result.faces is None:  # the original was not cropped
+            return [self.task_for(key, None) for key in fakes]
+        identity = frames_identity(result.frames)
+        faces = main_faces(result.faces, {task.key}).get(task.key, {})
+        return [self.task_for(key, self.companion.job(self.recipe, identity, faces)) for key in fakes]
+
     worker = staticmethod(extract_video)
+
+    def made(self, recipe: Manifest) -> str:
+        return "written" if recipe.extract.keep_frames else "decoded"
+
+    def has_output(self, row: dict) -> bool:
+        return bool(row["pixels_sha256"])  # a decoded frame, its PNG kept or not
 
     def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
         return rows_without_frames(key, status, error)
@@ -110,10 +174,13 @@ class ExtractStage(Stage):
         return rows_without_frames(task.key, status, "; ".join(failures))
 
     def retry(self, task: VideoTask, stalled: Stalled) -> VideoTask | None:
-        """Retry a video whose worker hung or died with the backends after the one that did it."""
+        """Retry a video whose worker hung or died with the backends after the one that did it;
+        one that hung or died cropping its faces is extracted alone (`ffx crop` then crops it)."""
         if stalled.last_report is None:  # stuck before any backend started: probing will hang again
             return None
         backend = stalled.last_report[0]
+        if backend not in task.backends:  # a crop step's report: decoding was done
+            return replace(task, crop=None) if task.crop is not None else None
         remaining = task.backends[task.backends.index(backend) + 1 :]
         failures = (*task.failures, f"{backend}: {stalled.reason}")
         hung = task.hung or stalled.hung
@@ -123,7 +190,7 @@ class ExtractStage(Stage):
         return (self._root(build) / self.path_of[key]).is_file()
 
     def _root(self, build: BuildDir) -> Path:
-        return Path(self.root or json.loads(build.index.read_text(encoding="utf-8"))["root"])
+        return Path(self.root) if self.root else build.video_root()
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.frames / key, ignore_errors=True)
@@ -137,6 +204,8 @@ def run_extract(
     sampling: str | None = None,
     backends: tuple[str, ...] | None = None,
     png_level: int | None = None,
+    keep_frames: bool | None = None,
+    crop: CropStage | None = None,
     stall_seconds: float = 60.0,
     root: Path | None = None,
     retry_failed: bool = False,
@@ -144,7 +213,9 @@ def run_extract(
     flush_seconds: float = 2.0,
 ) -> StageReport:
     """Extract this part's videos that are not current, then merge frames.parquet once all parts
-    are. `sampling`, `backends` and `png_level` change the build's recipe (and so redo every video).
+    are. `sampling`, `backends`, `png_level` and `keep_frames` change the build's recipe (and so
+    redo every video); None keeps the recipe's. With `crop` (`ffx build`), the
+    workers also crop the faces of the frames they decode, into that stage's ledger.
 
     Finished videos reach the ledger at least every `flush_seconds`; a crash redoes only the
     videos finished since the last flush (and those in flight)."""
@@ -152,9 +223,10 @@ def run_extract(
         "sampling": sampling,
         "extract.backends": list(backends) if backends is not None else None,
         "extract.png_level": png_level,
+        "extract.keep_frames": keep_frames,
     }
     return run_stage(
-        ExtractStage(Path(root) if root else None),
+        ExtractStage(Path(root) if root else None, crop),
         build,
         part=part,
         workers=workers,

@@ -1,7 +1,11 @@
 """The worker side of `ffx extract`: decode one video, publish its PNGs, return its rows.
 
-It imports only what decoding and writing need (no pyarrow, pydantic or rich), so that each
-worker process starts in about a quarter of a second; `ffx.pipeline.stages.extract` runs the stage.
+Each frame's row records the sha256 of its decoded pixels. When the task carries a crop job
+(`ffx build`), the worker crops the faces of the frames it has just decoded (one decode per frame;
+the PNGs are written only when the recipe keeps frames) and returns the crop rows as well.
+It imports only what decoding and writing need (no pyarrow, pydantic or rich; torch only once a
+video needs detection), so that each worker process starts in about a quarter of a second;
+`ffx.pipeline.stages.extract` runs the stage.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from pathlib import Path
 from ffx.errors import FfxError
 from ffx.pipeline.engine import atomic, publish
 from ffx.pipeline.engine.builddir import frame_file
+from ffx.pipeline.engine.identity import crop_made_from, frames_identity, pixels_sha256
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
 from ffx.pipeline.media.decode import BACKENDS, DecodeFailure, VideoInfo, count_frames, probe
 from ffx.pipeline.media.images import encode_png
 from ffx.pipeline.media.sampling import FramePlan, parse_sampling
+from ffx.pipeline.stages.crop_worker import CropJob, crop_faces
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,25 @@ class VideoTask:
     key: str
     source: str
     frames_root: str
+    faces_root: str
     sampling: str
     backends: tuple[str, ...]
     png_level: int
     threads: int
+    keep_frames: bool = True  # write each frame's PNG under frames/
+    crop: CropJob | None = None  # crop the decoded frames' faces in the same pass (`ffx build`)
     failures: tuple[str, ...] = ()  # backends that hung or crashed on this video, with why
     hung: bool = False  # whether one of those failures was a hang rather than a crash
+
+
+@dataclass
+class Extracted:
+    """A worker's result: the video's frames rows and, when it cropped them too, its crop rows
+    (their `made_from` set) and how many frames it ran detection on."""
+
+    frames: list[dict]
+    faces: list[dict] | None = None
+    detected: int = 0
 
 
 @dataclass
@@ -39,13 +58,36 @@ class Attempt:
 
     backend: str
     temp_dir: Path
-    frames: list[tuple[int, float | None, int, int]] = field(default_factory=list)
+    frames: list[tuple[int, float | None, int, int, str]] = field(default_factory=list)
+    images: list = field(default_factory=list)  # the decoded frames, kept when they are cropped next
     error: str = ""
     status: Status = Status.OK
 
 
-def extract_video(task: VideoTask, report) -> list[dict]:
-    """Worker entry point: decode one video, publish its frames, return its ledger rows."""
+def extract_video(task: VideoTask, report) -> Extracted:
+    """Worker entry point: decode one video, publish its frames (and crops), return its rows."""
+    return Extracted(_decode_video(task, report)) if task.crop is None else _decode_and_crop(task, report)
+
+
+def _decode_and_crop(task: VideoTask, report) -> Extracted:
+    """Decode, then crop the frames still in memory; the crop rows get the `made_from` that
+    `ffx crop` computes from the frames rows, so it finds them current."""
+    images: list = []
+    frames = _decode_video(task, report, images)
+    if frames[0]["frame_index"] == NO_FRAME:
+        return Extracted(frames, [])  # no frame to crop: `ffx crop` records why
+    job = task.crop
+    indices = [row["frame_index"] for row in frames]
+    faces, detected = crop_faces(
+        task.key, indices, images, job, Path(task.frames_root).parent / "faces", report
+    )
+    made_from = crop_made_from(job.recipe, frames_identity(frames), job.original)
+    return Extracted(frames, [row | {"made_from": made_from} for row in faces], detected)
+
+
+def _decode_video(task: VideoTask, report, images: list | None = None) -> list[dict]:
+    """Decode one video, publish its frames (when kept) and return its frames rows; the decoded
+    frames go into `images` when it is given."""
     source = Path(task.source)
     frames_root = Path(task.frames_root)
     publish.remove_item_temps(frames_root, task.key)
@@ -74,21 +116,32 @@ def extract_video(task: VideoTask, report) -> list[dict]:
     attempts: list[Attempt] = []
     for backend in task.backends:
         report((backend, 0))
-        attempt = _decode_with(backend, source, plan, task, report)
+        attempt = _decode_with(backend, source, plan, task, report, images is not None)
         attempts.append(attempt)
         attempt.status, attempt.error = _classify(attempt, plan, info)
         if attempt.status == Status.OK:
             break
     chosen = max(attempts, key=lambda attempt: len(attempt.frames))  # first of the best on ties
-    publish.publish_dir(chosen.temp_dir if chosen.frames else None, frames_root, task.key)
+    keep = chosen.frames and task.keep_frames
+    publish.publish_dir(chosen.temp_dir if keep else None, frames_root, task.key)
     publish.remove_item_temps(frames_root, task.key)
     error = "; ".join([*task.failures, *_attempt_notes(attempts, chosen)])
     if not chosen.frames:
         return rows_without_frames(task.key, Status.DECODE_ERROR, error, info, chosen.backend)
+    if images is not None:
+        images += chosen.images
     return [
-        _row(task.key, frame_index, timestamp, width, height, frame_file(task.key, frame_index))
+        _row(
+            task.key,
+            frame_index,
+            timestamp,
+            width,
+            height,
+            frame_file(task.key, frame_index) if task.keep_frames else "",
+            sha256,
+        )
         | _video_facts(chosen.status, error, chosen.backend, plan, len(chosen.frames), info)
-        for frame_index, timestamp, width, height in chosen.frames
+        for frame_index, timestamp, width, height, sha256 in chosen.frames
     ]
 
 
@@ -105,8 +158,11 @@ def _attempt_notes(attempts: list[Attempt], chosen: Attempt) -> list[str]:
     ]
 
 
-def _decode_with(backend: str, source: Path, plan: FramePlan, task: VideoTask, report) -> Attempt:
-    """Run one backend, writing each kept frame as a PNG into the attempt's temp folder.
+def _decode_with(
+    backend: str, source: Path, plan: FramePlan, task: VideoTask, report, keep_images: bool
+) -> Attempt:
+    """Run one backend, writing each kept frame as a PNG into the attempt's temp folder (when the
+    recipe keeps frames) and keeping the frames in memory when `keep_images`.
 
     Decoder exceptions end the attempt (its frames so far are kept); write errors propagate,
     because a full or read-only output disk is for the user to fix, not an item status."""
@@ -122,9 +178,12 @@ def _decode_with(backend: str, source: Path, plan: FramePlan, task: VideoTask, r
             attempt.error = str(error) or type(error).__name__
             break
         height, width = frame.rgb.shape[:2]
-        png = encode_png(frame.rgb, task.png_level)
-        atomic.write_file(attempt.temp_dir / f"{frame.frame_index:06d}.png", png)
-        attempt.frames.append((frame.frame_index, frame.timestamp, width, height))
+        if task.keep_frames:
+            png = encode_png(frame.rgb, task.png_level)
+            atomic.write_file(attempt.temp_dir / f"{frame.frame_index:06d}.png", png)
+        if keep_images:
+            attempt.images.append(frame.rgb)
+        attempt.frames.append((frame.frame_index, frame.timestamp, width, height, pixels_sha256(frame.rgb)))
         report((backend, len(attempt.frames)))
     return attempt
 
@@ -153,7 +212,7 @@ def _kept_below(plan: FramePlan, frame_count: int) -> int:
     return len(range(plan.offset, frame_count, plan.step))
 
 
-def _row(key: str, frame_index: int, timestamp, width: int, height: int, path: str) -> dict:
+def _row(key: str, frame_index: int, timestamp, width: int, height: int, path: str, sha256: str = "") -> dict:
     return {
         "key": key,
         "frame_index": frame_index,
@@ -161,6 +220,7 @@ def _row(key: str, frame_index: int, timestamp, width: int, height: int, path: s
         "width": width,
         "height": height,
         "path": path,
+        "pixels_sha256": sha256,
     }
 
 

@@ -1,8 +1,10 @@
 """`ffx shard`: every face crop in the chosen colour spaces, packed into deterministic WebDataset tars.
 
 Two steps. First, per video (worker processes, resumable, split into parts: the engine runs it),
-each crop is converted and PNG-encoded once per colour space and its tar records go to
-`BUILD/samples/{key}.tar`; samples.parquet records where each sample lies and its exact size.
+each crop is converted and PNG-encoded once per colour space (or, with the recipe's
+`[shard] stored_spaces = "rgb"`, kept as its RGB PNG alone: ffx's loader derives the other spaces
+exactly) and its tar records go to `BUILD/samples/{key}.tar`; samples.parquet records where each
+sample lies and its exact size.
 Then, once every part is done, one process lays the samples out: per split in a seeded hash
 order that mixes videos, cut into shards by count and by bytes, each shard the concatenation of
 its samples' records (copied, not encoded again), written under a temporary name, hashed and
@@ -16,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import shutil
 import tarfile
 import time
 from collections import Counter
@@ -27,6 +30,7 @@ import pyarrow as pa
 from ffx.errors import BuildError
 from ffx.pipeline.engine import atomic, store
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.stage import (
@@ -34,7 +38,6 @@ from ffx.pipeline.engine.stage import (
     Stage,
     StageReport,
     current_table,
-    digest,
     load_recipe,
     rows_by_key,
     run_stage,
@@ -43,6 +46,7 @@ from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, Status
 from ffx.pipeline.media.tars import END_OF_ARCHIVE
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import SAMPLES_SCHEMA
+from ffx.pipeline.stages.loaders import check_loader_files, write_loader_files
 from ffx.pipeline.stages.shard_worker import FaceCrop, SampleTask, encode_samples, sample_row
 
 INDEX_FORMAT = 1
@@ -53,7 +57,14 @@ SHARD_FIELDS = {
     "max_bytes": "shard.max_bytes",
     "seed": "shard.seed",
     "png_level": "shard.png_level",
+    "stored_spaces": "shard.stored_spaces",
+    "keep_samples": "shard.keep_samples",
 }
+
+
+def stored_spaces(recipe: Manifest) -> tuple[str, ...]:
+    """The spaces with a PNG in each sample: the build's `spaces`, or rgb alone."""
+    return tuple(recipe.spaces) if recipe.shard.stored_spaces == "all" else ("rgb",)
 
 
 def video_facts(video: dict) -> dict:
@@ -71,7 +82,7 @@ def video_facts(video: dict) -> dict:
 
 class SampleStage(Stage):
     """Faces -> samples: a video's samples are made from its crop rows, its index facts (label,
-    split, ...) and the spaces and PNG level."""
+    split, ...), the spaces, the PNG level and which spaces are stored."""
 
     name, unit = "samples", "samples"
     schema, sort_by = SAMPLES_SCHEMA, ("key", "frame_index", "track")
@@ -79,6 +90,7 @@ class SampleStage(Stage):
     def __init__(self) -> None:
         self.videos: dict[str, dict] = {}  # set by plan(), with the crop rows per video
         self.faces_of: dict[str, list[dict]] = {}
+        self.keep_samples = True
 
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
         self.faces_of = faces_of = rows_by_key(current_table(build, "faces"))
@@ -86,10 +98,17 @@ class SampleStage(Stage):
             video["key"]: video_facts(video) for video in current_table(build, "videos").to_pylist()
         }
         settings = {"spaces": list(recipe.spaces), "png_level": recipe.shard.png_level}
+        if recipe.shard.stored_spaces != "all":  # absent when "all": builds made before it stay current
+            settings["stored_spaces"] = recipe.shard.stored_spaces
+        self.keep_samples = recipe.shard.keep_samples
+        if not self.keep_samples:
+            # samples/ is removed once the shards are written: a new layout needs new samples.
+            shard = recipe.shard
+            settings["layout_without_samples"] = [shard.max_count, shard.max_bytes, shard.seed]
         made_from, blocked = {}, {}
         for key, video in self.videos.items():
             rows = faces_of.get(key, [])
-            made_from[key] = digest(settings, video, digest(rows))
+            made_from[key] = digest(settings, video, digest([_digested(row) for row in rows]))
             if not any(_is_crop(row) for row in rows):
                 reasons = Counter((row["status"], row["error"]) for row in rows)
                 status, error = (
@@ -112,7 +131,7 @@ class SampleStage(Stage):
                     )
                 ),
                 self.videos[key],
-                tuple(recipe.spaces),
+                stored_spaces(recipe),
                 recipe.shard.png_level,
             )
             for key in keys
@@ -120,16 +139,22 @@ class SampleStage(Stage):
 
     worker = staticmethod(encode_samples)
 
+    def has_output(self, row: dict) -> bool:
+        return bool(row["sample"])
+
     def failure_rows(self, key: str, status: Status | str, error: str) -> list[dict]:
         row = sample_row(key, "", NO_FRAME, NO_TRACK, self.videos[key])
         return [row | {"status": Status(status).value, "error": error}]
 
     def outputs(self, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+        if not self.keep_samples:  # removed after the layout on purpose
+            return []
         return [build.samples_file(key)] if any(row["sample"] for row in rows) else []
 
     def inputs_present(self, build: BuildDir, key: str) -> bool:
         crops = [row for row in self.faces_of.get(key, []) if _is_crop(row)]
-        return bool(crops) and all((build.root / row["path"]).is_file() for row in crops)
+        files = [row["path"] for row in crops] + [row["mask_path"] for row in crops if row["mask_path"]]
+        return bool(crops) and all((build.root / path).is_file() for path in files)
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         build.samples_file(key).unlink(missing_ok=True)
@@ -139,10 +164,29 @@ def _is_crop(row: dict) -> bool:
     return row["status"] == Status.OK.value and bool(row["path"])
 
 
+# faces.parquet columns a crop may lack (landmarks, aligned crops, masks): empty, they stay out of
+# the samples' `made_from`, so samples made before these columns existed stay current.
+CROP_EXTRAS = ("dense_landmarks", "crop_matrix", "mask_path")
+
+
+def _digested(row: dict) -> dict:
+    return {name: value for name, value in row.items() if value or name not in CROP_EXTRAS}
+
+
 def _crop(row: dict) -> FaceCrop:
     box = (row["x1"], row["y1"], row["x2"], row["y2"])
     crop_box = (row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"])
-    return FaceCrop(row["frame_index"], row["track"], row["path"], box, crop_box, row["prob"])
+    return FaceCrop(
+        row["frame_index"],
+        row["track"],
+        row["path"],
+        box,
+        crop_box,
+        row["prob"],
+        tuple(row["dense_landmarks"] or ()),
+        tuple(row["crop_matrix"] or ()),
+        row["mask_path"] or "",
+    )
 
 
 def run_shard(
@@ -156,8 +200,9 @@ def run_shard(
     **settings,
 ) -> StageReport:
     """Encode this part's videos that are not current; once all parts are, lay out and write the
-    shards. `settings` (spaces, max_count, max_bytes, seed, png_level) are written into the
-    build's recipe first. The report's `extra` holds the shard index once the shards exist."""
+    shards. `settings` (spaces, max_count, max_bytes, seed, png_level, stored_spaces) are written
+    into the build's recipe first. The report's `extra` holds the shard index once the shards
+    exist."""
     unknown = set(settings) - set(SHARD_FIELDS)
     if unknown:
         raise TypeError(f"run_shard got unknown settings {sorted(unknown)}")
@@ -188,6 +233,9 @@ def run_shard(
                 report.counts["shards written"] = written
                 if written:
                     store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
+        if not load_recipe(build).shard.keep_samples and build.samples.exists():
+            shutil.rmtree(build.samples)  # the shards are written and current: samples/ has served
+        write_loader_files(build, index)  # wids indexes and dataset card; unchanged bytes: no write
         report.extra = {"index": index}
     return report
 
@@ -286,6 +334,7 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
             progress.advance(len(shard["rows"]), 1)
     index = _index(entries, recipe, layout)
     atomic.write_json(build.shard_index, index)
+    write_loader_files(build, index)
     return index, written
 
 
@@ -353,6 +402,16 @@ def _write_shard(build: BuildDir, path: Path, rows: list[dict]) -> tuple[str, in
                 with open(source, "rb") as samples:
                     samples.seek(row["offset"])
                     block = samples.read(row["length"])
+            except FileNotFoundError:
+                if not load_recipe(build).shard.keep_samples:
+                    raise BuildError(
+                        f"{path} must be written again but {source} was removed after the layout "
+                        f"(shard.keep_samples = false): run `ffx shard {build} --keep-samples` (it "
+                        "encodes the samples again)"
+                    ) from None
+                raise BuildError(
+                    f"{source} not found; run `ffx shard {build}` again (it redoes that video)"
+                ) from None
             except OSError as error:
                 raise BuildError(
                     f"{source}: {error.strerror}; run `ffx shard {build}` again (it redoes that video)"
@@ -386,7 +445,10 @@ def _index(entries: list[dict], recipe: Manifest, layout: str) -> dict:
         split["labels"] = dict(sorted(split["labels"].items()))
     return {
         "format": INDEX_FORMAT,
-        "settings": {"spaces": list(recipe.spaces)} | recipe.shard.model_dump(mode="json"),
+        # `spaces`: what a run may ask for; `stored`: the PNGs in each sample (the loader derives
+        # the others from rgb.png).
+        "settings": {"spaces": list(recipe.spaces), "stored": list(stored_spaces(recipe))}
+        | recipe.shard.model_dump(mode="json"),
         "layout_digest": layout,
         "shards": entries,
         "splits": splits,
@@ -447,6 +509,8 @@ def verify_shards(build: Path | BuildDir) -> VerifyReport:
             problems.append(
                 f"{entry['name']}: {sum(labels.values())} samples inside, index says {entry['samples']}"
             )
+    if not problems:  # the wids indexes and the card, once the shards themselves are right
+        problems += check_loader_files(build, index)
     listed = set(names)
     problems += [
         f"{path.name}: not in index.json"

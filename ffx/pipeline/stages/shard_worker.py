@@ -1,4 +1,4 @@
-"""The worker side of `ffx shard`: one video's crops as WebDataset tar records, in every space.
+"""The worker side of `ffx shard`: one video's crops as WebDataset tar records, in every stored space.
 
 No pyarrow or pydantic here, so a worker starts quickly; `ffx.pipeline.stages.shard` runs the stage.
 """
@@ -17,6 +17,7 @@ from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.statuses import BadInput, Status
 from ffx.pipeline.media.color import convert
 from ffx.pipeline.media.images import encode_png
+from ffx.pipeline.media.landmarks import crop_points
 from ffx.pipeline.media.tars import END_OF_ARCHIVE, tar_records
 
 
@@ -30,6 +31,9 @@ class FaceCrop:
     box: tuple[float, float, float, float]
     crop_box: tuple[int, int, int, int]
     prob: float
+    dense_landmarks: tuple[float, ...] = ()  # x,y in frame pixels (`crop.landmarks`), or none
+    crop_matrix: tuple[float, ...] = ()  # the aligned preset's frame-to-crop map, or none
+    mask_path: str = ""  # the crop's mask PNG relative to the build (`crop.mask`), or ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class SampleTask:
     samples_file: str  # where the video's records go
     crops: tuple[FaceCrop, ...]
     video: dict  # dataset, source, label, label_name, method, split, group
-    spaces: tuple[str, ...]
+    spaces: tuple[str, ...]  # those stored: the build's, or rgb alone (`[shard] stored_spaces`)
     png_level: int
 
 
@@ -96,6 +100,13 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
             "crop_box": list(crop.crop_box),
             "prob": crop.prob,
         }
+        # Present only when the build has them, so other builds' samples keep their bytes.
+        if crop.crop_matrix:
+            metadata["crop_matrix"] = list(crop.crop_matrix)
+        if crop.dense_landmarks:
+            points = crop_points(crop.dense_landmarks, crop.crop_box, rgb.shape[1], crop.crop_matrix or None)
+            metadata["dense_landmarks"] = list(crop.dense_landmarks)
+            metadata["crop_landmarks"] = [round(float(value), 3) for value in points.reshape(-1)]
         members = [
             (f"{name}.cls", str(task.video["label"]).encode()),
             (f"{name}.json", json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()),
@@ -104,6 +115,11 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
             # The crop file already is the RGB PNG: copied, not encoded again.
             data = rgb_png if space == "rgb" else encode_png(convert(rgb, space), task.png_level)
             members.append((f"{name}.{space}.png", data))
+        if crop.mask_path:
+            try:
+                members.append((f"{name}.mask.png", (build / crop.mask_path).read_bytes()))
+            except FileNotFoundError:
+                raise BadInput(f"{build / crop.mask_path} not found (deleted after `ffx crop`?)") from None
         block = tar_records(members)
         blocks.append(block)
         rows.append(

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 
 from ffx.errors import InputError, ManifestError
-from ffx.pipeline.recipe.layouts import celebdf, datalist, dfdc, ffpp, folder
+from ffx.pipeline.recipe.layouts import celebdf, crops, datalist, dfdc, ffpp, folder
 from ffx.pipeline.recipe.layouts.base import Entry, Scan
 from ffx.pipeline.recipe.manifest import label_name_problem
 
@@ -21,6 +21,7 @@ LAYOUTS: dict[str, ScanFunction] = {
     "lib-datalist": datalist.scan,
     "csv": datalist.scan,
     "folder": folder.scan,
+    "crops": crops.scan,
 }
 
 

@@ -1,0 +1,1 @@
+"""Running ffx on clusters: batch scripts for a scheduler (Slurm) that build and train."""
