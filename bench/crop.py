@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -57,12 +56,15 @@ from common import (
     MEDIA_DIR,
     REPO,
     BusyWatch,
+    Column,
     add_max_wait_option,
     add_workdir_options,
-    available_cores,
-    git_describe,
+    environment,
     media_videos,
+    print_environment,
+    print_table,
     run_and_report,
+    verdict,
     wait_until_quiet,
 )
 
@@ -190,29 +192,17 @@ def measured(part: str, measure: Callable[[int], T], args: argparse.Namespace, w
 
 
 def versions() -> dict:
-    import facenet_pytorch
+    """The environment with torch's (threads), facenet-pytorch's and OpenCV's versions."""
+    from importlib.metadata import version
+
     import torch
 
-    import ffx
-
-    try:
-        from importlib.metadata import version
-
-        facenet_version = version("facenet-pytorch")
-    except Exception:
-        facenet_version = getattr(facenet_pytorch, "__version__", "unknown")
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "available_cores": available_cores(),
-        "ffx": ffx.__version__,
-        "git": git_describe(),
-        "torch": torch.__version__,
-        "facenet_pytorch": facenet_version,
-        "cv2": cv2.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
+    return environment(
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        facenet_pytorch=version("facenet-pytorch"),
+        cv2=cv2.__version__,
+    )
 
 
 # ---------------------------------------------------------------- set-up (untimed)
@@ -366,20 +356,16 @@ def ffx_per_clip(build: Path, frames: list[Frame]) -> dict[str, float]:
     import torch
 
     from ffx.pipeline.engine.builddir import BuildDir
-    from ffx.pipeline.media.detect import DetectorSettings
-    from ffx.pipeline.recipe.manifest import load_manifest
-    from ffx.pipeline.stages.crop_worker import CropSettings, CropTask, crop_video
+    from ffx.pipeline.engine.stage import load_recipe
+    from ffx.pipeline.stages.crop import CropStage
+    from ffx.pipeline.stages.crop_worker import CropTask, crop_video
 
-    crop = load_manifest(BuildDir(build).manifest).crop  # the recipe's [crop], as run_crop reads it
-    detector = DetectorSettings(crop.detect_max_side, crop.min_face_ratio)
-    settings = CropSettings(
-        crop.preset, crop.size, crop.scale, crop.min_prob, crop.all_faces, crop.png_level, detector
-    )
+    job = CropStage("cpu").job(load_recipe(BuildDir(build)))  # the recipe's [crop], as run_crop makes it
     threads_before = torch.get_num_threads()
 
     def task(key: str, clip_frames: list[Frame]) -> CropTask:
-        pairs = tuple((frame.frame_index, frame.path) for frame in clip_frames)
-        return CropTask(key, pairs, str(build), settings, "cpu", 8)  # run_crop's CPU batch size
+        frames = tuple((frame.frame_index, frame.path, "") for frame in clip_frames)  # "": no hash check
+        return CropTask(key, frames, str(build), job)
 
     seconds = {}
     try:
@@ -500,15 +486,6 @@ def per_clip_table(
 # ---------------------------------------------------------------- report
 
 
-def print_machine(machine: dict) -> None:
-    print(
-        f"machine: {machine['cpu_count']} CPUs ({machine['available_cores']} usable), "
-        f"torch {machine['torch']} ({machine['torch_threads']} threads), "
-        f"facenet-pytorch {machine['facenet_pytorch']}, OpenCV {machine['cv2']}, "
-        f"Python {machine['python']}, ffx {machine['ffx']} ({machine['git']})"
-    )
-
-
 def print_ffx_runs(runs: list[FfxRun], best: FfxRun) -> None:
     for number, run in enumerate(runs, 1):
         print(
@@ -519,28 +496,35 @@ def print_ffx_runs(runs: list[FfxRun], best: FfxRun) -> None:
 
 
 def print_headline(frames: int, best: FfxRun, public: PublicRun, ratio: float) -> None:
-    print(f"\n{'method':<34}{'frames':>7}{'faces':>7}{'seconds':>10}{'faces/s':>9}")
-    print(
-        f"{'ffx run_crop (all cores)':<34}{frames:>7}{best.faces:>7}"
-        f"{best.wall_seconds:>10.2f}{best.faces_per_second:>9.2f}"
-    )
-    public_rate = public.faces / public.seconds
-    print(
-        f"{'public MTCNN (1 process)':<34}{frames:>7}{public.faces:>7}"
-        f"{public.seconds:>10.2f}{public_rate:>9.2f}"
-    )
-    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-    print(f"ffx / public faces/s: {ratio:.2f}x ({verdict} the >= {TARGET_RATIO:g}x target)")
+    rows = [
+        ("ffx run_crop (all cores)", best.faces, best.wall_seconds),
+        ("public MTCNN (1 process)", public.faces, public.seconds),
+    ]
+    columns = [
+        Column("method", lambda row: row[0]),
+        Column("frames", lambda _row: frames),
+        Column("faces", lambda row: row[1]),
+        Column("seconds", lambda row: row[2], ".2f"),
+        Column("faces/s", lambda row: row[1] / row[2], ".2f"),
+    ]
+    print_table("", columns, rows, indent=0)
+    print(f"ffx / public faces/s: {ratio:.2f}x ({verdict(ratio, TARGET_RATIO)})")
 
 
 def print_per_clip(rows: list[dict]) -> None:
-    print("\nper clip (frames/s; ffx = one worker, 1 torch thread; the run has one worker per core):")
-    print(f"  {'clip':<38}{'size':>10}{'public':>9}{'ffx':>8}{'x':>7}{'faces pub/ffx':>15}")
-    for row in rows:
-        print(
-            f"  {row['key']:<38}{row['resolution']:>10}{row['public_fps']:>9.2f}{row['ffx_worker_fps']:>8.2f}"
-            f"{row['speedup_one_worker']:>7.1f}{row['public_faces']:>9}/{row['ffx_faces']}"
-        )
+    columns = [
+        Column("clip", "key"),
+        Column("size", "resolution"),
+        Column("public", "public_fps", ".2f"),
+        Column("ffx", "ffx_worker_fps", ".2f"),
+        Column("x", "speedup_one_worker", ".1f"),
+        Column("faces pub/ffx", lambda row: f"{row['public_faces']}/{row['ffx_faces']}"),
+    ]
+    print_table(
+        "per clip (frames/s; ffx = one worker, 1 torch thread; the run has one worker per core):",
+        columns,
+        rows,
+    )
 
 
 def print_agreement(agreement: dict, public: PublicRun) -> None:
@@ -590,11 +574,6 @@ def print_waits(waits: list[Wait]) -> None:
         print(f"WARNING: these figures were taken on a busy machine: {', '.join(troubled)}")
 
 
-def print_results_file(results: dict) -> None:
-    """The report's last line (run_benchmark prints the figures as it goes)."""
-    print(f"\nresults: {results['results_file']}")
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -615,7 +594,7 @@ def _per_clip_attempt(extracted: Path, frames: list[Frame], work: Path, attempt:
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
     clips = media_videos()
     machine = versions()
-    print_machine(machine)
+    print_environment(machine)
     print(
         f"clips: {', '.join(clip.name for clip in clips)} (x{args.copies}); first:{args.frames}; "
         f"work dir {work}"
@@ -671,19 +650,14 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
     print("\nset-up (untimed): FF++ tree + index + extract ...")
     ffpp = extracted_ffpp_build(MEDIA_DIR / "videos", work, args.frames)
     # The ffpp-c23 recipe reuses boxes; the default run must detect on every video.
-    default_settings = {"boxes_from_original": False}
-    default = measured(
-        "reuse: default",
-        partial(_ffx_attempt, ffpp, work, "ffpp-default", settings=default_settings),
-        args,
-        waits,
-    )
-    reuse_settings = {"boxes_from_original": True}
-    reuse = measured(
-        "reuse: boxes_from_original",
-        partial(_ffx_attempt, ffpp, work, "ffpp-reuse", settings=reuse_settings),
-        args,
-        waits,
+    default, reuse = (
+        measured(
+            f"reuse: {label}",
+            partial(_ffx_attempt, ffpp, work, f"ffpp-{name}", settings={"boxes_from_original": flag}),
+            args,
+            waits,
+        )
+        for label, name, flag in (("default", "default", False), ("boxes_from_original", "reuse", True))
     )
     saved = 1 - reuse.detected_frames / default.detected_frames if default.detected_frames else 0.0
     print_reuse(default, reuse, saved)
@@ -733,8 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (MEDIA_DIR / "videos").is_dir():
         print(f"no clips: {MEDIA_DIR / 'videos'} is absent; nothing to benchmark.")
         return 0
-    sys.path.insert(0, str(REPO))
-    run_and_report("crop", args, run_benchmark, print_results_file)
+    run_and_report("crop", args, run_benchmark)  # it prints its figures as it goes
     return 0
 
 

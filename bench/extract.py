@@ -40,13 +40,17 @@ import cv2
 import numpy as np
 from common import (
     MEDIA_DIR,
+    Column,
     Stopwatch,
+    Timing,
     add_workdir_options,
     arguments_record,
     available_cores,
     environment,
-    format_seconds,
     media_videos,
+    print_environment,
+    print_table,
+    print_timings,
     run_and_report,
     texture_field,
     tree_bytes,
@@ -73,23 +77,6 @@ class Clip:
     width: int
     height: int
     origin: str  # synthetic | media
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Frames produced by one timed part, the wall-clock seconds it took, the CPU seconds it
-    used (this process and its finished children), and the CPU seconds every other process on
-    the machine used meanwhile (contention; None where /proc/stat is missing)."""
-
-    name: str
-    frames: int
-    seconds: float
-    cpu_seconds: float
-    other_cpu_seconds: float | None
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -226,7 +213,7 @@ def time_ffx(
     stopwatch = Stopwatch()
     chain = backends or None  # None: the recipe's chain (ffx's default); given: written into the recipe
     report = run_extract(build, sampling=sampling, workers=workers, backends=chain, show_progress=False)
-    return Timing("ffx", report.outputs, *stopwatch.figures()), report
+    return stopwatch.timing("ffx", report.outputs, "frames"), report
 
 
 def naive_extract(video: Path, out_dir: Path, first: int) -> int:
@@ -247,7 +234,7 @@ def naive_extract(video: Path, out_dir: Path, first: int) -> int:
 def time_naive(root: Path, clips: list[Clip], out_root: Path, first: int) -> Timing:
     stopwatch = Stopwatch()
     frames = sum(naive_extract(root / clip.path, out_root / clip.key, first) for clip in clips)
-    return Timing("naive", frames, *stopwatch.figures())
+    return stopwatch.timing("naive", frames, "frames")
 
 
 def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads: int) -> Timing:
@@ -263,7 +250,7 @@ def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads
         for _frame in decode(root / clip.path, plan, threads):
             frames += 1
     name = f"floor({backend})" if threads != 1 else f"floor({backend}, 1 thread)"
-    return Timing(name, frames, *stopwatch.figures())
+    return stopwatch.timing(name, frames, "frames")
 
 
 def decode_frames(backend: str, video: Path, first: int, threads: int) -> list[np.ndarray]:
@@ -354,12 +341,8 @@ def versions() -> dict:
 
 
 def print_report(results: dict) -> None:
-    env, png = results["environment"], results["png"]
-    print(
-        f"\nCPUs: {env['cpu_count']} ({env['cpus_available']} available)   "
-        f"av {env['av']}   decord {env['decord']}   cv2 {env['cv2']}   numpy {env['numpy']}   "
-        f"ffx {env['ffx']} ({env['git']})"
-    )
+    png = results["png"]
+    print_environment(results["environment"])
     sizes = Counter(f"{clip['width']}x{clip['height']} {clip['origin']}" for clip in results["clips"])
     print(
         f"Inputs: {len(results['clips'])} clips, sampling {results['sampling']}: "
@@ -368,12 +351,7 @@ def print_report(results: dict) -> None:
     repeats = results["arguments"]["repeats"]
     if repeats > 1:
         print(f"\nFastest of {repeats} rounds per part:")
-    print(f"\n{'part':<26}{'frames':>8}{'seconds':>10}{'frames/s':>10}{'cpu s':>9}{'others cpu s':>14}")
-    for timing in results["timings"]:
-        print(
-            f"{timing['name']:<26}{timing['frames']:>8}{timing['seconds']:>10.2f}{timing['fps']:>10.1f}"
-            f"{timing['cpu_seconds']:>9.2f}{format_seconds(timing['other_cpu_seconds']):>14}"
-        )
+    print_timings("", results["timings"], rate="frames/s")
     ratios = results["ratios"]
     print(f"\nffx / naive throughput:          {ratios['ffx_over_naive']:.2f}x")
     print(f"ffx / floor({ratios['floor_backend']}) throughput:    {ratios['ffx_over_floor']:.2f}x")
@@ -411,15 +389,24 @@ def print_report(results: dict) -> None:
         f"({outputs['ffx_files']} files), naive {outputs['naive_bytes_per_frame'] / 1e6:.2f} MB "
         f"({outputs['naive_files']} files), ffx/naive {outputs['ffx_over_naive_bytes']:.2f}"
     )
-    print("\nPixel checks (ffx PNG vs its backend's decoded frame; ffx PNG vs the naive OpenCV PNG):")
-    print(f"  {'clip':<44}{'backend':>8}{'frames':>7}{'lossless':>9}{'=opencv':>9}{'max|d|':>7}")
-    for check in results["pixel_checks"]:
-        lossless = "yes" if check["roundtrip_max_diff"] == 0 else f"no ({check['roundtrip_max_diff']})"
-        print(
-            f"  {check['key']:<44}{check['ffx_backend']:>8}{check['frames']:>7}{lossless:>9}"
-            f"{check['vs_opencv_identical']:>9}{check['vs_opencv_max_diff']:>7}"
-        )
-    print(f"\nResults: {results['results_file']}")
+    checks = [
+        check
+        | {"lossless": "yes" if check["roundtrip_max_diff"] == 0 else f"no ({check['roundtrip_max_diff']})"}
+        for check in results["pixel_checks"]
+    ]
+    columns = [
+        Column("clip", "key"),
+        Column("backend", "ffx_backend"),
+        Column("frames", "frames"),
+        Column("lossless", "lossless"),
+        Column("=opencv", "vs_opencv_identical"),
+        Column("max|d|", "vs_opencv_max_diff"),
+    ]
+    print_table(
+        "Pixel checks (ffx PNG vs its backend's decoded frame; ffx PNG vs the naive OpenCV PNG):",
+        columns,
+        checks,
+    )
 
 
 def summarise(
@@ -451,12 +438,12 @@ def summarise(
         "arguments": arguments_record(args),
         "sampling": f"first:{args.first}",
         "clips": [asdict(clip) for clip in clips],
-        "timings": [asdict(timing) | {"fps": timing.fps} for timing in timings],
-        "all_timings": [asdict(timing) | {"fps": timing.fps} for timing in all_timings],
+        "timings": [timing.as_dict() for timing in timings],
+        "all_timings": [timing.as_dict() for timing in all_timings],
         "ratios": {
-            "ffx_over_naive": ffx.fps / naive.fps if naive.fps else None,
+            "ffx_over_naive": ffx.rate / naive.rate if naive.rate else None,
             "floor_backend": floor_backend,
-            "ffx_over_floor": ffx.fps / floor.fps if floor.fps else None,
+            "ffx_over_floor": ffx.rate / floor.rate if floor.rate else None,
         },
         "ffx_report": {
             "videos": report.items,
@@ -476,7 +463,7 @@ def summarise(
             "default_encode_ms_per_frame": 1000 * png.default_encode_seconds / frames,
             "ffx_bytes_per_frame": png.ffx_bytes / frames,
             "default_bytes_per_frame": png.default_bytes / frames,
-            "naive_share": (png.default_encode_seconds / frames * naive.frames) / naive.seconds,
+            "naive_share": (png.default_encode_seconds / frames * naive.items) / naive.seconds,
             "ffx_share": png.ffx_encode_seconds / (png.ffx_encode_seconds + png.decode_seconds),
         },
         "outputs": {

@@ -68,7 +68,6 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -79,54 +78,32 @@ import torch
 from common import (
     CROP_SIDE,
     MEDIA_DIR,
-    REPO,
     TRAIN_SHARDS,
     Quiet,
     Stopwatch,
+    Timing,
     add_max_wait_option,
     add_shard_size_option,
     add_workdir_options,
     arguments_record,
     environment,
-    format_seconds,
+    interleaved,
     media_videos,
+    print_environment,
+    print_machine_load,
+    print_timings,
     run_and_report,
     square_crop,
     texture,
     tree_bytes,
+    verdict,
     warm_page_cache,
 )
 
 SPACES = ("rgb", "lab", "hsv", "ycbcr")
 TARGET_LOADER_RATIO = 1.5
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Samples and bytes one timed part handled, its wall-clock seconds, the CPU seconds it used
-    (this process and its reaped children, e.g. ffx's workers) and the CPU seconds every other
-    process on the machine used meanwhile (None where /proc/stat is missing)."""
-
-    name: str
-    samples: int
-    bytes: int
-    seconds: float
-    cpu_seconds: float
-    other_cpu_seconds: float | None
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def mb_per_second(self) -> float:
-        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {
-            "samples_per_second": self.samples_per_second,
-            "mb_per_second": self.mb_per_second,
-        }
+TARGET_WORKER_MS = 6.0  # CPU per sample in one loader worker with the colour on the device
+TARGET_PER_CPU_RATIO = 2.5  # 4-space samples per CPU-second, colour on the device vs the baseline
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -315,7 +292,7 @@ def time_stage(base: Path, build: Path, settings: dict, workers: int | None) -> 
     if report.merged:
         write_build_record(build)
     samples, size = report.rows_by_status.get("ok", 0), _shard_bytes(build)
-    timing = Timing("ffx run_shard (encode + pack)", samples, size, *stopwatch.figures())
+    timing = stopwatch.timing("ffx run_shard (encode + pack)", samples, "samples", size)
     if not report.merged or report.failed:
         sys.exit(f"run_shard did not finish cleanly: merged {report.merged}, failed {report.failed}")
     summary = {
@@ -337,7 +314,7 @@ def time_packing(build: Path) -> Timing:
     index, _written = write_shards(build, show_progress=False)
     size = sum(totals["bytes"] for totals in index["splits"].values())
     samples = sum(totals["samples"] for totals in index["splits"].values())
-    return Timing("ffx write_shards (pack only)", samples, size, *stopwatch.figures())
+    return stopwatch.timing("ffx write_shards (pack only)", samples, "samples", size)
 
 
 def time_tar(name: str, source: Path, out: Path, samples: int, fsync: bool) -> Timing:
@@ -348,7 +325,7 @@ def time_tar(name: str, source: Path, out: Path, samples: int, fsync: bool) -> T
     if fsync:
         with open(out, "rb") as handle:
             os.fsync(handle.fileno())
-    return Timing(name, samples, out.stat().st_size, *stopwatch.figures())
+    return stopwatch.timing(name, samples, "samples", out.stat().st_size)
 
 
 def _tar_round(_number: int, **arguments) -> Timing:
@@ -362,21 +339,74 @@ def warm_imports() -> None:
 
     import ffx.data  # noqa: F401
 
+    if colour_on_device_missing() is None:  # its tables are made once per device, as a run pays
+        from ffx.train.colour import rgb_to_spaces
 
-def time_ffx_loader(shards: Path, spaces: tuple[str, ...], args: argparse.Namespace, size: int) -> Timing:
-    """ffx.data's train loader iterated to the end."""
+        rgb_to_spaces(torch.zeros((1, 3, 2, 2), dtype=torch.uint8), SPACES)
+
+
+def colour_on_device_missing() -> str | None:
+    """Why this ffx cannot make the colour on the device (issue 14's ffx/train/colour.py and the
+    loader's colour_on), or None."""
+    import inspect
+
+    from ffx.data import shard_dataset
+
+    try:
+        from ffx.train.colour import rgb_to_spaces  # noqa: F401
+    except ImportError:
+        return "ffx has no ffx/train/colour.py (rgb_to_spaces)"
+    if "colour_on" not in inspect.signature(shard_dataset).parameters:
+        return "ffx.data.shard_dataset takes no colour_on"
+    return None
+
+
+def time_ffx_loader(
+    shards: Path, spaces: tuple[str, ...], args: argparse.Namespace, size: int, colour_on: str | None = None
+) -> Timing:
+    """ffx.data's train loader iterated to the end. With `colour_on` "device", the workers decode
+    RGB alone and this process makes `spaces` from each batch with rgb_to_spaces (on the CPU here:
+    its CPU time is counted, as a GPU would do it in the train step)."""
     from ffx.data import shard_dataset, shard_loader
 
+    options = {} if colour_on is None else {"colour_on": colour_on}
     stopwatch = Stopwatch()
-    dataset = shard_dataset(shards, "train", spaces=spaces, crop=args.crop, train=True)
+    dataset = shard_dataset(shards, "train", spaces=spaces, crop=args.crop, train=True, **options)
     loader = shard_loader(dataset, batch_size=args.batch_size, workers=args.loader_workers)
-    samples, batch = 0, None
+    samples, batch, channels = 0, None, 0
     for batch in loader:
-        samples += batch["image"].shape[0]
+        images = batch["image"]
+        if colour_on == "device":
+            from ffx.train.colour import rgb_to_spaces
+
+            images = rgb_to_spaces(images, spaces)
+        samples += images.shape[0]
+        channels = images.shape[1]
     stopwatch.stop()
     del loader, dataset, batch
     _reap_workers()
-    return Timing(f"ffx shard_loader ({','.join(spaces)})", samples, size, *stopwatch.figures())
+    where = f", colour on the {colour_on}" if colour_on else ""
+    name = f"ffx shard_loader ({','.join(spaces)}{where})"
+    return stopwatch.timing(name, samples, "samples", size, channels=channels)
+
+
+def time_worker_samples(shards: Path, args: argparse.Namespace, colour_on: str) -> Timing:
+    """What one loader worker does, in this process with one torch thread (as in a worker): the
+    train split's samples decoded and cropped, RGB alone with `colour_on` "device", the four
+    spaces with "host"; its CPU seconds per sample are the figure."""
+    from ffx.data import shard_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stopwatch = Stopwatch()
+        dataset = shard_dataset(
+            shards, "train", spaces=SPACES, crop=args.crop, train=True, colour_on=colour_on
+        )
+        samples = sum(1 for _sample in dataset)
+        return stopwatch.timing(f"one worker, 1 thread, colour on the {colour_on}", samples, "samples")
+    finally:
+        torch.set_num_threads(threads)
 
 
 class CropFolder(torch.utils.data.Dataset):
@@ -418,24 +448,7 @@ def time_baseline_loader(items: list[tuple[str, int]], all_spaces: bool, args, s
     del loader, dataset, images
     _reap_workers()
     spaces = "rgb,lab,hsv,ycrcb" if all_spaces else "rgb"
-    return Timing(f"baseline DataLoader ({spaces})", samples, size, *stopwatch.figures())
-
-
-def fastest(
-    rounds: int, parts: list[tuple[str, Callable[[int], Timing]]], quiet: Quiet
-) -> tuple[list[Timing], list[Timing]]:
-    """Run every part `rounds` times, rounds interleaved (part A, B, ..., then A, B, ... again) so
-    that a passing disturbance hits all of them alike, each on a quiet machine; each part's
-    fastest timing, in the order given, and all the timings."""
-    timings: dict[str, list[Timing]] = {label: [] for label, _part in parts}
-    for number in range(rounds):
-        for label, part in parts:
-            of = f" (round {number + 1} of {rounds})" if rounds > 1 else ""
-            print(f"Timing {label}{of} ...", flush=True)
-            quiet.wait(label)
-            timings[label].append(part(number))
-    best = [min(runs, key=lambda timing: timing.seconds) for runs in timings.values()]
-    return best, [timing for runs in timings.values() for timing in runs]
+    return stopwatch.timing(f"baseline DataLoader ({spaces})", samples, "samples", size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,26 +471,9 @@ def versions() -> dict:
     )
 
 
-def print_timings(title: str, timings: list[dict], rate: str) -> None:
-    print(f"\n{title}")
-    unit = "samples/s" if rate == "samples" else "MB/s"
-    print(f"  {'part':<44}{'samples':>8}{'MB':>9}{'seconds':>9}{unit:>11}{'cpu s':>8}{'others s':>10}")
-    for timing in timings:
-        value = timing["samples_per_second"] if rate == "samples" else timing["mb_per_second"]
-        others = format_seconds(timing["other_cpu_seconds"])
-        print(
-            f"  {timing['name']:<44}{timing['samples']:>8}{timing['bytes'] / 1e6:>9.1f}"
-            f"{timing['seconds']:>9.2f}{value:>11.1f}{timing['cpu_seconds']:>8.2f}{others:>10}"
-        )
-
-
 def print_report(results: dict) -> None:
-    env, inputs, index = results["environment"], results["inputs"], results["index"]
-    print(
-        f"\nCPUs: {env['cpu_count']} ({env['cpus_available']} available)   torch {env['torch']}   "
-        f"torchvision {env['torchvision']}   webdataset {env['webdataset']}   cv2 {env['cv2']}   "
-        f"numpy {env['numpy']}   {env['tar']}   ffx {env['ffx']} ({env['git']})"
-    )
+    inputs, index = results["inputs"], results["index"]
+    print_environment(results["environment"])
     print(
         f"Inputs: {inputs['videos']} videos x {inputs['crops_per_video']} crops = "
         f"{inputs['samples']} samples of {CROP_SIDE}x{CROP_SIDE} ({inputs['origin']});\n"
@@ -504,13 +500,15 @@ def print_report(results: dict) -> None:
         print(f"\nFastest of {results['arguments']['repeats']} rounds per part.")
 
     writing = results["writing"]
-    print_timings("Shard writing (samples/s):", [writing["stage"]], "samples")
+    print_timings("Shard writing (samples/s):", [writing["stage"]], rate="samples/s", mb=True)
     stage = writing["stage"]
     print(
-        f"  whole stage: {stage['samples_per_second']:.1f} samples/s, {stage['mb_per_second']:.1f} MB/s of "
+        f"  whole stage: {stage['rate']:.1f} samples/s, {stage['mb_per_second']:.1f} MB/s of "
         f"shard output; run_shard's own seconds {writing['stage_report']['seconds']:.2f}"
     )
-    print_timings("Packing vs GNU tar (MB/s of output):", [writing["packing"], *writing["tar"]], "MB")
+    print_timings(
+        "Packing vs GNU tar (MB/s of output):", [writing["packing"], *writing["tar"]], rate="MB/s", mb=True
+    )
     ratios = writing["ratios"]
     print(
         f"  packing {writing['packing']['mb_per_second']:.1f} MB/s, "
@@ -528,22 +526,31 @@ def print_report(results: dict) -> None:
         f"{results['arguments']['batch_size']}, {results['arguments']['loader_workers']} workers, crop "
         f"{results['arguments']['crop']}):",
         loader["timings"],
-        "samples",
+        rate="samples/s",
+        mb=True,
     )
     ratio = loader["ratio_all_spaces"]
-    verdict = "meets" if ratio >= TARGET_LOADER_RATIO else "misses"
-    print(f"  ffx / baseline, 4 spaces: {ratio:.2f}x ({verdict} the >= {TARGET_LOADER_RATIO:g}x target)")
+    print(f"  ffx / baseline, 4 spaces: {ratio:.2f}x ({verdict(ratio, TARGET_LOADER_RATIO)})")
     print(f"  ffx / baseline, RGB only: {loader['ratio_rgb']:.2f}x")
-    timings = [writing["stage"], writing["packing"], *writing["tar"], *loader["timings"]]
-    busy = [
-        timing["name"] for timing in timings if (timing["other_cpu_seconds"] or 0) > 0.25 * timing["seconds"]
-    ]
-    if busy:
-        print(f"WARNING: other processes used over a quarter of a core during: {', '.join(busy)}")
-    waited = sum(wait["seconds"] for wait in results["waits"])
-    if waited:
-        print(f"Waited {waited:.0f} s in all for test runs or other benchmarks to finish.")
-    print(f"\nResults: {results['results_file']}")
+    colour = results["colour_on_device"]
+    if colour["missing"]:
+        print(f"  colour on the device: not timed ({colour['missing']})")
+    else:
+        ms = colour["worker_ms_device"]
+        print(
+            f"  CPU per sample in one loader worker (1 torch thread, {results['arguments']['crop']}^2): "
+            f"colour on the device {ms:.2f} ms ({'meets' if ms <= TARGET_WORKER_MS else 'misses'} the "
+            f"<= {TARGET_WORKER_MS:g} ms target), on the host {colour['worker_ms_host']:.2f} ms"
+        )
+        per_cpu, ratio = colour["samples_per_cpu_second"], colour["ratio_per_cpu_second"]
+        print(
+            f"  4-space samples per CPU-second (loader + conversion, both on the CPU): ffx colour on the "
+            f"device {per_cpu['ffx']:.1f} ({colour['batches_per_cpu_second']['ffx']:.2f} batches), baseline "
+            f"{per_cpu['baseline']:.1f}: {ratio:.2f}x ({verdict(ratio, TARGET_PER_CPU_RATIO)})"
+        )
+    print_machine_load(
+        [writing["stage"], writing["packing"], *writing["tar"], *loader["timings"]], results["waits"]
+    )
 
 
 def _shard_bytes(build: Path) -> int:
@@ -580,7 +587,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             shutil.rmtree(work / f"build-{number}")
         return timing
 
-    (stage,), stage_runs = fastest(args.repeats, [("run_shard", stage_round)], quiet)
+    (stage,), stage_runs = interleaved(args.repeats, [("run_shard", stage_round)], quiet)
     build = BuildDir(work / "build-0")
     shards = build.shards
     index = json.loads(build.shard_index.read_text(encoding="utf-8"))
@@ -601,7 +608,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     for name, source, out, fsync in tars:
         part = partial(_tar_round, name=name, source=source, out=out, samples=samples, fsync=fsync)
         writing_parts.append((name, part))
-    (packing, *tar_timings), writing_runs = fastest(args.repeats, writing_parts, quiet)
+    (packing, *tar_timings), writing_runs = interleaved(args.repeats, writing_parts, quiet)
     (work / "samples.tar").unlink()
     (work / "members.tar").unlink()
     shutil.rmtree(members_dir)
@@ -620,17 +627,47 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         ("ffx rgb", lambda _number: time_ffx_loader(shards, ("rgb",), args, train["bytes"])),
         ("baseline rgb", lambda _number: time_baseline_loader(items, False, args, train_png_bytes)),
     ]
-    best, loader_runs = fastest(args.repeats, [(f"loader: {name}", part) for name, part in parts], quiet)
+    colour_missing = colour_on_device_missing()
+    if colour_missing is None:
+        parts += [
+            (
+                "ffx colour on device",
+                lambda _number: time_ffx_loader(shards, SPACES, args, train["bytes"], "device"),
+            ),
+            ("worker: colour on device", lambda _number: time_worker_samples(shards, args, "device")),
+            ("worker: colour on host", lambda _number: time_worker_samples(shards, args, "host")),
+        ]
+    else:
+        print(f"Colour on the device: not timed ({colour_missing}).")
+    best, loader_runs = interleaved(args.repeats, [(f"loader: {name}", part) for name, part in parts], quiet)
     loader_timings = {name: timing for (name, _part), timing in zip(parts, best)}
     for name, timing in loader_timings.items():
-        if timing.samples != len(items):
-            print(f"WARNING: {name} gave {timing.samples} samples, the train split has {len(items)}")
+        if timing.items != len(items):
+            print(f"WARNING: {name} gave {timing.items} samples, the train split has {len(items)}")
 
     def mb_ratio(first: Timing, second: Timing) -> float | None:
         return first.mb_per_second / second.mb_per_second if second.mb_per_second else None
 
     def samples_ratio(first: Timing, second: Timing) -> float | None:
-        return first.samples_per_second / second.samples_per_second if second.samples_per_second else None
+        return first.rate / second.rate if second.rate else None
+
+    colour: dict = {"missing": colour_missing}
+    if colour_missing is None:
+        device, baseline = loader_timings["ffx colour on device"], loader_timings["baseline"]
+        per_cpu = {
+            name: t.items / t.total_cpu_seconds for name, t in (("ffx", device), ("baseline", baseline))
+        }
+        colour |= {
+            "worker_ms_device": 1000
+            * loader_timings["worker: colour on device"].total_cpu_seconds
+            / max(loader_timings["worker: colour on device"].items, 1),
+            "worker_ms_host": 1000
+            * loader_timings["worker: colour on host"].total_cpu_seconds
+            / max(loader_timings["worker: colour on host"].items, 1),
+            "samples_per_cpu_second": per_cpu,
+            "batches_per_cpu_second": {name: value / args.batch_size for name, value in per_cpu.items()},
+            "ratio_per_cpu_second": per_cpu["ffx"] / per_cpu["baseline"],
+        }
 
     return {
         "environment": versions(),
@@ -671,13 +708,13 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             "ratio_rgb": samples_ratio(loader_timings["ffx rgb"], loader_timings["baseline rgb"]),
             "all_rounds": [timing.as_dict() for timing in loader_runs],
         },
+        "colour_on_device": colour,
         "waits": quiet.waits,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
     run_and_report("shard", args, run, print_report)
 
 

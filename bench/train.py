@@ -12,12 +12,14 @@ smooth random textures. Default: 2 x 20 videos x 8 crops.
 
 Timed, on this machine's CPU (torch.set_num_threads(all cores)):
 
-- loader: `epoch_batches(config, epoch=0, place("cpu"))`, the stream `ffx train` makes (resampled
-  shards, class-balanced P x K batches, 2 classes x 9 images by default as the data has 2
+- loader: `epoch_batches(config, epoch, place("cpu"))` for epoch 0, 1, ..., the stream `ffx
+  train` makes (one pass over the shards per epoch, steps_per_epoch resolved as `ffx train`
+  does, class-balanced P x K batches, 2 classes x 9 images by default as the data has 2
   classes, random 448 crops, --workers processes), each batch moved to the device and normalised
   with `normalise`, which is what the loop's step receives. Reported: the seconds to the first
-  batch (workers starting, shards opening, the shuffle buffer's first fill; `ffx train` pays it
-  once per epoch), then samples/s over the next --batches batches. Once with the four colour
+  batch (workers starting, shards opening, the shuffle buffer's first fill; the start-up),
+  then samples/s over the next --batches batches (later epochs' start-ups included, as in
+  training). Once with the four colour
   spaces (12 channels), once with rgb only (the same shards; only rgb is decoded);
 - step: `TrainStep(MCXAPI(ModelConfig(--backbone, spaces, num_classes=2)), config)` forward,
   backward and SGD step (the loop's optimiser: two parameter groups, momentum, weight decay) in
@@ -53,10 +55,11 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import itertools
 import math
 import sys
-import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,18 +70,20 @@ import torch
 from common import (
     CROP_SIDE,
     MEDIA_DIR,
-    REPO,
     TRAIN_SHARDS,
     Quiet,
     Stopwatch,
+    Timing,
     add_max_wait_option,
     add_shard_size_option,
     add_workdir_options,
     arguments_record,
     available_cores,
     environment,
-    format_seconds,
     media_videos,
+    print_environment,
+    print_machine_load,
+    print_timings,
     run_and_report,
     square_crop,
     texture,
@@ -91,58 +96,6 @@ if TYPE_CHECKING:
 POOL_FRAMES = 40  # frames kept per clip, evenly spread over it
 SPACE_SETS = (("rgb", "lab", "hsv", "ycbcr"), ("rgb",))
 FACELESS_KEY = "fake__none"  # make_cropped_build's video without a face
-
-
-@dataclass(frozen=True)
-class LoaderTiming:
-    """One loader run: seconds to its first batch, then `batches` batches of `samples` samples in
-    `seconds`; CPU seconds of the whole part (first batch included, workers reaped) and of the
-    other processes meanwhile (None where /proc/stat is missing)."""
-
-    name: str
-    spaces: tuple[str, ...]
-    device: str
-    workers: int
-    first_batch_seconds: float
-    batches: int
-    samples: int
-    seconds: float
-    cpu_seconds: float
-    other_cpu_seconds: float | None
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"samples_per_second": self.samples_per_second}
-
-
-@dataclass(frozen=True)
-class StepTiming:
-    """`steps` training steps on one fixed batch in `seconds` (after `warmup_steps` untimed ones
-    taking `warmup_seconds`), CPU seconds as in LoaderTiming (timed steps only)."""
-
-    name: str
-    backbone: str
-    spaces: tuple[str, ...]
-    device: str
-    precision: str
-    frozen: bool
-    batch_size: int
-    warmup_steps: int
-    warmup_seconds: float
-    steps: int
-    seconds: float
-    cpu_seconds: float
-    other_cpu_seconds: float | None
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.steps * self.batch_size / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"samples_per_second": self.samples_per_second}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -231,15 +184,15 @@ class CropPixels:
         return pool[(number // len(self.pools) + frame) % len(pool)]
 
 
-def make_shards(work: Path, args: argparse.Namespace) -> tuple[Path, dict]:
-    """The generated build, sharded; the shards folder and what the inputs are, in a dict."""
+def make_shards(work: Path, args: argparse.Namespace, clips: list[Path] | None = None) -> tuple[Path, dict]:
+    """The generated build, sharded, its crops taken from `clips` (default: the real clips, none
+    with --no-media); the shards folder and what the inputs are, in a dict."""
     from ffx.pipeline.engine.builddir import BuildDir
     from ffx.pipeline.stages.shard import run_shard
-
-    sys.path.insert(0, str(REPO))
     from tests.generated import make_cropped_build
 
-    clips = [] if args.no_media else media_videos()
+    if clips is None:
+        clips = [] if args.no_media else media_videos()
     pixels = CropPixels(clips, CROP_SIDE)
     build = make_cropped_build(
         work, videos_per_label=args.videos_per_label, frames=args.frames, side=CROP_SIDE, pixels=pixels
@@ -292,43 +245,46 @@ def receive(batch: dict, placement: Placement, config: TrainConfig) -> tuple[tor
     return images, batch["label"].to(placement.device, non_blocking=True)
 
 
-def time_loader(
-    config: TrainConfig, placement: Placement, batches: int, quiet: Quiet
-) -> tuple[LoaderTiming, dict]:
-    """`epoch_batches` iterated as the loop does; the timing and the first batch (uint8, on the host)."""
+def loader_batches(config: TrainConfig, placement: Placement) -> Iterator[dict]:
+    """The batches `ffx train` gets, epoch after epoch (each epoch one pass, its loader workers
+    started anew); a worker's `Short` (its shards ran out) and `Carry` (leftovers) are skipped."""
     from ffx.train.loop import epoch_batches
 
+    for epoch in itertools.count():
+        for item in epoch_batches(config, epoch, placement):
+            if isinstance(item, dict):
+                yield item
+
+
+def time_loader(config: TrainConfig, placement: Placement, batches: int, quiet: Quiet) -> tuple[Timing, dict]:
+    """`epoch_batches` iterated as the loop does; the timing and the first batch (uint8, on the host)."""
     spaces = ",".join(config.spaces)
     name = f"loader {spaces} ({3 * len(config.spaces)} ch, {placement.device.type})"
     gc.collect()
     quiet.wait(name)
     stopwatch = Stopwatch()
-    iterator = iter(epoch_batches(config, 0, placement))
+    iterator = loader_batches(config, placement)
     first = next(iterator)
     receive(first, placement, config)
     synchronize(placement.device)
-    started = time.perf_counter()
-    first_seconds = started - stopwatch.start
+    stopwatch.startup_done()  # the first batch: workers starting, shards opening, the first shuffle
     samples = 0
     for _ in range(batches):
         _images, labels = receive(next(iterator), placement, config)
         samples += len(labels)
     synchronize(placement.device)
-    seconds = time.perf_counter() - started
-    del iterator  # shuts the workers down and joins them, so their CPU time is counted
+    stopwatch.stop()
+    iterator.close()  # shuts the workers down and joins them, so their CPU time is counted
+    del iterator
     gc.collect()
-    cpu, others = stopwatch.cpu_seconds()
-    timing = LoaderTiming(
+    timing = stopwatch.timing(
         name,
-        config.spaces,
-        str(placement.device),
-        config.workers,
-        first_seconds,
-        batches,
         samples,
-        seconds,
-        cpu,
-        others,
+        "samples",
+        spaces=list(config.spaces),
+        device=str(placement.device),
+        workers=config.workers,
+        batches=batches,
     )
     kept = {"image": first["image"].clone(), "label": first["label"].clone()}
     return timing, kept
@@ -343,9 +299,11 @@ def time_steps(
     warmup: int,
     steps: int,
     quiet: Quiet,
-) -> list[StepTiming]:
-    """`TrainStep` forward + backward + SGD step on one fixed batch, as the loop runs it: the
-    backbone learning, then frozen (its forward under no_grad, its learning rate 0)."""
+    states: tuple[bool, ...] = (False, True),
+) -> list[Timing]:
+    """`TrainStep` forward + backward + SGD step on one fixed batch, as the loop runs it (wrapped
+    in torch.compile with config.compile): for each of `states`, the backbone learning (False),
+    then frozen (True: its forward under no_grad, its learning rate 0)."""
     from ffx.model.mcx_api import MCXAPI, ModelConfig
     from ffx.train.loop import TrainStep
 
@@ -357,6 +315,7 @@ def time_steps(
         model.to(memory_format=torch.channels_last)
     model.train()
     trainer = TrainStep(model, config)
+    wrapped = torch.compile(trainer) if config.compile else trainer  # as `ffx train --compile` wraps it
     optimizer = torch.optim.SGD(
         [{"params": model.backbone.parameters()}, {"params": model.head.parameters()}],
         lr=config.lr,
@@ -369,49 +328,45 @@ def time_steps(
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, _parts = trainer(images, labels)
+            loss, _parts = wrapped(images, labels)
         loss.backward()
         optimizer.step()
 
     timings = []
     precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
-    for frozen in (False, True):
+    for frozen in states:
         state = "frozen backbone" if frozen else "backbone learning"
-        name = f"step {config.backbone} {3 * len(config.spaces)} ch, {precision}, {state} ({device.type})"
+        how = precision + (", compiled" if config.compile else "")
+        name = f"step {config.backbone} {3 * len(config.spaces)} ch, {how}, {state} ({device.type})"
         trainer.frozen = frozen
         optimizer.param_groups[0]["lr"] = 0.0 if frozen else config.lr
         optimizer.param_groups[1]["lr"] = config.lr
         gc.collect()
         quiet.wait(name)
-        started = time.perf_counter()
+        stopwatch = Stopwatch()
         for _ in range(warmup):
             step()
         synchronize(device)
-        warmup_seconds = time.perf_counter() - started
-        stopwatch = Stopwatch()
+        stopwatch.startup_done()  # the untimed warm-up steps (lazy set-up, autotuning, compiling)
         for _ in range(steps):
             step()
         synchronize(device)
-        seconds = stopwatch.seconds()
-        cpu, others = stopwatch.cpu_seconds()
         timings.append(
-            StepTiming(
+            stopwatch.timing(
                 name,
-                config.backbone,
-                config.spaces,
-                str(device),
-                precision,
-                frozen,
-                len(labels),
-                warmup,
-                warmup_seconds,
-                steps,
-                seconds,
-                cpu,
-                others,
+                steps * len(labels),
+                "samples",
+                backbone=config.backbone,
+                spaces=list(config.spaces),
+                device=str(device),
+                precision=precision,
+                frozen=frozen,
+                batch_size=len(labels),
+                warmup_steps=warmup,
+                steps=steps,
             )
         )
-        print(f"  {name}: {timings[-1].samples_per_second:.2f} samples/s", flush=True)
+        print(f"  {name}: {timings[-1].rate:.2f} samples/s", flush=True)
     return timings
 
 
@@ -435,22 +390,21 @@ def versions() -> dict:
     )
 
 
-def ratios(loaders: list[LoaderTiming], steps: list[StepTiming]) -> list[dict]:
+def ratios(loaders: list[Timing], steps: list[Timing]) -> list[dict]:
     """Loader / step samples/s for every step and the loader of the same spaces and device type."""
     rows = []
     for step in steps:
-        device_type = torch.device(step.device).type
+        device_type = torch.device(step.extra["device"]).type
         for loader in loaders:
-            if loader.spaces == step.spaces and torch.device(loader.device).type == device_type:
+            same_device = torch.device(loader.extra["device"]).type == device_type
+            if loader.extra["spaces"] == step.extra["spaces"] and same_device:
                 rows.append(
                     {
                         "loader": loader.name,
                         "step": step.name,
-                        "loader_samples_per_second": loader.samples_per_second,
-                        "step_samples_per_second": step.samples_per_second,
-                        "ratio": loader.samples_per_second / step.samples_per_second
-                        if step.samples_per_second
-                        else None,
+                        "loader_samples_per_second": loader.rate,
+                        "step_samples_per_second": step.rate,
+                        "ratio": loader.rate / step.rate if step.rate else None,
                     }
                 )
     return rows
@@ -458,11 +412,7 @@ def ratios(loaders: list[LoaderTiming], steps: list[StepTiming]) -> list[dict]:
 
 def print_report(results: dict) -> None:
     env, inputs = results["environment"], results["inputs"]
-    print(
-        f"\nCPUs: {env['cpu_count']} ({env['cpus_available']} available, torch {env['torch_threads']} "
-        f"threads)   GPU: {env['cuda'] or 'none'}   torch {env['torch']}   timm {env['timm']}   "
-        f"webdataset {env['webdataset']}   cv2 {env['cv2']}   ffx {env['ffx']} ({env['git']})"
-    )
+    print_environment(env)
     split_text = ", ".join(
         f"{name} {split['samples']} samples in {split['shards']} shards ({split['bytes'] / 1e6:.0f} MB)"
         for name, split in inputs["splits"].items()
@@ -478,22 +428,10 @@ def print_report(results: dict) -> None:
         f"random {arguments['crop']} crops, {arguments['workers']} loader workers"
     )
 
-    print(
-        f"\n{'loader':<40}{'first s':>8}{'batches':>8}{'samples':>8}{'seconds':>9}{'samples/s':>10}"
-        f"{'cpu s':>8}{'others cpu s':>13}"
+    print_timings(
+        "Loaders (start-up: to the first batch):", results["loaders"], rate="samples/s", startup=True
     )
-    for loader in results["loaders"]:
-        print(
-            f"{loader['name']:<40}{loader['first_batch_seconds']:>8.2f}{loader['batches']:>8}"
-            f"{loader['samples']:>8}{loader['seconds']:>9.2f}{loader['samples_per_second']:>10.1f}"
-            f"{loader['cpu_seconds']:>8.2f}{format_seconds(loader['other_cpu_seconds']):>13}"
-        )
-    print(f"\n{'step':<66}{'steps':>6}{'seconds':>9}{'samples/s':>10}{'cpu s':>8}{'others cpu s':>13}")
-    for step in results["steps"]:
-        print(
-            f"{step['name']:<66}{step['steps']:>6}{step['seconds']:>9.2f}{step['samples_per_second']:>10.2f}"
-            f"{step['cpu_seconds']:>8.2f}{format_seconds(step['other_cpu_seconds']):>13}"
-        )
+    print_timings("Steps (start-up: the warm-up steps):", results["steps"], rate="samples/s", startup=True)
     print("\nloader / step samples/s (the loader keeps up when > 1):")
     for row in results["ratios"]:
         ratio = row["ratio"]
@@ -512,18 +450,7 @@ def print_report(results: dict) -> None:
             f"{arguments['backbone']} on this machine's cores. The loader used {arguments['workers']} "
             f"worker processes of this machine's {env['cpus_available']} cores.)"
         )
-    busy = [
-        part["name"]
-        for part in results["loaders"] + results["steps"]
-        if part["other_cpu_seconds"] is not None and part["other_cpu_seconds"] > 0.25 * part["seconds"]
-    ]
-    if busy:
-        print(f"WARNING: other processes used over a quarter of a core during: {'; '.join(busy)}")
-    waits = [wait for wait in results["waits"] if wait["seconds"] >= 1 or wait["busy_after"]]
-    for wait in waits:
-        still = f", still running after: {wait['busy_after'][0][:60]}" if wait["busy_after"] else ""
-        print(f"  waited {wait['seconds']:.0f} s for a quiet machine before {wait['part']}{still}")
-    print(f"\nResults: {results['results_file']}")
+    print_machine_load(results["loaders"] + results["steps"], results["waits"])
 
 
 def _format_ratio(ratio: float | None) -> str:
@@ -554,7 +481,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         )
         for spaces in SPACE_SETS
     ]
-    classes, _rarest = check_shards(configs[0])
+    classes, rarest = check_shards(configs[0])
+    # As `ffx train` resolves it: one epoch is one pass over the rarest class's samples.
+    batch = args.classes_per_batch * args.images_per_class
+    configs = [replace(config, steps_per_epoch=max(1, rarest * classes // batch)) for config in configs]
     cpu = place("cpu")
     quiet = Quiet(args.max_wait)
     loaders, steps, first_batches = [], [], []
