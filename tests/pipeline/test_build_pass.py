@@ -223,3 +223,16 @@ def test_samples_removed_after_the_layout_when_asked(clips: Path, staged: Path, 
     report = run_shard(build, keep_samples=True, show_progress=False)
     assert report.redone == 4 and shard_bytes(build) == shard_bytes(staged)
     assert len(list((build / "samples").glob("*.tar"))) == 4
+
+
+def test_the_first_extract_pass_decides_whether_frames_are_kept(
+    clips: Path, staged: Path, tmp_path: Path
+) -> None:
+    """Unset in the recipe: `ffx extract` keeps them (as ever), `ffx build` does not, even on a
+    build `ffx index` made first; the choice is recorded and followed from then on."""
+    assert load_manifest(staged / "manifest.toml").extract.keep_frames is True
+    build = index_folder(clips, tmp_path / "build", "first:6", 128)
+    assert load_manifest(build / "manifest.toml").extract.keep_frames is None
+    run_build(load_manifest("folder", RECIPE), clips, build, show_progress=False)
+    assert load_manifest(build / "manifest.toml").extract.keep_frames is False
+    assert not list(build.glob("frames/**/*.png")) and shard_bytes(build) == shard_bytes(staged)

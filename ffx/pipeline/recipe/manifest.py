@@ -166,10 +166,10 @@ class Extract(_Strict):
 
     backends: tuple[Literal["pyav", "decord", "opencv"], ...] = ("pyav", "decord", "opencv")
     png_level: int = Field(1, ge=0, le=9)
-    # Full-frame PNGs under frames/. A build made by `ffx build` starts with false unless the recipe
-    # or `--keep-frames` says true (it crops the frames it decodes and keeps their hashes); one
-    # made by `ffx index` + `ffx extract` with true, as ever. Afterwards every command follows it.
-    keep_frames: bool = True
+    # Full-frame PNGs under frames/. Unset, the first pass that extracts decides: `ffx extract`
+    # stores them (as ever), `ffx build` does not (it crops the frames it decodes and keeps their
+    # hashes); that choice is written into the build's recipe, which every later command follows.
+    keep_frames: bool | None = None
 
     @field_validator("backends")
     @classmethod
@@ -376,6 +376,15 @@ def manifest_fields(manifest: Manifest) -> dict[str, Any]:
     walk("", manifest.model_dump(mode="json"))
     flat.pop("description", None)
     return flat
+
+
+def inherit_unset(manifest: Manifest, built: Manifest) -> Manifest:
+    """`manifest` with the fields it leaves to the build taken from the build's recipe: an unset
+    `extract.keep_frames` (decided by the build's first extract pass)."""
+    if manifest.extract.keep_frames is not None or built.extract.keep_frames is None:
+        return manifest
+    extract = manifest.extract.model_copy(update={"keep_frames": built.extract.keep_frames})
+    return manifest.model_copy(update={"extract": extract})
 
 
 def manifest_changes(old: Manifest, new: Manifest) -> list[tuple[str, Any, Any]]:

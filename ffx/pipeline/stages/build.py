@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.stage import StageReport
-from ffx.pipeline.recipe.manifest import Manifest, load_manifest
+from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.stages.crop import CropStage, run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import IndexReport, run_index
@@ -50,10 +49,9 @@ def run_build(
 ) -> BuildReport:
     """Run every stage of `manifest` over the videos under `root` into `build`; the settings are
     the recipe's (BUILD/manifest.toml once indexed). `keep_frames` sets `extract.keep_frames`;
-    None: the recipe's when it says, else the build's, else false (a new build stores no frames:
-    they are decoded, hashed and cropped in one pass)."""
+    None: the recipe's, or false where the recipe leaves it unset (frames decoded, hashed and
+    cropped in one pass, never stored)."""
     build, part = Path(build), part or Part()
-    manifest = _with_keep_frames(manifest, BuildDir(build), keep_frames)
     report = BuildReport(build, run_index(manifest, root, build, splits_dir))
     # One decode per frame: the extract workers crop the faces of the frames they decode, so the
     # crop step finds them current (it does only what that pass could not: a fake whose original
@@ -86,17 +84,3 @@ def run_build(
             return report
     write_build_record(build, strict=strict)
     return report
-
-
-def _with_keep_frames(manifest: Manifest, build: BuildDir, keep_frames: bool | None) -> Manifest:
-    """`manifest` with `extract.keep_frames` as the recipe file sets it; else the build's (an
-    earlier `ffx extract` may have stored frames); else, for a new build, `keep_frames` or false.
-    On an existing build, `keep_frames` changes the recipe as a stage option does (run_extract)."""
-    if "keep_frames" in manifest.extract.model_fields_set:
-        return manifest
-    if build.manifest.is_file():
-        keep = load_manifest(build.manifest).extract.keep_frames
-    else:
-        keep = bool(keep_frames)
-    extract = manifest.extract.model_copy(update={"keep_frames": keep})
-    return manifest.model_copy(update={"extract": extract})

@@ -27,6 +27,7 @@ from ffx.pipeline.engine.stage import (
     Stage,
     StageReport,
     current_table,
+    load_recipe,
     run_stage,
 )
 from ffx.pipeline.engine.statuses import FAILED, Status
@@ -214,11 +215,14 @@ def run_extract(
 ) -> StageReport:
     """Extract this part's videos that are not current, then merge frames.parquet once all parts
     are. `sampling`, `backends`, `png_level` and `keep_frames` change the build's recipe (and so
-    redo every video); None keeps the recipe's. With `crop` (`ffx build`), the
+    redo every video); None keeps the recipe's (where it is unset: true, or false with `crop`).
+    With `crop` (`ffx build`), the
     workers also crop the faces of the frames they decode, into that stage's ledger.
 
     Finished videos reach the ledger at least every `flush_seconds`; a crash redoes only the
     videos finished since the last flush (and those in flight)."""
+    if keep_frames is None and load_recipe(BuildDir(build)).extract.keep_frames is None:
+        keep_frames = crop is None  # the build's first extract pass decides (see Extract.keep_frames)
     options = {
         "sampling": sampling,
         "extract.backends": list(backends) if backends is not None else None,

@@ -18,6 +18,7 @@ from ffx.pipeline.engine.builddir import STAGES, BuildDir
 from ffx.pipeline.recipe.layouts import Entry, get_layout
 from ffx.pipeline.recipe.manifest import (
     Manifest,
+    inherit_unset,
     load_manifest,
     manifest_changes,
     manifest_to_toml,
@@ -237,6 +238,8 @@ def run_index(manifest: Manifest, root: Path, build: Path, splits_dir: Path | No
     root, build = Path(root).resolve(), Path(build)
     if splits_dir is not None and not Path(splits_dir).is_dir():
         raise InputError(f"split folder not found: {splits_dir}")
+    if BuildDir(build).manifest.is_file():
+        manifest = inherit_unset(manifest, load_manifest(BuildDir(build).manifest))
     if build.exists():
         check_build_matches(build, manifest)
     scan = get_layout(manifest.layout.kind)(root, manifest.layout, Path(splits_dir) if splits_dir else None)
