@@ -498,7 +498,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     real_root = work / "real"
     real_videos = make_tree(real_root, args.frames, 0, media) if media and not args.no_subsets else []
     warm_page_cache([root / video["path"] for video in videos])
-    keep_frames = "--keep-frames" if "--keep-frames" in build_options() else None
+    # Given to `ffx index` and `ffx build` alike: the recipe field, not build's flag.
+    keep_frames = ["--set", "extract.keep_frames=true"] if "--keep-frames" in build_options() else None
     no_reuse = ["--set", "crop.boxes_from_original=false"]
 
     def ffx_part(name: str, tree: Path, frames: int, extra: list[str], number: int):
@@ -512,7 +513,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     ]
     if keep_frames:
         parts.append(
-            ("ffx keep frames", partial(ffx_part, "ffx keep frames", root, args.frames, [keep_frames]))
+            ("ffx keep frames", partial(ffx_part, "ffx keep frames", root, args.frames, keep_frames))
         )
     if not args.no_subsets:
         if real_videos:
