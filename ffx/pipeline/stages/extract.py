@@ -221,7 +221,9 @@ def run_extract(
 
     Finished videos reach the ledger at least every `flush_seconds`; a crash redoes only the
     videos finished since the last flush (and those in flight)."""
-    if keep_frames is None and load_recipe(BuildDir(build)).extract.keep_frames is None:
+    where = BuildDir(build)
+    first_pass = not (where.table("frames").is_file() or where.parts("frames").exists())
+    if keep_frames is None and first_pass and load_recipe(where).extract.keep_frames is None:
         keep_frames = crop is None  # the build's first extract pass decides (see Extract.keep_frames)
     options = {
         "sampling": sampling,
