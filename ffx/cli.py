@@ -1129,7 +1129,7 @@ def print_demo_report(report) -> None:
         *(("attention", sheet) for sheet in report.explanation.sheets),
         ("t-SNE", report.explanation.tsne),
     ):
-        console.print(f"  {name + ':':<12}{escape(str(path))}", highlight=False)
+        console.print(f"  {name + ':':<13}{escape(str(path))}", highlight=False)
 
 
 def print_status(statuses, title: str) -> None:
