@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -769,6 +770,8 @@ def predict(
             inputs=inputs,
             methods=("gradcam",),
             device=device,
+            threshold=threshold,
+            workers=workers,
             show_progress=console.is_terminal,
         )
         report = explained.prediction
@@ -843,9 +846,11 @@ def print_predictions(report) -> None:
     table = Table(title=escape(f"ffx predict: {report.checkpoint}"))
     for column in ("input", "status", "frames", "faces", "score", "label", "why"):
         table.add_column(column, justify="right" if column in ("frames", "faces", "score") else "left")
+    names = Counter(Path(row["input"]).name for row in report.inputs)
     for row in report.inputs:
+        name = Path(row["input"]).name
         table.add_row(
-            escape(Path(row["input"]).name),
+            escape(name if names[name] == 1 else row["input"]),  # the path where names repeat
             escape(row["status"]),
             str(row["frames"]),
             str(row["faces"]),

@@ -112,3 +112,34 @@ def test_real_clips_and_photos_get_a_row_per_frame(demo, tmp_path: Path) -> None
         and by_input["single_face_obama.jpg"]["faces"] == 1
     )
     assert by_input["liveportrait_d18.mp4"]["faces"] >= 28
+
+
+def test_kept_crops_explain_links_cut_files_and_a_bad_out(demo, tmp_path: Path) -> None:
+    workdir, _ = demo
+    checkpoint = str(workdir / "run/last.safetensors")
+    clip = sorted((workdir / "data/fake").glob("*.mp4"))[0]
+    inputs = tmp_path / "in"
+    (inputs / "a").mkdir(parents=True)
+    (inputs / "b").mkdir()
+    (inputs / "a/cut.mp4").write_bytes(clip.read_bytes()[:20_000])  # the first frames only
+    (inputs / "a/gone.mp4").symlink_to(tmp_path / "nowhere.mp4")  # a dangling link
+    for folder in ("a", "b"):
+        (inputs / folder / "same.png").write_bytes((workdir / "predict-inputs/no_face.png").read_bytes())
+    code, out = run_cli(
+        ["predict", checkpoint, str(clip), str(inputs), "--out", str(tmp_path / "o"), "--explain"]
+    )
+    assert code == 0, out
+    rows = {}
+    for row in read_csv(tmp_path / "o/inputs.csv"):
+        path = Path(row["input"])
+        rows["clip" if path == clip else path.relative_to(tmp_path).as_posix()] = row
+    assert rows["in/a/gone.mp4"]["status"] == "missing"
+    assert rows["in/a/cut.mp4"]["status"] == "partial" and 0 < int(rows["in/a/cut.mp4"]["frames"]) < FRAMES
+    assert rows["clip"]["status"] == "ok" and rows["clip"]["faces"] == str(FRAMES)
+    assert len(list((tmp_path / "o/crops" / clip.stem).glob("*.png"))) == FRAMES  # a video's crops kept
+    assert (tmp_path / f"o/sheet-{clip.stem}.png").stat().st_size > 0  # --explain: its Grad-CAM sheet
+    assert "│ same.png " not in out and "│ cut.mp4 " in out  # a name that repeats is shown as its path
+    # An --out that is a file is refused before any work, in one line.
+    (tmp_path / "file").write_text("x")
+    code, out = run_cli(["predict", checkpoint, str(clip), "--out", str(tmp_path / "file")])
+    assert code == 1 and not (tmp_path / "file").is_dir()

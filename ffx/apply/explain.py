@@ -265,6 +265,8 @@ def explain(
     methods: Sequence[str] = tuple(METHODS),
     tsne_per_class: int = 250,
     device: str = "auto",
+    threshold: float = 0.5,
+    workers: int | None = None,
     show_progress: bool = True,
 ) -> ExplainReport:
     """Maps and a contact sheet per class for the first `per_class` samples of each class of a
@@ -274,8 +276,10 @@ def explain(
     from ffx.train.evaluate import checkpoint_classes
     from ffx.train.loop import checkpoint_metadata, describe_checkpoint, load_model, place
 
-    if (shards is None) == (not inputs):
-        raise FfxError("ffx explain needs --shards or inputs (videos, images), not both")
+    if shards is not None and inputs:
+        raise FfxError("ffx explain takes --shards or inputs (videos, images), not both")
+    if shards is None and not inputs:
+        raise FfxError("ffx explain needs --shards (a build's shards) or inputs (videos, images)")
     methods = parse_methods(methods)
     checkpoint, out = Path(checkpoint), Path(out)
     description = describe_checkpoint(checkpoint)
@@ -291,7 +295,14 @@ def explain(
         from ffx.apply.predict import predict
 
         predicted = predict(
-            checkpoint, list(inputs), out, device=device, show_progress=show_progress, crops_dir=out / "crops"
+            checkpoint,
+            list(inputs),
+            out,
+            threshold=threshold,
+            device=device,
+            workers=workers,
+            show_progress=show_progress,
+            crops_dir=out / "crops",
         )
         report.prediction = predicted
         chosen = input_samples(predicted, description["crop"], per_class)

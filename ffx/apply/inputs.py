@@ -51,13 +51,16 @@ def find_inputs(paths: list[Path]) -> list[Input]:
     for path in map(Path, paths):
         if path.is_dir():
             wanted = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+            # Links too, dangling ones included: their row says `missing` (nothing skipped silently).
             found = sorted(
-                entry for entry in path.rglob("*") if entry.is_file() and entry.suffix.lower() in wanted
+                entry
+                for entry in path.rglob("*")
+                if (entry.is_file() or entry.is_symlink()) and entry.suffix.lower() in wanted
             )
             if not found:
                 raise FfxError(f"{path}: no video or image in this folder ({', '.join(wanted)})")
             files += found
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
             raise FfxError(f"{path} not found")

@@ -83,6 +83,8 @@ def predict(
     description = describe_checkpoint(checkpoint)
     recipe = checkpoint_recipe(description)
     inputs = find_inputs(paths)
+    for folder in (Path(out), *([Path(crops_dir)] if crops_dir else [])):
+        _writable_folder(folder)  # before the work, not after it
     placement = place(device)
     model = load_model(checkpoint, placement.device)
     classes = checkpoint_classes(checkpoint_metadata(checkpoint), model.config.num_classes, checkpoint)
@@ -135,9 +137,22 @@ def predict(
     for item in inputs:
         frames = _frame_rows(item, extracted[item.key], scores, threshold)
         report.frames += frames
-        report.inputs.append(_input_row(item, frames, threshold))
+        first = extracted[item.key].frames[0]
+        report.inputs.append(_input_row(item, frames, threshold, (first["status"], first["error"])))
     write_predictions(report)
     return report
+
+
+def _writable_folder(folder: Path) -> None:
+    """Make `folder` (an output folder), or one line saying why it cannot be."""
+    if folder.exists() and not folder.is_dir():
+        raise FfxError(f"{folder} is a file, not a folder: give --out a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ffx-probe-"):
+            pass
+    except OSError as error:
+        raise FfxError(f"{folder}: cannot write there ({error.strerror}); choose another --out") from None
 
 
 def checkpoint_recipe(description: dict):
@@ -256,13 +271,13 @@ def _frame_rows(item: Input, extracted: Extracted, scores: dict, threshold: floa
     return rows
 
 
-def _input_row(item: Input, frames: list[dict], threshold: float) -> dict:
+def _input_row(item: Input, frames: list[dict], threshold: float, video_status: tuple[str, str]) -> dict:
     """An input's verdict: the mean score of its scored frames (the video score `ffx eval`
     reports), or the commonest reason its frames have none."""
     scored = [row["score"] for row in frames if row["score"] is not None]
     score = sum(scored) / len(scored) if scored else None
-    if scored:
-        status, error = Status.OK.value, ""
+    if scored:  # the video's own status (partial, short: a cut file) where it is not ok
+        status, error = video_status
     else:
         (status, error), _count = Counter((row["status"], row["error"]) for row in frames).most_common(1)[0]
     counted = {row["frame_index"] for row in frames if row["frame_index"] is not None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -182,3 +183,23 @@ def test_a_read_only_build_reruns(sharded_build: Path) -> None:
         assert main(["shard", str(sharded_build)]) == 0
     finally:
         sharded_build.chmod(0o755)
+
+
+def test_a_copied_build_is_in_place_without_writing_its_shards_again(
+    sharded_build: Path, tmp_path: Path
+) -> None:
+    """A copy (cp -a, rsync) gives every shard a new inode: the shards are hashed once against the
+    recorded sha256 (their new identity recorded) instead of being written again, and from then on a
+    rerun writes nothing (so a read-only copy, which cannot record it, is hashed each time)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(sharded_build, copy, symlinks=True)
+    before = files_and_times(copy)
+    assert main(["shard", str(copy)]) == 0
+    after = files_and_times(copy)
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed <= {"shards/.plan.json", "shards", "build.json"} and "shards/.plan.json" in changed
+    assert main(["shard", str(copy)]) == 0 and files_and_times(copy) == after
+    damaged = sorted((copy / "shards").glob("*.tar"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-512])  # a copy that went wrong is still caught
+    assert main(["verify", str(copy)]) == 1
+    assert main(["shard", str(copy)]) == 0 and main(["verify", str(copy)]) == 0

@@ -146,8 +146,9 @@ def _decode_again(task: CropTask, report) -> tuple[list[np.ndarray], str]:
         raise BadInput(f"{source} not found: the build keeps no frames, so crop decodes the video again")
     wanted = {frame_index: sha256 for frame_index, _path, sha256 in task.frames}
     plan = FramePlan(frozenset(wanted), max(wanted), len(wanted))
+    # Extract's made_from is the file's path and size, so only a recipe change redoes it here.
     rebuild = (
-        f"extract it again with `ffx build --keep-frames` (or `ffx extract {task.build}`, then `ffx crop`)"
+        "extract the build again with `ffx build --keep-frames` (every video, this decoder, frames kept)"
     )
     images: dict[int, np.ndarray] = {}
     try:

@@ -78,9 +78,7 @@ def _decode_and_crop(task: VideoTask, report) -> Extracted:
         return Extracted(frames, [])  # no frame to crop: `ffx crop` records why
     job = task.crop
     indices = [row["frame_index"] for row in frames]
-    faces, detected = crop_faces(
-        task.key, indices, images, job, Path(task.frames_root).parent / "faces", report
-    )
+    faces, detected = crop_faces(task.key, indices, images, job, Path(task.faces_root), report)
     made_from = crop_made_from(job.recipe, frames_identity(frames), job.original)
     return Extracted(frames, [row | {"made_from": made_from} for row in faces], detected)
 

@@ -15,6 +15,7 @@ those recorded when it was written for the same layout; anything else is written
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -340,8 +341,10 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
 
 def shards_in_place(build: BuildDir) -> dict | None:
     """The shard index when the shards on disk are the current layout, each file untouched since
-    it was written or checked (same inode, size and mtime), and nothing else lies beside them;
-    else None. Costs no hashing: a no-op `ffx shard` reads no shard."""
+    it was written or checked (same inode, size and mtime) or, when its identity changed (a copied
+    build), holding the very bytes recorded (size and sha256: hashed once, then its new identity is
+    recorded where the build is writable), and nothing else lies beside them; else None. A no-op
+    `ffx shard` in place reads no shard."""
     try:
         index = json.loads(build.shard_index.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -351,12 +354,19 @@ def shards_in_place(build: BuildDir) -> dict | None:
     _shards, layout = planned_shards(build, load_recipe(build))
     written = _written_shards(build, layout)
     names = {entry["name"] for entry in index.get("shards", [])}
-    untouched = index.get("layout_digest") == layout and all(
-        name in written and _file_identity(build.shards / name) == _identity_of(written[name])
-        for name in names
-    )
-    extra = any(path.name not in names for path in build.shards.glob("*.tar"))
-    return index if untouched and not extra else None
+    if index.get("layout_digest") != layout or any(name not in written for name in names):
+        return None
+    if any(path.name not in names for path in build.shards.glob("*.tar")):
+        return None
+    moved = [name for name in names if _file_identity(build.shards / name) != _identity_of(written[name])]
+    if not all(_file_matches(build.shards / name, written[name]) for name in moved):
+        return None
+    if moved:
+        for name in moved:
+            written[name] = written[name] | _file_identity(build.shards / name)
+        with contextlib.suppress(OSError):  # a read-only copy: checked again next time
+            atomic.write_json(build.shard_plan, {"layout": layout, "written": written})
+    return index
 
 
 def _written_shards(build: BuildDir, layout: str) -> dict[str, dict]:
