@@ -74,7 +74,13 @@ def open_shards(shards: str | Path, split: str) -> ShardSet:
     if index_path is None or not index_path.is_file():
         urls = _expand(str(shards))
         return ShardSet(urls, -1, {}, ())
-    index = json.loads(index_path.read_text(encoding="utf-8"))
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except ValueError:
+        index = None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        hint = f"; the shards are in {folder / 'shards'}" if (folder / "shards").is_dir() else ""
+        raise BuildError(f"{index_path} is not a shards index{hint}: give --shards BUILD/shards")
     entries = [entry for entry in index["shards"] if entry["split"] == split]
     if not entries:
         present = ", ".join(sorted(index["splits"])) or "none"

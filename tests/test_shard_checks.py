@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from ffx.cli import main
-from ffx.data import SHARD_CHECKS, RecordError, check_shard_files, shard_dataset, shard_loader
+from ffx.data import SHARD_CHECKS, RecordError, check_shard_files, open_shards, shard_dataset, shard_loader
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
 from ffx.pipeline.engine import atomic
@@ -280,3 +280,13 @@ def test_a_single_class_is_refused(tmp_path: Path, capfd) -> None:
             make_config(shards=pattern, run=str(tmp_path / "c"), classes=1, **TINY, **SHORT),
             show_progress=False,
         )
+
+
+def test_a_build_folder_given_for_its_shards_is_one_line(tmp_path: Path) -> None:
+    """`--shards BUILD` instead of `BUILD/shards`: BUILD/index.json is `ffx index`'s, not a shards index."""
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "index.json").write_text('{"root": "/data", "dataset": "folder"}')
+    with pytest.raises(
+        BuildError, match=r"is not a shards index; the shards are in .*/shards: give --shards"
+    ):
+        open_shards(tmp_path, "test")
