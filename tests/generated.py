@@ -115,3 +115,27 @@ def face_row(key: str, frame: int, path: str, side: int) -> dict:
         row |= {"x1": 10.0, "y1": 12.0, "x2": 40.0, "y2": 44.0, "prob": 0.999}
         row |= {"crop_x1": 0, "crop_y1": 0, "crop_x2": side, "crop_y2": side}
     return row
+
+
+def indexed_clips(tmp_path: Path, count: int, frames: int, width: int, height: int) -> Path:
+    """`count` index videos (`clip{n}.mp4`) under tmp_path/data/real, indexed with the folder
+    recipe into tmp_path/build; returns the build."""
+    from ffx.synthetic import write_h264_index_video
+
+    for number in range(count):
+        write_h264_index_video(tmp_path / "data" / "real" / f"clip{number}.mp4", frames, width, height)
+    build = tmp_path / "build"
+    run_index(load_manifest("folder"), tmp_path / "data", build)
+    return build
+
+
+def shard_entry(name: str, samples: int, data: bytes, labels: dict[str, int]) -> dict:
+    """A shards/index.json entry of the shard `name` ({split}-NNNNNN.tar) holding `data`."""
+    return {
+        "name": name,
+        "split": name.split("-")[0],
+        "samples": samples,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "labels": labels,
+    }

@@ -4,7 +4,6 @@ Shards are written here with tarfile; the checkpoint is trained for one step."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -32,6 +31,7 @@ from ffx.train.evaluate import (
 )
 from ffx.train.loop import TrainConfig, load_model, make_config, normalise, save_checkpoint, train
 from ffx.train.metrics import detection_metrics, method_metrics, nan_to_none
+from tests.generated import shard_entry
 from tests.test_shard_checks import make_shards, one_error_line, png
 
 FFPP_NAMES = ["pristine", "Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
@@ -64,16 +64,7 @@ def write_build(shards: Path, splits: dict[str, list[tuple[str, int, dict]]]) ->
         name = f"{split}-000000.tar"
         (shards / name).write_bytes(data)
         labels = dict(sorted(Counter(str(label) for _, label, _ in samples).items()))
-        entries.append(
-            {
-                "name": name,
-                "split": split,
-                "samples": len(samples),
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "labels": labels,
-            }
-        )
+        entries.append(shard_entry(name, len(samples), data, labels))
         totals[split] = {"shards": 1, "samples": len(samples), "bytes": len(data), "labels": labels}
     index = {"settings": {"spaces": ["rgb"]}, "shards": entries, "splits": totals}
     (shards / "index.json").write_text(json.dumps(index))

@@ -3,7 +3,6 @@ one line on a damaged shard or record. Shards are written here with tarfile (no 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
 from ffx.pipeline.engine import atomic
 from ffx.train.loop import TrainConfig, evaluate, make_config, save_checkpoint, train
+from tests.generated import shard_entry
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}
 # One step of one epoch (then validation on the val shard): enough to read every kind of shard.
@@ -74,18 +74,8 @@ def make_shards(
         data = tar_bytes(samples, pngs or {})[: (cut or {}).get(name)]
         (folder / name).write_bytes(data)
         labels = dict(sorted(Counter(str(label) for _, label in samples).items()))
-        split = name.split("-")[0]
-        entries.append(
-            {
-                "name": name,
-                "split": split,
-                "samples": len(samples),
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "labels": labels,
-            }
-        )
-        totals = splits.setdefault(split, {"samples": 0, "labels": Counter()})
+        entries.append(shard_entry(name, len(samples), data, labels))
+        totals = splits.setdefault(entries[-1]["split"], {"samples": 0, "labels": Counter()})
         totals["samples"] += len(samples)
         totals["labels"].update(labels)
     index = {"settings": {"spaces": ["rgb"]}, "shards": entries, "splits": splits}

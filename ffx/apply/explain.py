@@ -10,7 +10,6 @@ likely for that sample (for a binary detector: `fake`), so it shows the evidence
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from ffx.errors import FfxError
 from ffx.pipeline.engine import atomic
+from ffx.pipeline.media.images import encode_png
 
 METHODS = {
     "gradcam": "GradCAM",
@@ -32,6 +32,7 @@ METHODS = {
     "xgradcam": "XGradCAM",
 }
 TSNE_FILE, FEATURES_FILE = "tsne.png", "features.parquet"
+PNG_LEVEL = 1  # overlays and sheets: quick to write
 
 
 @dataclass
@@ -159,10 +160,7 @@ def contact_sheet(
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise FfxError(f"cannot encode {path}")
-    atomic.write_bytes(path, data.tobytes())
+    atomic.write_bytes(path, encode_png(rgb, PNG_LEVEL))
 
 
 def write_maps(
@@ -232,12 +230,9 @@ def tsne_features(
 
 
 def _plot_tsne(path: Path, samples: list[Sample], points: np.ndarray) -> None:
-    import matplotlib
+    from ffx.train.evaluate import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 5), dpi=120)
+    figure, (axis,) = new_figure(1, 6.0, 5.0)
     groups = sorted({(sample.label_name or "?", sample.method or "") for sample in samples})
     for group in groups:
         chosen = [index for index, s in enumerate(samples) if (s.label_name or "?", s.method or "") == group]
@@ -247,11 +242,7 @@ def _plot_tsne(path: Path, samples: list[Sample], points: np.ndarray) -> None:
     axis.set_xticks([])
     axis.set_yticks([])
     axis.legend(fontsize=8, markerscale=1.5)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    atomic.write_bytes(path, buffer.getvalue())
+    save_figure(figure, path)
 
 
 def explain(

@@ -30,6 +30,7 @@ from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, 
 from ffx.pipeline.media.detect import resolve_device
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.crop import CropStage
+from ffx.pipeline.stages.extract import video_task
 from ffx.pipeline.stages.extract_worker import Extracted, VideoTask, rows_without_frames
 from ffx.pipeline.stages.shard_worker import sample_name
 
@@ -200,18 +201,7 @@ def _crop_inputs(
     tasks: list[VideoTask | ImageTask] = [
         ImageTask(item.key, str(item.path), str(faces_root), job)
         if item.kind == IMAGE
-        else VideoTask(
-            item.key,
-            str(item.path),
-            str(temp / "frames"),
-            str(faces_root),
-            recipe.sampling,
-            tuple(recipe.extract.backends),
-            recipe.extract.png_level,
-            threads,
-            keep_frames=False,
-            crop=job,
-        )
+        else video_task(item.key, item.path, temp / "frames", faces_root, recipe, threads, job)
         for item in inputs
     ]
     (temp / "frames").mkdir(exist_ok=True)

@@ -411,14 +411,16 @@ def _text(value: str) -> str:
     return str(value).replace("$", r"\$")
 
 
-def _figure(panels: int, width: float, height: float):
+def new_figure(panels: int, width: float, height: float):
+    """A figure of `panels` axes side by side, without pyplot (no display, no global backend)."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global backend
 
     figure = Figure(figsize=(width * panels, height), layout="constrained")
     return figure, figure.subplots(1, panels, squeeze=False)[0]
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
+    """The figure as a PNG, written atomically."""
     with atomic.atomic_path(path) as temp:
         figure.savefig(temp, format="png", dpi=110)
 
@@ -428,7 +430,7 @@ def plot_roc(path: Path, scored: dict[str, list[dict]]) -> None:
     one panel per build."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    figure, axes = _figure(len(scored), 5.0, 4.6)
+    figure, axes = new_figure(len(scored), 5.0, 4.6)
     for axis, (name, rows) in zip(axes, scored.items()):
         labelled = [row for row in rows if row["fake"] is not None]
         methods = sorted({row["method"] for row in labelled if row["fake"]})
@@ -455,7 +457,7 @@ def plot_roc(path: Path, scored: dict[str, list[dict]]) -> None:
             axis.legend(loc="lower right", fontsize=8)
         else:
             axis.text(0.5, 0.5, "one class only: no ROC curve", ha="center", va="center")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion(path: Path, scored: dict[str, list[dict]]) -> None:
@@ -463,7 +465,7 @@ def plot_confusion(path: Path, scored: dict[str, list[dict]]) -> None:
     one panel per build."""
     from sklearn.metrics import confusion_matrix
 
-    figure, axes = _figure(len(scored), 4.2, 3.8)
+    figure, axes = new_figure(len(scored), 4.2, 3.8)
     for axis, (name, rows) in zip(axes, scored.items()):
         labelled = [row for row in rows if row["fake"] is not None]
         truth = [row["fake"] for row in labelled]
@@ -477,4 +479,4 @@ def plot_confusion(path: Path, scored: dict[str, list[dict]]) -> None:
         axis.set_yticks([0, 1], ["real", "fake"])
         axis.set(xlabel=f"predicted (score ≥ {THRESHOLD})", ylabel="truth")
         axis.set_title(f"{_text(name)}: frames")
-    _save(figure, path)
+    save_figure(figure, path)

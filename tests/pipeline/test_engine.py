@@ -27,7 +27,7 @@ from ffx.pipeline.stages.shard import run_shard, verify_shards
 from ffx.pipeline.stages.status import build_status
 from ffx.synthetic import portrait_frames, write_h264_index_video, write_h264_video
 from tests.conftest import touch
-from tests.generated import make_cropped_build
+from tests.generated import indexed_clips, make_cropped_build
 
 FRAMES = 4
 
@@ -254,11 +254,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(sharded_build: Path) -> Non
 
 
 def test_two_extracts_started_together(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    for number in range(4):
-        write_h264_index_video(root / "real" / f"clip{number}.mp4", 40, 160, 120)
-    build = tmp_path / "build"
-    run_index(load_manifest("folder"), root, build)
+    build = indexed_clips(tmp_path, 4, 40, 160, 120)
     command = [sys.executable, "-m", "ffx.cli", "extract", str(build), "--workers", "1"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -297,11 +293,7 @@ def test_a_damaged_samples_file_is_refused_not_packed(sharded_build: Path, capsy
 
 
 def test_rows_of_a_whole_run_win_over_an_older_part_run(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    for number in range(4):
-        write_h264_index_video(root / "real" / f"clip{number}.mp4", 12, 64, 48)
-    build = tmp_path / "build"
-    run_index(load_manifest("folder"), root, build)
+    build = indexed_clips(tmp_path, 4, 12, 64, 48)
     run_extract(build, part=Part(0, 2), sampling="first:10", workers=1, show_progress=False)
     report = run_extract(build, sampling="first:5", workers=1, show_progress=False)
     assert report.merged and report.done_now == 4

@@ -20,7 +20,7 @@ from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.record import write_build_record
 from ffx.pipeline.stages.shard import run_shard
 from ffx.synthetic import write_h264_index_video
-from tests.generated import make_cropped_build
+from tests.generated import indexed_clips, make_cropped_build
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,11 +82,7 @@ def on_a_full_disk(command: str, build: Path) -> str:
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_finishes(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    for number in range(3):
-        write_h264_index_video(root / "real" / f"clip{number}.mp4", 30, 320, 240)
-    build = tmp_path / "build"
-    run_index(load_manifest("folder"), root, build)
+    build = indexed_clips(tmp_path, 3, 30, 320, 240)
     on_a_full_disk("extract", build)
     assert run_extract(build, workers=1, show_progress=False).merged  # room again: it finishes
 

@@ -95,22 +95,12 @@ class ExtractStage(Stage):
         if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
         path_of, original_of = self.path_of, self.original_of
-        extract = recipe.extract
         threads = max(1, available_cores() // workers)
         build.frames.mkdir(parents=True, exist_ok=True)
 
         def task_for(key: str, crop: CropJob | None) -> VideoTask:
-            return VideoTask(
-                key,
-                str(Path(root) / path_of[key]),
-                str(build.frames),
-                str(build.faces),
-                recipe.sampling,
-                tuple(extract.backends),
-                extract.png_level,
-                threads,
-                extract.keep_frames,
-                crop,
+            return video_task(
+                key, Path(root) / path_of[key], build.frames, build.faces, recipe, threads, crop
             )
 
         jobs: dict[str, CropJob | None] = dict.fromkeys(keys)
@@ -195,6 +185,32 @@ class ExtractStage(Stage):
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.frames / key, ignore_errors=True)
+
+
+def video_task(
+    key: str,
+    source: Path,
+    frames_root: Path,
+    faces_root: Path,
+    recipe: Manifest,
+    threads: int,
+    crop: CropJob | None = None,
+) -> VideoTask:
+    """A worker's task for one video under the recipe's sampling and `[extract]` settings (with
+    `crop`, its faces are cropped in the same pass)."""
+    extract = recipe.extract
+    return VideoTask(
+        key,
+        str(source),
+        str(frames_root),
+        str(faces_root),
+        recipe.sampling,
+        tuple(extract.backends),
+        extract.png_level,
+        threads,
+        bool(extract.keep_frames),
+        crop,
+    )
 
 
 def run_extract(
