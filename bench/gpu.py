@@ -186,7 +186,8 @@ def time_training(
 
     import train
 
-    from ffx.train.loop import check_shards, make_config, place
+    from ffx.train.config import make_config
+    from ffx.train.loop import check_shards, place
 
     settings = train.parse_args(["--videos-per-label", "30", "--frames", "8"])  # its build: 2 classes
     shards, inputs = train.make_shards(work, settings, clips)

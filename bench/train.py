@@ -91,7 +91,8 @@ from common import (
 )
 
 if TYPE_CHECKING:
-    from ffx.train.loop import Placement, TrainConfig
+    from ffx.train.config import TrainConfig
+    from ffx.train.loop import Placement
 
 POOL_FRAMES = 40  # frames kept per clip, evenly spread over it
 SPACE_SETS = (("rgb", "lab", "hsv", "ycbcr"), ("rgb",))
@@ -461,7 +462,8 @@ def _format_ratio(ratio: float | None) -> str:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
-    from ffx.train.loop import check_shards, make_config, place
+    from ffx.train.config import make_config
+    from ffx.train.loop import check_shards, place
 
     torch.set_num_threads(available_cores())
     print(f"Generating the build and its shards in {workdir} (untimed) ...", flush=True)

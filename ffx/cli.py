@@ -623,7 +623,7 @@ def train(
     ] = False,
 ) -> None:
     """Train MCX-API on shards (torchrun for several GPUs or processes); resumable."""
-    from ffx.train.loop import TrainConfig, given_settings
+    from ffx.train.config import TrainConfig, given_settings
     from ffx.train.loop import train as run_training
 
     given = given_settings(

@@ -32,11 +32,11 @@ import webdataset as wds
 from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.pipeline.media.color import convert, parse_spaces
+from ffx.train.config import COLOUR_ON
 
 SHARD_CHECKS = "shard-checks.json"  # in a run folder: the shards whose sha256 matched index.json
 CheckKey = tuple[str, int, int, str]  # a checked shard: resolved path, bytes, mtime_ns, sha256
 COMPUTED_SPACES = ("hsv", "ycbcr")  # per-pixel and cheap: made from the RGB window when read
-COLOUR_ON = ("auto", "device", "host")  # where the spaces other than RGB are made (`colour_on`)
 
 
 class RecordError(BuildError):

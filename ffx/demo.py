@@ -146,7 +146,8 @@ def predict_demo(checkpoint: Path, build: Path, workdir: Path):
 def train_demo(shards: Path, run: Path, show_progress: bool, warn: Callable[[str], None] | None):
     """Train the demo's detector in `run`: a new run, the rest of an interrupted one, or nothing
     when it has finished. Returns the TrainReport and whether any step was trained."""
-    from ffx.train.loop import LAST, METRICS_FILE, given_settings, make_config, train
+    from ffx.train.config import given_settings, make_config
+    from ffx.train.loop import LAST, METRICS_FILE, train
 
     options = {"warn": warn} if warn is not None else {}
     settings = given_settings(shards=str(shards), run=str(run), **DEMO_TRAINING)

@@ -17,14 +17,8 @@ from ffx.cli import main
 from ffx.errors import FfxError
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.shard import run_shard
-from ffx.train.loop import (
-    RECIPE_CROP_FIELDS,
-    data_recipe,
-    describe_checkpoint,
-    load_model,
-    make_config,
-    train,
-)
+from ffx.train.config import make_config
+from ffx.train.loop import RECIPE_CROP_FIELDS, data_recipe, describe_checkpoint, load_model, train
 from tests.generated import make_cropped_build
 
 TINY = {

@@ -22,8 +22,9 @@ from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.shard import SampleStage, run_shard
 from ffx.train import colour
 from ffx.train.colour import rgb_to_spaces
+from ffx.train.config import make_config
 from ffx.train.evaluate import evaluate_checkpoint
-from ffx.train.loop import LAST, describe_checkpoint, make_config, train
+from ffx.train.loop import LAST, describe_checkpoint, train
 
 CHUNK = 1 << 21  # RGB values per comparison: 8 chunks cover all 2^24
 

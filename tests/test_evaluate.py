@@ -23,13 +23,14 @@ from ffx.cli import main
 from ffx.data import SHARD_CHECKS, shard_dataset, shard_loader
 from ffx.errors import FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
+from ffx.train.config import TrainConfig, make_config
 from ffx.train.evaluate import (
     PREDICTIONS_SCHEMA,
     build_real_labels,
     checkpoint_classes,
     dataset_metrics,
 )
-from ffx.train.loop import TrainConfig, load_model, make_config, normalise, save_checkpoint, train
+from ffx.train.loop import load_model, normalise, save_checkpoint, train
 from ffx.train.metrics import detection_metrics, method_metrics, nan_to_none
 from tests.generated import shard_entry
 from tests.test_shard_checks import make_shards, one_error_line, png

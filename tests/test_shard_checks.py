@@ -23,7 +23,8 @@ from ffx.data import SHARD_CHECKS, RecordError, check_shard_files, open_shards, 
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
 from ffx.pipeline.engine import atomic
-from ffx.train.loop import TrainConfig, evaluate, make_config, save_checkpoint, train
+from ffx.train.config import TrainConfig, make_config
+from ffx.train.loop import evaluate, save_checkpoint, train
 from tests.generated import shard_entry
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}

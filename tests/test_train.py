@@ -18,7 +18,8 @@ from ffx.cli import main
 from ffx.data import SHARD_CHECKS
 from ffx.errors import BuildError, FfxError
 from ffx.pipeline.stages.shard import run_shard
-from ffx.train.loop import evaluate, load_model, make_config, train
+from ffx.train.config import make_config
+from ffx.train.loop import evaluate, load_model, train
 from tests.generated import crop_pixels, make_cropped_build
 from tests.test_shard_checks import LAYOUT, make_shards
 

@@ -21,14 +21,13 @@ from ffx.data import Decoder, decode_sample, open_shards, read_shards, shard_dat
 from ffx.model.mcx_api import MCXAPI, LinearHead, ModelConfig, feature_width
 from ffx.pipeline.stages.shard import run_shard
 from ffx.train.batches import Carry, PassBatches, Short, interleave
+from ffx.train.config import TrainConfig, make_config
 from ffx.train.loop import (
     LAST,
     Placement,
-    TrainConfig,
     TrainStep,
     epoch_batches,
     load_model,
-    make_config,
     normalise,
     save_checkpoint,
     train,
