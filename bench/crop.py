@@ -334,7 +334,7 @@ def worker_import_seconds() -> float:
     """Wall time of a fresh Python importing what a crop worker imports (ffx, torch, facenet)."""
     # A worker runs crop_worker.crop_video under workers.call_guarded (detection imports torch and facenet).
     script = (
-        "import ffx.pipeline.engine.workers, ffx.pipeline.stages.crop_worker, torch; "
+        "import ffx.pipeline.engine.workers, ffx.pipeline.workers.crop, torch; "
         "from facenet_pytorch import MTCNN"
     )
     start = time.perf_counter()
@@ -358,7 +358,7 @@ def ffx_per_clip(build: Path, frames: list[Frame]) -> dict[str, float]:
     from ffx.pipeline.engine.builddir import BuildDir
     from ffx.pipeline.engine.stage import load_recipe
     from ffx.pipeline.stages.crop import CropStage
-    from ffx.pipeline.stages.crop_worker import CropTask, crop_video
+    from ffx.pipeline.workers.crop import CropTask, crop_video
 
     job = CropStage("cpu").job(load_recipe(BuildDir(build)))  # the recipe's [crop], as run_crop makes it
     threads_before = torch.get_num_threads()

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ffx import __version__
 from ffx.errors import FfxError, WorkerBug, os_error_line
-from ffx.pipeline.engine.builddir import COMMANDS
+from ffx.pipeline.engine.registry import command_of
 
 app = typer.Typer(
     name="ffx",
@@ -932,7 +932,7 @@ def print_stage_report(report) -> None:
     changed = f" ({report.redone} redone: their inputs or settings changed)" if report.redone else ""
     dropped = f"; {report.dropped} no longer indexed, removed" if report.dropped else ""
     console.print(
-        f"{COMMANDS[report.stage].split()[-1]}: {report.items} videos in this part, "
+        f"{command_of(report.stage).split()[-1]}: {report.items} videos in this part, "
         f"{report.skipped} already current{changed}; "
         f"this run: videos {escape(items) or 'none'}; {report.unit} {escape(rows) or 'none'} "
         f"({report.outputs} {report.made}){figures} in {report.seconds:.1f} s{dropped}",

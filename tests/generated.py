@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.stage import stage_for
+from ffx.pipeline.engine.registry import make_stage
 from ffx.pipeline.engine.statuses import NO_TRACK, Status
 from ffx.pipeline.media.images import encode_png
 from ffx.pipeline.recipe.manifest import load_manifest
@@ -71,9 +71,9 @@ def make_cropped_build(
 
 def write_stamped(build: Path, stage: str, rows: list[dict]) -> None:
     """Write a stage table whose rows carry the digests the stage's plan gives for this build."""
-    made_from = stage_for(stage).plan(BuildDir(build), load_manifest(build / "manifest.toml")).made_from
+    made_from = make_stage(stage).plan(BuildDir(build), load_manifest(build / "manifest.toml")).made_from
     stamped = [row | {"made_from": made_from[row["key"]]} for row in rows]
-    pq.write_table(pa.Table.from_pylist(stamped, schema=stage_for(stage).schema), build / f"{stage}.parquet")
+    pq.write_table(pa.Table.from_pylist(stamped, schema=make_stage(stage).schema), build / f"{stage}.parquet")
 
 
 def frame_row(key: str, frame: int, side: int) -> dict:

@@ -17,8 +17,8 @@ from ffx.pipeline.engine.statuses import BadInput, Status
 from ffx.pipeline.media.images import read_rgb
 from ffx.pipeline.recipe.layouts.base import VIDEO_EXTENSIONS
 from ffx.pipeline.recipe.schema import key_from_path
-from ffx.pipeline.stages.crop_worker import CropJob, crop_faces
-from ffx.pipeline.stages.extract_worker import Extracted, VideoTask, extract_video, rows_without_frames
+from ffx.pipeline.workers.crop import CropJob, crop_faces
+from ffx.pipeline.workers.extract import Extracted, VideoTask, extract_video, rows_without_frames
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 IMAGE, VIDEO = "image", "video"

@@ -31,8 +31,8 @@ from ffx.pipeline.media.detect import resolve_device
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.crop import CropStage
 from ffx.pipeline.stages.extract import video_task
-from ffx.pipeline.stages.extract_worker import Extracted, VideoTask, rows_without_frames
-from ffx.pipeline.stages.shard_worker import sample_name
+from ffx.pipeline.workers.extract import Extracted, VideoTask, rows_without_frames
+from ffx.pipeline.workers.shard import sample_name
 
 FRAMES_FILE, INPUTS_FILE, PREDICTIONS_FILE = "frames.csv", "inputs.csv", "predictions.json"
 FRAME_FIELDS = ("input", "kind", "frame_index", "track", "status", "error", "face_prob", "score", "label")

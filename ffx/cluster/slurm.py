@@ -26,8 +26,6 @@ from pathlib import Path
 
 from ffx.errors import FfxError
 
-ARRAY_STAGES = ("extract", "crop", "shard")
-STAGES = ("index", *ARRAY_STAGES)
 SUBMIT_SCRIPT = "submit.sh"
 # Job states after which a job never runs again (squeue's long names).
 FINAL_STATES = frozenset(
@@ -90,27 +88,35 @@ class SlurmJobs:
         """The log file of every task of the submitted jobs `job_ids` (name -> id)."""
         logs = []
         for name, job_id in job_ids.items():
-            if name in ARRAY_STAGES:
+            if name in self.tasks:  # an array: one log per task
                 logs += [self.logs / f"{name}-{job_id}_{task}.out" for task in range(self.tasks[name])]
             else:
                 logs.append(self.logs / f"{name}-{job_id}.out")
         return logs
 
 
+def array_stages() -> tuple[str, ...]:
+    """The stages run as arrays of parts after `ffx index` (extract, crop, shard): the registry's."""
+    import ffx.pipeline.stages  # noqa: F401  (the stages register themselves)
+    from ffx.pipeline.engine.registry import array_stages as registered
+
+    return registered()
+
+
 def parse_tasks(text: str) -> dict[str, int]:
     """Array sizes from `N` (every stage) or `extract=32,crop=8,shard=16` (stages left out: 1)."""
-    text = text.strip()
+    text, stages = text.strip(), array_stages()
     if re.fullmatch(r"\d+", text):
-        sizes = dict.fromkeys(ARRAY_STAGES, int(text))
+        sizes = dict.fromkeys(stages, int(text))
     else:
-        sizes = dict.fromkeys(ARRAY_STAGES, 1)
+        sizes = dict.fromkeys(stages, 1)
         for item in text.split(","):
             name, _, value = item.partition("=")
             name = name.strip()
-            if name not in ARRAY_STAGES or not re.fullmatch(r"\s*\d+\s*", value):
+            if name not in stages or not re.fullmatch(r"\s*\d+\s*", value):
                 raise FfxError(
                     f"--tasks {text!r}: expected N, or STAGE=N items for the stages "
-                    f"{', '.join(ARRAY_STAGES)} (e.g. extract=32,crop=8,shard=16)"
+                    f"{', '.join(stages)} (e.g. extract=32,crop=8,shard=16)"
                 )
             sizes[name] = int(value)
     for name, size in sizes.items():
@@ -191,21 +197,11 @@ def write_slurm_jobs(
     `stage_resources` (e.g. a GPU for crop); `logs`: one file per task (default OUT/logs); `setup`:
     shell lines run first in every job (`module load …`); `assignments`: `--set` overrides for
     `ffx index`. Paths are written absolute, so the scripts work from any folder."""
-    sizes = dict.fromkeys(ARRAY_STAGES, 1) | dict(tasks or {})
+    arrays = array_stages()
+    sizes = dict.fromkeys(arrays, 1) | dict(tasks or {})
     default = resources or Resources()
-    per_stage = {stage: (stage_resources or {}).get(stage, default) for stage in STAGES}
-    for stage, size in sizes.items():
-        if stage not in ARRAY_STAGES or size < 1:
-            raise FfxError(
-                f"array size {stage}={size}: give at least 1 task to each of {', '.join(ARRAY_STAGES)}"
-            )
-    for stage, wanted in per_stage.items():
-        _check_resources(wanted, f"{stage} job")
-    for label, value in (("partition", partition), ("account", account)):
-        if value is not None and not _WORD.match(value):
-            raise FfxError(f"--{label} {value!r} is not one word")
-    if training is not None:
-        _check_training(training)
+    per_stage = {stage: (stage_resources or {}).get(stage, default) for stage in ("index", *arrays)}
+    _check_jobs(arrays, sizes, per_stage, {"partition": partition, "account": account}, training)
 
     out, build, root = Path(out).absolute(), Path(build).absolute(), Path(root).absolute()
     logs = Path(logs).absolute() if logs is not None else out / "logs"
@@ -240,7 +236,7 @@ def write_slurm_jobs(
             f"exec {shlex.join(index_command)}",
         )
     }
-    for stage in ARRAY_STAGES:
+    for stage in arrays:
         count = sizes[stage]
         # The part count is written here, not read from SLURM_ARRAY_TASK_COUNT: that is the size of
         # this submission, so resubmitting task 2 alone (--array=2) would otherwise do part 0 of 1,
@@ -266,6 +262,26 @@ def write_slurm_jobs(
     submit.write_text(_submit_script(list(scripts)), encoding="utf-8")
     submit.chmod(0o755)
     return SlurmJobs(out, written, submit, logs, sizes)
+
+
+def _check_jobs(
+    arrays: Sequence[str],
+    sizes: Mapping[str, int],
+    per_stage: Mapping[str, Resources],
+    words: Mapping[str, str | None],
+    training: Training | None,
+) -> None:
+    """One line naming the first setting sbatch would refuse, before any file is written."""
+    for stage, size in sizes.items():
+        if stage not in arrays or size < 1:
+            raise FfxError(f"array size {stage}={size}: give at least 1 task to each of {', '.join(arrays)}")
+    for stage, wanted in per_stage.items():
+        _check_resources(wanted, f"{stage} job")
+    for label, value in words.items():
+        if value is not None and not _WORD.match(value):
+            raise FfxError(f"--{label} {value!r} is not one word")
+    if training is not None:
+        _check_training(training)
 
 
 def _check_training(training: Training) -> None:

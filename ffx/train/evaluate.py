@@ -46,6 +46,7 @@ from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.store import write_table
+from ffx.pipeline.recipe.schema import REAL_NAMES, is_real_name
 from ffx.train.loop import (
     EXPECTED_CHECKPOINT,
     checkpoint_metadata,
@@ -55,11 +56,9 @@ from ffx.train.loop import (
     place,
 )
 from ffx.train.metrics import (
-    REAL_NAMES,
     THRESHOLD,
     are_placeholders,
     dataset_metrics,
-    is_real_name,
     level_metrics,
     mark_rows,
     nan_to_none,

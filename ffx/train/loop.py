@@ -77,13 +77,13 @@ from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.workers import available_cores
 from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.recipe.schema import is_real_name
 from ffx.train.batches import BalancedBatches, Carry, PassBatches, Short, interleave, split_quota
 from ffx.train.colour import rgb_to_spaces
 from ffx.train.config import LEGACY, RESUMABLE, TrainConfig, setting_name
 from ffx.train.metrics import (
     are_placeholders,
     detection_metrics,
-    is_real_name,
     mark_rows,
     method_metrics,
     nan_to_none,

@@ -27,13 +27,6 @@ from ffx.errors import FfxError
 THRESHOLD = 0.5
 # Class names read as "real" (compared in lower case): FF++'s originals are `pristine` (method
 # `original`), binary recipes name class 0 `real`.
-REAL_NAMES = ("pristine", "real", "original")
-
-
-def is_real_name(name: str | None) -> bool:
-    return name is not None and name.strip().lower() in REAL_NAMES
-
-
 # ---------------------------------------------------------------- metrics
 
 

@@ -17,7 +17,7 @@ from ffx.pipeline.media.faces import (
     square_box,
     track_faces,
 )
-from ffx.pipeline.stages.crop_worker import _resize
+from ffx.pipeline.workers.crop import _resize
 
 
 @pytest.mark.parametrize(

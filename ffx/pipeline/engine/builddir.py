@@ -9,10 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-# Stage tables in pipeline order, each made by one command from the one before it.
-STAGES = ("frames", "faces", "samples")
 SHARD_INDEX = "index.json"  # in a shards folder, wherever it lies
-COMMANDS = {"videos": "ffx index", "frames": "ffx extract", "faces": "ffx crop", "samples": "ffx shard"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,7 @@ class BuildDir:
 
     # Stage tables and their per-part chunk folders.
     def table(self, stage: str) -> Path:
-        """`{stage}.parquet` (stage: videos, frames, faces, samples)."""
+        """`{stage}.parquet`: `videos`, or a registered stage's table (frames, faces, samples)."""
         return self.root / f"{stage}.parquet"
 
     def parts(self, stage: str) -> Path:

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ffx.errors import BuildError
-from ffx.pipeline.engine.builddir import COMMANDS, BuildDir
+from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.registry import command_of
 
 
 @contextmanager
@@ -64,7 +65,7 @@ def _held(build: BuildDir, stage: str, path: Path, other: dict) -> BuildError:
         return BuildError(f"{path} is a lock file that names no holder; delete it if no ffx runs on {build}")
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
     return BuildError(
-        f"another {COMMANDS.get(stage, stage)} is running on {build} ({other.get('part')}): "
+        f"another {command_of(stage, stage)} is running on {build} ({other.get('part')}): "
         f"host {other.get('host')}, pid {other.get('pid')}, since {since}; wait for it, "
         f"or delete {path} if that process is gone"
     )

@@ -31,10 +31,11 @@ import pyarrow as pa
 
 from ffx.errors import BuildError, os_error_line
 from ffx.pipeline.engine import atomic, store
-from ffx.pipeline.engine.builddir import COMMANDS, STAGES, BuildDir
+from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.lock import hold_lock
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.registry import INDEX, command_of, make_stage, upstream_chain
 from ffx.pipeline.engine.statuses import FAILED, BadInput, Status
 from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, run_tasks
 from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes, manifest_to_toml
@@ -52,29 +53,42 @@ def rows_by_key(table: pa.Table) -> dict[str, list[dict]]:
 
 @dataclass
 class Plan:
-    """What a stage's table must hold now."""
+    """What a stage's table must hold now. A stage's own plan (a subclass) also carries what its
+    tasks are built from for this run (the upstream rows, each video's path, ...): the Stage object
+    holds only its options."""
 
     made_from: dict[str, str]  # every item of the build -> digest of what it is made from
     blocked: dict[str, list[dict]] = field(default_factory=dict)  # items with rows but no task
     group_of: dict[str, str] | None = None  # items that must land in one part
 
 
-class Stage:
-    """What a stage supplies to the engine. Subclasses set the class attributes and the methods
-    that raise NotImplementedError; the others have the usual behaviour."""
+@dataclass(frozen=True)
+class BuildOptions:
+    """What `ffx build` passes to each stage it runs (`Stage.build_step`)."""
 
-    name: str  # table stem: frames, faces, samples
+    part: Part
+    workers: int | None = None
+    device: str = "auto"
+    keep_frames: bool | None = None
+    show_progress: bool = True
+
+
+class Stage:
+    """What a stage supplies to the engine: a class registered with `@register_stage` that sets the
+    class attributes and the methods that raise NotImplementedError; the others are hooks with the
+    usual behaviour. Methods that need this run's facts get the run's `plan`."""
+
+    name: str  # the table it writes: frames, faces, samples
+    upstream: str  # the table it is made from: videos, frames, faces
+    command: str  # the command that runs it: ffx extract, ...
     unit: str  # what its rows are: frames, faces, samples
     schema: pa.Schema
     sort_by: tuple[str, ...]
+    array: bool = True  # `ffx slurm` runs it as an array of parts
     # The next stage, when this stage's workers also produce its rows (`ffx build` crops the frames
     # it decodes): they go into its ledger, `made_from` set by the worker, and that stage then
     # finds those items current.
     companion: Stage | None = None
-
-    @property
-    def command(self) -> str:
-        return COMMANDS[self.name]
 
     @property
     def verb(self) -> str:
@@ -84,7 +98,9 @@ class Stage:
     def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
         raise NotImplementedError
 
-    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+    def tasks(
+        self, plan: Plan, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int
+    ) -> list:
         """Worker tasks for `keys` (each task has `.key`) for `workers` processes; `done` holds
         the current rows of the items this run does not redo."""
         raise NotImplementedError
@@ -93,12 +109,17 @@ class Stage:
     def worker(task, report) -> Any:
         raise NotImplementedError
 
-    def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
+    def failure_rows(self, plan: Plan, key: str, status: Status, error: str) -> list[dict]:
         """The single row of an item that produced nothing."""
         raise NotImplementedError
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         """Delete an item's files (it left the build)."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_step(cls, build: Path, options: BuildOptions) -> StageReport:
+        """Run this stage as a step of `ffx build`."""
         raise NotImplementedError
 
     def workers(self, requested: int | None, cores: int) -> int:
@@ -112,11 +133,11 @@ class Stage:
         """Whether a row stands for something made (a frame, a crop, a sample), not a reason."""
         return bool(row.get("path"))
 
-    def outputs(self, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+    def outputs(self, plan: Plan, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
         """The files an item's rows say it wrote (an item whose files are gone is redone)."""
         return [build.root / row["path"] for row in rows if row.get("path")]
 
-    def inputs_present(self, build: BuildDir, key: str) -> bool:
+    def inputs_present(self, plan: Plan, build: BuildDir, key: str) -> bool:
         """Whether an item recorded `missing` can be tried again: the files it lacked are back."""
         return False
 
@@ -128,15 +149,15 @@ class Stage:
         """The companion stage's rows of a finished task (none: that stage does the item itself)."""
         return []
 
-    def stalled_rows(self, task, stalled: Stalled) -> list[dict]:
+    def stalled_rows(self, plan: Plan, task, stalled: Stalled) -> list[dict]:
         status = Status.TIMEOUT if stalled.hung else Status.ERROR
-        return self.failure_rows(task.key, status, f"{self.verb} worker: {stalled.reason}")
+        return self.failure_rows(plan, task.key, status, f"{self.verb} worker: {stalled.reason}")
 
     def retry(self, task, stalled: Stalled):
         """A follow-up task for a hung or dead worker's task, or None to record it as failed."""
         return None
 
-    def follow_up(self, task, result) -> list:
+    def follow_up(self, plan: Plan, task, result) -> list:
         """Tasks that could only start once `task` finished (run in the same pool)."""
         return []
 
@@ -198,23 +219,6 @@ def write_recipe(build: BuildDir, recipe: Manifest) -> None:
 # --- currency ----------------------------------------------------------------------------------
 
 
-def stage_for(name: str) -> Stage:
-    """The stage that makes table `name`."""
-    if name == "frames":
-        from ffx.pipeline.stages.extract import ExtractStage
-
-        return ExtractStage()
-    if name == "faces":
-        from ffx.pipeline.stages.crop import CropStage
-
-        return CropStage()
-    if name == "samples":
-        from ffx.pipeline.stages.shard import SampleStage
-
-        return SampleStage()
-    raise ValueError(name)
-
-
 @dataclass
 class Currency:
     """How a stage's merged table compares with what its inputs give now."""
@@ -257,9 +261,8 @@ _currency_memo: dict[tuple[str, str], tuple[tuple, Currency, pa.Table | None]] =
 def _chain_state(build: BuildDir, name: str) -> tuple:
     """Identity of the files a stage's currency depends on: the recipe and every merged table up to
     its own. Tables are only ever replaced by a rename, so inode, mtime and size tell a change."""
-    chain = ["videos", *STAGES[: STAGES.index(name) + 1]]
     state = []
-    for path in [build.manifest, *(build.table(stage) for stage in chain)]:
+    for path in [build.manifest, *(build.table(stage) for stage in upstream_chain(name))]:
         try:
             facts = path.stat()
             state.append((facts.st_ino, facts.st_mtime_ns, facts.st_size))
@@ -281,7 +284,7 @@ def table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | Non
 
 
 def _table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
-    stage = stage_for(name)
+    stage = make_stage(name)
     path = build.table(name)
     try:
         plan = stage.plan(build, load_recipe(build))
@@ -297,17 +300,17 @@ def _table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | No
 def current_table(build: BuildDir, name: str) -> pa.Table:
     """Stage `name`'s table, once it is merged and current all the way up; else a one-line
     BuildError saying what is out of date and which command brings it up to date."""
-    if name == "videos":
+    if name == INDEX:
         from ffx.pipeline.recipe.schema import VIDEOS_SCHEMA
 
-        videos = store.read_table(build.videos, "`ffx index`")
+        videos = store.read_table(build.videos, f"`{command_of(INDEX)}`")
         if missing := set(VIDEOS_SCHEMA.names) - set(videos.column_names):
             raise BuildError(
                 f"{build.videos} was written by an older ffx (no {', '.join(sorted(missing))}): "
                 "run `ffx index` again with the build's recipe"
             )
         return videos
-    stage = stage_for(name)
+    stage = make_stage(name)
     path = build.table(name)
     currency, table = table_currency(build, name)
     if currency.upstream:
@@ -389,11 +392,11 @@ def _todo(
         statuses = {row["status"] for row in rows}
         if (
             statuses & retry
-            or not _all_present(stage.outputs(build, key, rows))
+            or not _all_present(stage.outputs(plan, build, key, rows))
             or (
                 Status.MISSING.value in statuses
                 and key not in plan.blocked
-                and stage.inputs_present(build, key)
+                and stage.inputs_present(plan, build, key)
             )
         ):
             redo.add(key)
@@ -470,17 +473,8 @@ def _run_stage(
                     record(key, [dict(row) for row in plan.blocked[key]])
             runnable = [key for key in todo if key not in plan.blocked]
             processes = stage.workers(workers, available_cores())
-            todo_set = set(todo)
-            current = pa.array(
-                [
-                    key not in todo_set and made.get(key) == plan.made_from.get(key)
-                    for key in done_rows.column("key").to_pylist()
-                ],
-                pa.bool_(),
-            )
-            tasks = (
-                stage.tasks(build, recipe, runnable, done_rows.filter(current), processes) if runnable else []
-            )
+            done = _kept_rows(done_rows, made, plan, set(todo))
+            tasks = stage.tasks(plan, build, recipe, runnable, done, processes) if runnable else []
             function = functools.partial(call_guarded, type(stage).worker)
             results = run_tasks(
                 function,
@@ -488,13 +482,13 @@ def _run_stage(
                 processes,
                 stall_seconds,
                 retry=stage.retry,
-                follow_up=stage.follow_up,
+                follow_up=functools.partial(stage.follow_up, plan),
             )
             for task, result in results:
                 if isinstance(result, Stalled):
-                    rows = stage.stalled_rows(task, result)
+                    rows = stage.stalled_rows(plan, task, result)
                 elif isinstance(result, BadInput):
-                    rows = stage.failure_rows(task.key, result.status, str(result))
+                    rows = stage.failure_rows(plan, task.key, result.status, str(result))
                 else:
                     rows = stage.result_rows(task, result, report)
                     if extra := stage.companion_rows(task, result):
@@ -507,6 +501,13 @@ def _run_stage(
             store.log_run(build.root, name, part, report.seconds, len(todo))
     report.merged, report.dropped = merge_when_current(stage, build, ledger, plan)
     return report
+
+
+def _kept_rows(rows: pa.Table, made: dict[str, str], plan: Plan, todo: set[str]) -> pa.Table:
+    """The rows of the items this run keeps: current, and not redone."""
+    keys = rows.column("key").to_pylist()
+    keep = [key not in todo and made.get(key) == plan.made_from.get(key) for key in keys]
+    return rows.filter(pa.array(keep, pa.bool_()))
 
 
 def _maybe_lock(build: BuildDir, stage: Stage | None, part: Part):

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine.atomic import write_bytes
-from ffx.pipeline.engine.builddir import COMMANDS
 from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.registry import command_of
 
 
 def write_table(path: Path, table: pa.Table) -> None:
@@ -74,7 +74,7 @@ class Ledger:
     def _read(self, path: Path) -> pa.Table:
         """A table file in this ledger's schema; columns it lacks (a build made by an older ffx)
         read as empty strings, so its items count as made from unknown inputs and are redone."""
-        table = _read_parquet(path, f"`{COMMANDS.get(self.stage, 'ffx build')}`")
+        table = _read_parquet(path, f"`{command_of(self.stage, 'ffx build')}`")
         for field in self.schema:
             if field.name not in table.column_names:
                 table = table.append_column(field.name, pa.array([""] * table.num_rows, field.type))

@@ -134,3 +134,13 @@ SAMPLES_SCHEMA = pa.schema(
         MADE_FROM_FIELD,
     ]
 )
+
+
+# Label names that mean a real (pristine) video wherever ffx must tell real from fake: metrics,
+# exports, validation.
+REAL_NAMES = ("pristine", "real", "original")
+
+
+def is_real_name(name: str | None) -> bool:
+    """Whether a label name means real (case and surrounding spaces ignored)."""
+    return name is not None and name.strip().lower() in REAL_NAMES

@@ -1,6 +1,6 @@
 """`ffx crop`: MTCNN face crops of every extracted frame plus faces.parquet.
 
-Each video is one task in a worker process (`ffx.pipeline.stages.crop_worker`; on a CPU one process per
+Each video is one task in a worker process (`ffx.pipeline.workers.crop`; on a CPU one process per
 core with one torch thread each, on a GPU one process). A task detects faces on its frames in
 batches, follows the main face across frames, cuts the preset's crop from the full-resolution
 frame and publishes the crops folder atomically, like extract. With `crop.boxes_from_original`,
@@ -12,6 +12,8 @@ The engine (`ffx.pipeline.engine.stage`) runs the stage.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +21,9 @@ import pyarrow as pa
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.identity import crop_made_from, frames_identity
 from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.registry import register_stage
 from ffx.pipeline.engine.stage import (
+    BuildOptions,
     Plan,
     Stage,
     StageReport,
@@ -32,7 +36,7 @@ from ffx.pipeline.media.detect import DetectorSettings, resolve_device
 from ffx.pipeline.media.landmarks import DLIB68, NONE, model_file, model_sha256
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FACES_SCHEMA
-from ffx.pipeline.stages.crop_worker import (
+from ffx.pipeline.workers.crop import (
     BOX_ORIGINAL,
     CropJob,
     CropSettings,
@@ -46,21 +50,28 @@ from ffx.pipeline.stages.crop_worker import (
 LANDMARK_DEFAULTS = {"landmarks": NONE, "mask": False}
 
 
+@dataclass
+class CropPlan(Plan):
+    """The plan of one crop run: the frames rows of each video, each video's original and path."""
+
+    frames_of: dict[str, list[dict]] = field(default_factory=dict)
+    original_of: dict[str, str | None] = field(default_factory=dict)
+    path_of: dict[str, str] = field(default_factory=dict)
+    # Set by tasks(): original key -> fakes queued behind it, and (key, faces) -> task.
+    waiting: dict[str, list[str]] = field(default_factory=dict)
+    task_for: Callable[[str, dict[int, ReusedFace]], CropTask] | None = None
+
+
+@register_stage
 class CropStage(Stage):
     """Frames -> faces: a video's crops are made from its frames rows (and, when boxes are reused,
     its original's) and the `[crop]` settings."""
 
-    name, unit = "faces", "faces"
+    name, upstream, command, unit = "faces", "frames", "ffx crop", "faces"
     schema, sort_by = FACES_SCHEMA, ("key", "frame_index", "track")
 
     def __init__(self, device: str = "auto", batch_size: int | None = None):
         self.device, self.batch_size = device, batch_size
-        self.waiting: dict[str, list[str]] = {}  # original key -> fakes queued behind it
-        self.task_for = None
-        # Set by plan(): the frames rows of each video and each video's original, for the tasks.
-        self.frames_of: dict[str, list[dict]] = {}
-        self.original_of: dict[str, str | None] = {}
-        self.path_of: dict[str, str] = {}
 
     @staticmethod
     def settings(recipe: Manifest) -> dict:
@@ -103,11 +114,11 @@ class CropStage(Stage):
             settings, self.settings(recipe), self.device, batch_size, original, original_faces or {}
         )
 
-    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        self.frames_of = frames_of = rows_by_key(current_table(build, "frames"))
+    def plan(self, build: BuildDir, recipe: Manifest) -> CropPlan:
+        frames_of = rows_by_key(current_table(build, "frames"))
         videos = current_table(build, "videos").select(["key", "original_key", "path"]).to_pylist()
-        self.original_of = original_of = {video["key"]: video["original_key"] for video in videos}
-        self.path_of = {video["key"]: video["path"] for video in videos}
+        original_of = {video["key"]: video["original_key"] for video in videos}
+        path_of = {video["key"]: video["path"] for video in videos}
         settings = self.settings(recipe)
         reuse = recipe.crop.boxes_from_original
         identity = {key: frames_identity(rows) for key, rows in frames_of.items()}
@@ -123,38 +134,40 @@ class CropStage(Stage):
                     (rows[0]["status"], rows[0]["error"]) if rows else (Status.MISSING, "no frames rows")
                 )
                 blocked[key] = [empty_row(key, NO_FRAME, status, error)]
-        return Plan(made_from, blocked, family_of(original_of))
+        return CropPlan(made_from, blocked, family_of(original_of), frames_of, original_of, path_of)
 
     def workers(self, requested: int | None, cores: int) -> int:
         self.device = resolve_device(self.device)
         return requested or (1 if self.device.startswith("cuda") else cores)
 
-    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+    def tasks(
+        self, plan: CropPlan, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int
+    ) -> list:
         frames_of = {
-            key: tuple((row["frame_index"], row["path"], row["pixels_sha256"]) for row in self.frames_of[key])
+            key: tuple((row["frame_index"], row["path"], row["pixels_sha256"]) for row in plan.frames_of[key])
             for key in keys
         }
-        pixels = {key: sum(row["width"] * row["height"] for row in self.frames_of[key]) for key in keys}
-        original_of = self.original_of
+        pixels = {key: sum(row["width"] * row["height"] for row in plan.frames_of[key]) for key in keys}
+        original_of = plan.original_of
         crop = recipe.crop
         root = build.video_root()
 
         def task_for(key: str, original_faces: dict[int, ReusedFace]) -> CropTask:
-            backend = self.frames_of[key][0]["backend"]
-            video = str(root / self.path_of[key])
+            backend = plan.frames_of[key][0]["backend"]
+            video = str(root / plan.path_of[key])
             job = self.job(recipe, None, original_faces)
             return CropTask(key, frames_of[key], str(build), job, video, backend)
 
-        self.task_for = task_for
+        plan.task_for = task_for
         todo = set(keys)
         reusing = [key for key in keys if crop.boxes_from_original and original_of[key] in original_of]
         # A fake waits for its original when that is cropped in this run; otherwise it starts at once
         # with the original's current faces (none when the original has no frames).
-        self.waiting = {}
+        plan.waiting = {}
         for key in reusing:
             if original_of[key] in todo:
-                self.waiting.setdefault(original_of[key], []).append(key)
-        queued = {key for fakes in self.waiting.values() for key in fakes}
+                plan.waiting.setdefault(original_of[key], []).append(key)
+        queued = {key for fakes in plan.waiting.values() for key in fakes}
         ready = [key for key in reusing if key not in queued]
         known = main_faces(done.to_pylist(), {original_of[key] for key in ready}) if ready else {}
         tasks = [task_for(key, {}) for key in keys if key not in reusing]
@@ -164,10 +177,10 @@ class CropStage(Stage):
 
     worker = staticmethod(crop_video)
 
-    def follow_up(self, task: CropTask, result) -> list[CropTask]:
+    def follow_up(self, plan: CropPlan, task: CropTask, result) -> list[CropTask]:
         rows = result[0] if isinstance(result, tuple) else []
         faces = main_faces(rows, {task.key}).get(task.key, {})
-        return [self.task_for(key, faces) for key in self.waiting.pop(task.key, [])]
+        return [plan.task_for(key, faces) for key in plan.waiting.pop(task.key, [])]
 
     def result_rows(self, task: CropTask, result, report: StageReport) -> list[dict]:
         rows, detected = result
@@ -175,17 +188,27 @@ class CropStage(Stage):
         report.counts["boxes reused"] += sum(1 for row in rows if row["box_source"] == BOX_ORIGINAL)
         return rows
 
-    def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
+    def failure_rows(self, plan: Plan, key: str, status: Status, error: str) -> list[dict]:
         return [empty_row(key, NO_FRAME, status, error)]
 
-    def inputs_present(self, build: BuildDir, key: str) -> bool:
-        frames = self.frames_of.get(key, [])
+    def inputs_present(self, plan: CropPlan, build: BuildDir, key: str) -> bool:
+        frames = plan.frames_of.get(key, [])
         if any(not row["path"] for row in frames):  # no PNG kept: crop decodes the video again
-            return (build.video_root() / self.path_of[key]).is_file()
+            return (build.video_root() / plan.path_of[key]).is_file()
         return bool(frames) and all((build.root / row["path"]).is_file() for row in frames)
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.faces / key, ignore_errors=True)
+
+    @classmethod
+    def build_step(cls, build: Path, options: BuildOptions) -> StageReport:
+        return run_crop(
+            build,
+            part=options.part,
+            device=options.device,
+            workers=options.workers,
+            show_progress=options.show_progress,
+        )
 
 
 def run_crop(

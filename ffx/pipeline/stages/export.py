@@ -18,8 +18,6 @@ split or label name that is not one safe folder name stops the export before it 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +28,8 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.stage import current_table
 from ffx.pipeline.engine.statuses import Status
 from ffx.pipeline.recipe.manifest import LABEL_NAME_RULE, label_name_problem
-from ffx.pipeline.recipe.schema import SPLITS, UNKNOWN_LABEL, is_safe_key
-from ffx.pipeline.stages.shard_worker import sample_name
-from ffx.train.metrics import is_real_name
+from ffx.pipeline.recipe.schema import SPLITS, UNKNOWN_LABEL, is_real_name, is_safe_key
+from ffx.pipeline.stages.export_files import inside, link_crops
 
 FORMATS = ("mcx-api", "lib", "imagefolder", "deepfakebench")
 LIB_KINDS = ("real", "fake")
@@ -91,8 +88,8 @@ def run_export(
             main_face = [row for row in crops if row["track"] == 0]
             folder = where.faces / key
             if len(main_face) != len(crops):  # other faces' crops share the folder: link the main ones
-                folder = _inside(out.resolve(), "faces", key)
-                _link_crops(build, folder, key, main_face, copy)
+                folder = inside(out.resolve(), "faces", key)
+                link_crops(build, folder, key, main_face, copy)
             if any(character.isspace() or character == "," for character in str(folder)):
                 raise BuildError(
                     f"{folder}: LIB's reader deletes blanks and splits lines on commas, so this "
@@ -103,20 +100,20 @@ def run_export(
                 f"{int(kind == 'fake')},{folder},{len(main_face)}"
             )
         else:
-            folder = _inside(out, video["split"], video["label_name"])
-            _link_crops(build, folder, key, crops, copy)
+            folder = inside(out, video["split"], video["label_name"])
+            link_crops(build, folder, key, crops, copy)
         report.crops[video["split"]] = report.crops.get(video["split"], 0) + len(crops)
     report.videos = dict(Counter(videos[key]["split"] for key in crops_of))
     if export_format == "mcx-api":
         for split, lines in by_split.items():
-            atomic.write_bytes(_inside(out, f"{split}.txt"), ("\n".join(lines) + "\n").encode())
+            atomic.write_bytes(inside(out, f"{split}.txt"), ("\n".join(lines) + "\n").encode())
     elif export_format == "lib":
         for dataset in sorted({videos[key]["dataset"] for key in crops_of}):
             for split in SPLITS:
                 for kind in LIB_KINDS:
                     lines = lib_lines.get((dataset, split, kind), [])
                     text = "".join(f"{line}\n" for line in lines)
-                    atomic.write_bytes(_inside(out, dataset, f"{split}_{kind}.txt"), text.encode())
+                    atomic.write_bytes(inside(out, dataset, f"{split}_{kind}.txt"), text.encode())
     return report
 
 
@@ -135,25 +132,3 @@ def _check_names(where: BuildDir, key: str, video: dict, export_format: str) -> 
                 f"name (allowed: {LABEL_NAME_RULE}); export would write outside --out, so it writes "
                 "nothing (re-index with a safe name)"
             )
-
-
-def _inside(out: Path, *segments: str) -> Path:
-    """out/segment/...; a path that would leave `out` (lexically) is an error, whatever made it."""
-    folder = out.joinpath(*segments)
-    base, normalised = os.path.abspath(out), os.path.abspath(folder)
-    if os.path.commonpath([base, normalised]) != base or normalised == base:
-        raise BuildError(f"refusing to write outside --out {out}: {folder}")
-    return folder
-
-
-def _link_crops(build: Path, folder: Path, key: str, crops: list[dict], copy: bool, name=None) -> None:
-    """Link (or copy) a video's crops into `folder`, each named `name(row)` (default: its sample)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for row in crops:
-        stem = name(row) if name else sample_name(key, row["frame_index"], row["track"])
-        target = folder / f"{stem}.png"
-        target.unlink(missing_ok=True)  # a rerun replaces what an earlier one made
-        if copy:
-            shutil.copyfile(build / row["path"], target)
-        else:
-            os.symlink(build / row["path"], target)

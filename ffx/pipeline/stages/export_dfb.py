@@ -35,8 +35,8 @@ from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.stage import load_recipe
 from ffx.pipeline.media.landmarks import face_crop_landmarks
-from ffx.pipeline.recipe.schema import SPLITS
-from ffx.train.metrics import is_real_name
+from ffx.pipeline.recipe.schema import SPLITS, is_real_name
+from ffx.pipeline.stages.export_files import inside, link_crops
 
 COMMIT = "8a4a7bf5e966c5c5618bc27d1719c3683eae9a04"
 # Datasets whose JSON has a compression level under each split (abstract_dataset.py).
@@ -98,8 +98,6 @@ def export_deepfakebench(
     out = Path(out).resolve()
     base = Path(dfb_root or os.getcwd()).resolve()
     compression = recipe.layout.compression if name in FFPP_FAMILY else None
-    from ffx.pipeline.stages.export import _inside, _link_crops
-
     landmarks = _landmarks(where, recipe.crop.size)
     tree: dict[str, dict] = {}
     labels: dict[str, int] = {}
@@ -113,16 +111,16 @@ def export_deepfakebench(
             continue
         label = dfb_label(name, recipe, video)
         labels[label] = 0 if label.lower().endswith("real") else 1
-        folder = _inside(out, name, "frames", key)
-        _link_crops(where.root, folder, key, crops, copy, name=lambda row: f"{row['frame_index']:03d}")
+        folder = inside(out, name, "frames", key)
+        link_crops(where.root, folder, key, crops, copy, name=lambda row: f"{row['frame_index']:03d}")
         frames = ["./" + os.path.relpath(folder / f"{row['frame_index']:03d}.png", base) for row in crops]
         if landmarks:
-            _write_landmarks(_inside(out, name, "landmarks", key), crops, landmarks)
+            _write_landmarks(inside(out, name, "landmarks", key), crops, landmarks)
         masks = [row for row in crops if row.get("mask_path")]
         if masks:  # DeepfakeBench reads a crop's mask at its path with frames -> masks
-            _link_crops(
+            link_crops(
                 where.root,
-                _inside(out, name, "masks", key),
+                inside(out, name, "masks", key),
                 key,
                 [row | {"path": row["mask_path"]} for row in masks],
                 copy,
@@ -140,7 +138,7 @@ def export_deepfakebench(
         for per_split in tree.values():
             for split in SPLITS:
                 per_split[split].setdefault(compression, {})
-    json_folder = _inside(out, "dataset_json")
+    json_folder = inside(out, "dataset_json")
     atomic.write_json(json_folder / f"{name}.json", {name: tree})
     files = [name]
     if name == "FaceForensics++" and "FF-real" in tree:

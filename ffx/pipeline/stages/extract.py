@@ -1,6 +1,6 @@
 """`ffx extract`: the sampled frames of every indexed video as lossless PNGs plus frames.parquet.
 
-Each video is one task in a worker process (`ffx.pipeline.stages.extract_worker`). The worker decodes
+Each video is one task in a worker process (`ffx.pipeline.workers.extract`). The worker decodes
 with the first backend of the chain (PyAV, then decord, then OpenCV) and falls back to the next
 when a backend fails or gets fewer frames than the file holds; the main process replaces a
 worker that hangs or crashes and retries the video with the remaining backends. Frames are
@@ -12,7 +12,8 @@ that rename. The engine (`ffx.pipeline.engine.stage`) runs the stage.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +23,9 @@ from ffx.pipeline.engine import publish
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.identity import digest, frames_identity
 from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.engine.registry import register_stage
 from ffx.pipeline.engine.stage import (
+    BuildOptions,
     Plan,
     Stage,
     StageReport,
@@ -36,8 +39,8 @@ from ffx.pipeline.media.detect import resolve_device
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FRAMES_SCHEMA
 from ffx.pipeline.stages.crop import CropStage, family_of, main_faces
-from ffx.pipeline.stages.crop_worker import BOX_ORIGINAL, CropJob
-from ffx.pipeline.stages.extract_worker import Extracted, VideoTask, extract_video, rows_without_frames
+from ffx.pipeline.workers.crop import BOX_ORIGINAL, CropJob
+from ffx.pipeline.workers.extract import Extracted, VideoTask, extract_video, rows_without_frames
 
 
 def _file_size(path: str) -> int:
@@ -47,21 +50,30 @@ def _file_size(path: str) -> int:
         return 0
 
 
+@dataclass
+class ExtractPlan(Plan):
+    """The plan of one extract run, with what its tasks are made from."""
+
+    path_of: dict[str, str] = field(default_factory=dict)  # each video's path below the root
+    original_of: dict[str, str | None] = field(default_factory=dict)
+    # Set by tasks() when the crops are made in the same pass: original key -> fakes whose crops
+    # need its faces, and (key, crop job) -> task.
+    waiting: dict[str, list[str]] = field(default_factory=dict)
+    task_for: Callable[[str, CropJob | None], VideoTask] | None = None
+    recipe: Manifest | None = None
+
+
+@register_stage
 class ExtractStage(Stage):
     """Videos -> frames: what a video's frames are made from is its file and the decode settings."""
 
-    name, unit = "frames", "frames"
+    name, upstream, command, unit = "frames", "videos", "ffx extract", "frames"
     schema, sort_by = FRAMES_SCHEMA, ("key", "frame_index")
 
     def __init__(self, root: Path | None = None, crop: CropStage | None = None):
         self.root = root  # where the videos are now, if they moved since `ffx index`
         # `ffx build`: the crop stage whose rows the workers produce in the same pass.
         self.companion = crop
-        self.path_of: dict[str, str] = {}  # set by plan(): each video's path below the root
-        self.original_of: dict[str, str | None] = {}
-        self.waiting: dict[str, list[str]] = {}  # original key -> fakes whose crops need its faces
-        self.task_for = None  # set by tasks(): (key, crop job) -> task
-        self.recipe: Manifest | None = None
 
     @staticmethod
     def settings(recipe: Manifest) -> dict:
@@ -72,29 +84,38 @@ class ExtractStage(Stage):
             "keep_frames": recipe.extract.keep_frames,
         }
 
-    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
+    def plan(self, build: BuildDir, recipe: Manifest) -> ExtractPlan:
         columns = ["key", "path", "size_bytes", "resolved", "original_key"]
         videos = current_table(build, "videos").select(columns).to_pylist()
-        self.path_of = {video["key"]: video["path"] for video in videos}
-        self.original_of = {video["key"]: video["original_key"] for video in videos}
+        path_of = {video["key"]: video["path"] for video in videos}
+        original_of = {video["key"]: video["original_key"] for video in videos}
         settings = self.settings(recipe)
         made_from = {
             video["key"]: digest(settings, video["path"], video["size_bytes"], video["resolved"])
             for video in videos
         }
         # Cropping in the same pass, a fake lands in its original's part (it may reuse its boxes).
-        return Plan(made_from, group_of=family_of(self.original_of) if self.companion else None)
+        group_of = family_of(original_of) if self.companion else None
+        return ExtractPlan(made_from, group_of=group_of, path_of=path_of, original_of=original_of)
 
     def workers(self, requested: int | None, cores: int) -> int:
         if self.companion is not None:
             self.companion.device = resolve_device(self.companion.device)
         return requested or cores
 
-    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
+    def tasks(
+        self,
+        plan: ExtractPlan,
+        build: BuildDir,
+        recipe: Manifest,
+        keys: list[str],
+        done: pa.Table,
+        workers: int,
+    ) -> list:
         root = self._root(build)
         if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
-        path_of, original_of = self.path_of, self.original_of
+        path_of, original_of = plan.path_of, plan.original_of
         threads = max(1, available_cores() // workers)
         build.frames.mkdir(parents=True, exist_ok=True)
 
@@ -104,9 +125,9 @@ class ExtractStage(Stage):
             )
 
         jobs: dict[str, CropJob | None] = dict.fromkeys(keys)
-        self.waiting = {}
+        plan.waiting = {}
         if self.companion is not None:
-            self.task_for, self.recipe = task_for, recipe
+            plan.task_for, plan.recipe = task_for, recipe
             todo = set(keys)
             for key in keys:
                 original = original_of[key]
@@ -115,9 +136,9 @@ class ExtractStage(Stage):
                 elif not recipe.crop.boxes_from_original:
                     jobs[key] = self.companion.job(recipe, "detected")
                 elif original in todo:  # its crops need its original's faces: queued behind it
-                    self.waiting.setdefault(original, []).append(key)
+                    plan.waiting.setdefault(original, []).append(key)
                 # else: its original's faces are from an earlier run; `ffx crop` decodes it again
-        queued = {key for fakes in self.waiting.values() for key in fakes}
+        queued = {key for fakes in plan.waiting.values() for key in fakes}
         tasks = [task_for(key, jobs[key]) for key in keys if key not in queued]
         # Largest files first (a rough measure of the work), so the last tasks to run are short
         # ones and no core idles at the end while one long video finishes.
@@ -135,16 +156,16 @@ class ExtractStage(Stage):
     def companion_rows(self, task: VideoTask, result) -> list[dict]:
         return (result.faces or []) if isinstance(result, Extracted) else []
 
-    def follow_up(self, task: VideoTask, result) -> list[VideoTask]:
+    def follow_up(self, plan: ExtractPlan, task: VideoTask, result) -> list[VideoTask]:
         """A fake reusing its original's boxes starts once the original is cropped, with its faces
         (an original without frames has none: the fake is detected, as `ffx crop` would); if the
         original could not be cropped in this pass, the fake is only extracted."""
-        fakes = self.waiting.pop(task.key, [])
+        fakes = plan.waiting.pop(task.key, [])
         if not isinstance(result, Extracted) or result.faces is None:  # the original was not cropped
-            return [self.task_for(key, None) for key in fakes]
+            return [plan.task_for(key, None) for key in fakes]
         identity = frames_identity(result.frames)
         faces = main_faces(result.faces, {task.key}).get(task.key, {})
-        return [self.task_for(key, self.companion.job(self.recipe, identity, faces)) for key in fakes]
+        return [plan.task_for(key, self.companion.job(plan.recipe, identity, faces)) for key in fakes]
 
     worker = staticmethod(extract_video)
 
@@ -154,10 +175,10 @@ class ExtractStage(Stage):
     def has_output(self, row: dict) -> bool:
         return bool(row["pixels_sha256"])  # a decoded frame, its PNG kept or not
 
-    def failure_rows(self, key: str, status: Status, error: str) -> list[dict]:
+    def failure_rows(self, plan: Plan, key: str, status: Status, error: str) -> list[dict]:
         return rows_without_frames(key, status, error)
 
-    def stalled_rows(self, task: VideoTask, stalled: Stalled) -> list[dict]:
+    def stalled_rows(self, plan: Plan, task: VideoTask, stalled: Stalled) -> list[dict]:
         publish.remove_item_temps(Path(task.frames_root), task.key)
         where = f"{stalled.last_report[0]}: " if stalled.last_report else "probing: "
         failures = (*task.failures, where + stalled.reason)
@@ -177,14 +198,29 @@ class ExtractStage(Stage):
         hung = task.hung or stalled.hung
         return replace(task, backends=remaining, failures=failures, hung=hung) if remaining else None
 
-    def inputs_present(self, build: BuildDir, key: str) -> bool:
-        return (self._root(build) / self.path_of[key]).is_file()
+    def inputs_present(self, plan: ExtractPlan, build: BuildDir, key: str) -> bool:
+        return (self._root(build) / plan.path_of[key]).is_file()
 
     def _root(self, build: BuildDir) -> Path:
         return Path(self.root) if self.root else build.video_root()
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.frames / key, ignore_errors=True)
+
+    @classmethod
+    def build_step(cls, build: Path, options: BuildOptions) -> StageReport:
+        """One decode per frame: the workers also crop the faces of the frames they decode, so the
+        crop step finds them current (it does only what this pass could not: a fake whose original
+        was done in an earlier run, a video whose worker hung while cropping)."""
+        return run_extract(
+            build,
+            part=options.part,
+            workers=options.workers,
+            keep_frames=options.keep_frames,
+            crop=CropStage(options.device),
+            stall_seconds=120.0,  # a first detection loads torch (and CUDA)
+            show_progress=options.show_progress,
+        )
 
 
 def video_task(

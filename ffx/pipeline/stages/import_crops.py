@@ -1,22 +1,21 @@
 """`ffx import-crops`: face crops made elsewhere (folders of crops, a DeepfakeBench dataset JSON)
 as a build that starts at `ffx shard`.
 
-It writes the build's tables as the stages before `ffx shard` would, so `ffx shard`, `ffx verify`,
-`ffx status`, `ffx export` and the trainer run on it unchanged:
+It writes the build's tables as the stages before `ffx shard` would, through the stage engine
+(ledger, locks, provenance, worker processes), so `ffx shard`, `ffx verify`, `ffx status`,
+`ffx export` and the trainer run on it unchanged:
 
 - `ffx index` with the `crops` layout (`videos.parquet`, `manifest.toml`, `index.json`): one
   "video" per folder of crops, keys, labels and splits as for any layout;
-- `frames.parquet`: one row per image, the image standing for its frame: `pixels_sha256` of its
-  decoded RGB pixels, `path` "" (no full frame exists), `backend` `import`;
-- `faces.parquet`: one row per image: `ok` with the crop at `faces/{key}/{frame:06d}.png` (the
-  image decoded and written again as ffx's RGB PNG, so JPEG and palette images become the PNG
-  every shard holds) and no boxes (none are known); an image that cannot be read gets `error`
-  (or `missing`) with one line naming it, and is left out of the shards.
+- `frames.parquet` and `faces.parquet`: one row each per image (`ffx.pipeline.workers.import_crops`),
+  the crop at `faces/{key}/{frame:06d}.png` (the image decoded and written again as ffx's RGB PNG,
+  so JPEG and palette images become the PNG every shard holds). `ImportStage` writes the frames
+  rows in `ffx extract`'s place and the faces rows into `ffx crop`'s ledger as its companion,
+  each with the `made_from` those stages' plans give, so the tables are current.
 
-Every row carries the `made_from` the stage's own plan computes for the build, so the tables are
-current. The import is one process and redoes every image when run again. Running `ffx extract`
-or `ffx crop` with other settings on such a build would look for videos that do not exist: the
-crops are the build's input.
+Images can change inside a folder without the folder's index entry changing, so every run reads
+every image again. Running `ffx extract` or `ffx crop` with other settings on such a build would
+look for videos that do not exist: the crops are the build's input.
 """
 
 from __future__ import annotations
@@ -26,23 +25,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pyarrow as pa
 
 from ffx.errors import InputError
-from ffx.pipeline.engine import publish, store
-from ffx.pipeline.engine.builddir import STAGES, BuildDir
-from ffx.pipeline.engine.identity import pixels_sha256
-from ffx.pipeline.engine.stage import current_table, load_recipe, stage_for
-from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, Status
-from ffx.pipeline.media.images import encode_png
+from ffx.pipeline.engine.builddir import BuildDir, crop_file
+from ffx.pipeline.engine.stage import Plan, Stage, current_table, run_stage
+from ffx.pipeline.engine.statuses import Status
 from ffx.pipeline.recipe.layouts.crops import crop_files
 from ffx.pipeline.recipe.manifest import Manifest
+from ffx.pipeline.recipe.schema import FRAMES_SCHEMA
+from ffx.pipeline.stages.crop import CropStage
+from ffx.pipeline.stages.extract import ExtractStage
 from ffx.pipeline.stages.index import IndexReport, run_index
-
-BACKEND = "import"
-BOX_IMPORTED = "imported"
+from ffx.pipeline.workers.extract import Extracted, rows_without_frames
+from ffx.pipeline.workers.import_crops import ImportTask, import_folder
 
 
 @dataclass
@@ -82,6 +78,79 @@ def crops_recipe(
     )
 
 
+@dataclass
+class ImportPlan(Plan):
+    """The plan of one import: each folder's path below the crops root and its images."""
+
+    path_of: dict[str, str] = field(default_factory=dict)
+    files: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+
+
+class ImportStage(Stage):
+    """Folders of crop images -> frames rows, and faces rows for `ffx crop`'s ledger. Not
+    registered: it stands in for `ffx extract` and `ffx crop` on a build of imported crops."""
+
+    name, upstream, command, unit = "frames", "videos", "ffx import-crops", "crops"
+    schema, sort_by = FRAMES_SCHEMA, ("key", "frame_index")
+    array = False
+
+    def __init__(self) -> None:
+        self.companion = CropStage("cpu")  # its rows come from here; it never detects
+
+    def plan(self, build: BuildDir, recipe: Manifest) -> ImportPlan:
+        # The frames rows' `made_from` is the one `ffx extract`'s plan gives: the stages after
+        # read the table through that plan.
+        extract = ExtractStage().plan(build, recipe)
+        files = crop_files(build.video_root(), recipe.layout)
+        return ImportPlan(extract.made_from, path_of=extract.path_of, files=files)
+
+    def tasks(
+        self,
+        plan: ImportPlan,
+        build: BuildDir,
+        recipe: Manifest,
+        keys: list[str],
+        done: pa.Table,
+        workers: int,
+    ) -> list:
+        build.faces.mkdir(parents=True, exist_ok=True)
+        source, settings = str(build.video_root()), CropStage.settings(recipe)
+        return [
+            ImportTask(
+                key, source, tuple(plan.files[plan.path_of[key]]), str(build), recipe.crop.png_level, settings
+            )
+            for key in keys
+        ]
+
+    worker = staticmethod(import_folder)
+
+    def result_rows(self, task: ImportTask, result: Extracted, report) -> list[dict]:
+        return result.frames
+
+    def companion_rows(self, task: ImportTask, result) -> list[dict]:
+        return result.faces if isinstance(result, Extracted) else []
+
+    def made(self, recipe: Manifest) -> str:
+        return "imported"
+
+    def has_output(self, row: dict) -> bool:
+        return bool(row["pixels_sha256"])  # an image read
+
+    def outputs(self, plan: ImportPlan, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+        return [
+            build.root / crop_file(key, row["frame_index"], 0, False) for row in rows if row["pixels_sha256"]
+        ]
+
+    def inputs_present(self, plan: ImportPlan, build: BuildDir, key: str) -> bool:
+        return (build.video_root() / plan.path_of[key]).is_dir()
+
+    def failure_rows(self, plan: Plan, key: str, status: Status, error: str) -> list[dict]:
+        return rows_without_frames(key, status, error)
+
+    def remove_outputs(self, build: BuildDir, key: str) -> None:
+        shutil.rmtree(build.faces / key, ignore_errors=True)
+
+
 def run_import(
     source: Path,
     build: Path,
@@ -90,8 +159,10 @@ def run_import(
     compression: str = "c23",
     label_folders: tuple[str, ...] = ("real", "fake"),
     seed: int = 0,
+    workers: int | None = None,
+    show_progress: bool = True,
 ) -> ImportReport:
-    """Index the crops under `source` and write frames.parquet, faces.parquet and BUILD/faces/."""
+    """Index the crops under `source`, then write frames.parquet, faces.parquet and BUILD/faces/."""
     source = Path(source).resolve()
     if source_format not in ("folders", "deepfakebench"):
         raise InputError(f"unknown crops format {source_format!r}; choose folders or deepfakebench")
@@ -108,112 +179,16 @@ def run_import(
     recipe = crops_recipe(source_format, listed, compression, label_folders, seed)
     where = BuildDir(build)
     index = run_index(recipe, source, where.root)
-    recipe = load_recipe(where)
-    files = crop_files(source, recipe.layout)
-    videos = current_table(where, "videos").select(["key", "path"]).to_pylist()
-    report = ImportReport(index, videos=len(videos))
-    frames_rows, faces_rows = [], []
-    where.faces.mkdir(parents=True, exist_ok=True)
-    for video in videos:
-        frames, faces = _import_video(where, source, video["key"], files[video["path"]], recipe)
-        frames_rows += frames
-        faces_rows += faces
-    for stale in where.faces.iterdir():  # videos that left the source
-        if stale.is_dir() and stale.name not in {video["key"] for video in videos}:
-            shutil.rmtree(stale)
-    for stage, rows in (("frames", frames_rows), ("faces", faces_rows)):
-        shutil.rmtree(where.parts(stage), ignore_errors=True)  # an earlier run's chunks
-        made_from = stage_for(stage).plan(where, recipe).made_from
-        stamped = [row | {"made_from": made_from[row["key"]]} for row in rows]
-        store.write_table(where.table(stage), pa.Table.from_pylist(stamped, schema=stage_for(stage).schema))
-    for later in STAGES[STAGES.index("faces") + 1 :]:
-        if where.parts(later).exists():
-            shutil.rmtree(where.parts(later))
-    report.rows_by_status = Counter(row["status"] for row in faces_rows)
+    every_status = [status.value for status in Status]  # every image is read again (see above)
+    run_stage(ImportStage(), where, workers=workers, retry_statuses=every_status, show_progress=show_progress)
+    # The faces rows are in `ffx crop`'s ledger, current: this run of the stage only merges them
+    # (and drops the folders of videos that left the source).
+    run_stage(CropStage("cpu"), where, show_progress=False)
+    faces = current_table(where, "faces")
+    report = ImportReport(index, videos=current_table(where, "videos").num_rows)
+    report.rows_by_status = Counter(faces.column("status").to_pylist())
     report.crops = report.rows_by_status[Status.OK.value]
-    report.failed = [(row["key"], row["error"]) for row in faces_rows if row["status"] != Status.OK.value]
+    report.failed = [
+        (row["key"], row["error"]) for row in faces.to_pylist() if row["status"] != Status.OK.value
+    ]
     return report
-
-
-def _import_video(
-    where: BuildDir, source: Path, key: str, files: list[tuple[int, str]], recipe: Manifest
-) -> tuple[list[dict], list[dict]]:
-    """Decode a video's images, write its crops into a temp folder published as faces/{key}."""
-    publish.remove_item_temps(where.faces, key)
-    temp = publish.item_temp_dir(where.faces, key, "import")
-    temp.mkdir(parents=True)
-    frames, faces = [], []
-    for frame_index, relative in files:
-        path = source / relative
-        rgb, status, error = _read_image(path)
-        frames.append(_frame_row(key, frame_index, rgb, status, error, len(files)))
-        if rgb is None:
-            faces.append(_face_row(key, frame_index, "", status, error))
-            continue
-        (temp / f"{frame_index:06d}.png").write_bytes(encode_png(rgb, recipe.crop.png_level))
-        faces.append(_face_row(key, frame_index, f"faces/{key}/{frame_index:06d}.png", Status.OK, ""))
-    got = sum(1 for row in frames if row["pixels_sha256"])
-    for row in frames:
-        row["frames_got"] = got
-    if not got:  # nothing readable: the video's one row says why, as extract and crop write it
-        first = faces[0]
-        frames = [_frame_row(key, NO_FRAME, None, Status(first["status"]), first["error"], len(files))]
-        faces = [_face_row(key, NO_FRAME, "", Status(first["status"]), first["error"])]
-        publish.publish_dir(None, where.faces, key)
-        shutil.rmtree(temp)
-    else:
-        publish.publish_dir(temp, where.faces, key)
-    return frames, faces
-
-
-def _read_image(path: Path) -> tuple[np.ndarray | None, Status, str]:
-    """An image as RGB uint8, or why not (one line naming the file)."""
-    try:
-        data = np.frombuffer(path.read_bytes(), np.uint8)
-    except FileNotFoundError:
-        return None, Status.MISSING, f"{path} not found"
-    except OSError as error:
-        return None, Status.ERROR, f"{path}: {error.strerror}"
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        return None, Status.ERROR, f"{path} is not a readable image"
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), Status.OK, ""
-
-
-def _frame_row(
-    key: str, frame_index: int, rgb: np.ndarray | None, status: Status, error: str, images: int
-) -> dict:
-    height, width = rgb.shape[:2] if rgb is not None else (0, 0)
-    return {
-        "key": key,
-        "frame_index": frame_index,
-        "timestamp": None,
-        "width": width,
-        "height": height,
-        "path": "",
-        "pixels_sha256": pixels_sha256(rgb) if rgb is not None else "",
-        "status": status.value,
-        "error": error,
-        "backend": BACKEND,
-        "frames_asked": -1,
-        "frames_got": 0,
-        "video_frames": images,
-        "fps": 0.0,
-        "codec": "",
-        "rotation": 0,
-    }
-
-
-def _face_row(key: str, frame_index: int, path: str, status: Status, error: str) -> dict:
-    ok = status == Status.OK
-    return {
-        "key": key,
-        "frame_index": frame_index,
-        "track": 0 if ok else NO_TRACK,
-        "n_faces": 1 if ok else 0,
-        "box_source": BOX_IMPORTED if ok else "",
-        "path": path,
-        "mask_path": "",
-        "status": status.value,
-        "error": error,
-    }

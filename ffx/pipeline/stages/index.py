@@ -14,7 +14,8 @@ import pyarrow as pa
 from ffx import __version__
 from ffx.errors import BuildError, InputError
 from ffx.pipeline.engine import atomic, store
-from ffx.pipeline.engine.builddir import STAGES, BuildDir
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.registry import stage_names
 from ffx.pipeline.recipe.layouts import Entry, get_layout
 from ffx.pipeline.recipe.manifest import (
     Manifest,
@@ -128,7 +129,7 @@ def check_split_method(build: Path) -> None:
 
 def later_stages(build: BuildDir) -> list[str]:
     """The stages after the index that have written anything into the build."""
-    return [name for name in STAGES if build.table(name).exists() or build.parts(name).exists()]
+    return [name for name in stage_names() if build.table(name).exists() or build.parts(name).exists()]
 
 
 def build_rows(

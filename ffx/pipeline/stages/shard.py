@@ -23,7 +23,7 @@ import shutil
 import tarfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,7 +34,9 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.registry import register_stage
 from ffx.pipeline.engine.stage import (
+    BuildOptions,
     Plan,
     Stage,
     StageReport,
@@ -48,7 +50,7 @@ from ffx.pipeline.media.tars import END_OF_ARCHIVE
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import SAMPLES_SCHEMA
 from ffx.pipeline.stages.loaders import check_loader_files, write_loader_files
-from ffx.pipeline.stages.shard_worker import FaceCrop, SampleTask, encode_samples, sample_row
+from ffx.pipeline.workers.shard import FaceCrop, SampleTask, encode_samples, sample_row
 
 INDEX_FORMAT = 1
 # Option names of `run_shard` -> recipe fields.
@@ -81,33 +83,35 @@ def video_facts(video: dict) -> dict:
     }
 
 
+@dataclass
+class SamplePlan(Plan):
+    """The plan of one shard run: each video's index facts and crop rows."""
+
+    videos: dict[str, dict] = field(default_factory=dict)
+    faces_of: dict[str, list[dict]] = field(default_factory=dict)
+    keep_samples: bool = True
+
+
+@register_stage
 class SampleStage(Stage):
     """Faces -> samples: a video's samples are made from its crop rows, its index facts (label,
     split, ...), the spaces, the PNG level and which spaces are stored."""
 
-    name, unit = "samples", "samples"
+    name, upstream, command, unit = "samples", "faces", "ffx shard", "samples"
     schema, sort_by = SAMPLES_SCHEMA, ("key", "frame_index", "track")
 
-    def __init__(self) -> None:
-        self.videos: dict[str, dict] = {}  # set by plan(), with the crop rows per video
-        self.faces_of: dict[str, list[dict]] = {}
-        self.keep_samples = True
-
-    def plan(self, build: BuildDir, recipe: Manifest) -> Plan:
-        self.faces_of = faces_of = rows_by_key(current_table(build, "faces"))
-        self.videos = {
-            video["key"]: video_facts(video) for video in current_table(build, "videos").to_pylist()
-        }
+    def plan(self, build: BuildDir, recipe: Manifest) -> SamplePlan:
+        faces_of = rows_by_key(current_table(build, "faces"))
+        videos = {video["key"]: video_facts(video) for video in current_table(build, "videos").to_pylist()}
         settings = {"spaces": list(recipe.spaces), "png_level": recipe.shard.png_level}
         if recipe.shard.stored_spaces != "all":  # absent when "all": builds made before it stay current
             settings["stored_spaces"] = recipe.shard.stored_spaces
-        self.keep_samples = recipe.shard.keep_samples
-        if not self.keep_samples:
+        if not recipe.shard.keep_samples:
             # samples/ is removed once the shards are written: a new layout needs new samples.
             shard = recipe.shard
             settings["layout_without_samples"] = [shard.max_count, shard.max_bytes, shard.seed]
         made_from, blocked = {}, {}
-        for key, video in self.videos.items():
+        for key, video in videos.items():
             rows = faces_of.get(key, [])
             made_from[key] = digest(settings, video, digest([_digested(row) for row in rows]))
             if not any(_is_crop(row) for row in rows):
@@ -115,11 +119,19 @@ class SampleStage(Stage):
                 status, error = (
                     reasons.most_common(1)[0][0] if rows else (Status.MISSING, "no rows in faces.parquet")
                 )
-                blocked[key] = self.failure_rows(key, status, error)
-        return Plan(made_from, blocked)
+                blocked[key] = _failure_rows(key, status, error, video)
+        return SamplePlan(made_from, blocked, None, videos, faces_of, recipe.shard.keep_samples)
 
-    def tasks(self, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int) -> list:
-        faces_of = self.faces_of
+    def tasks(
+        self,
+        plan: SamplePlan,
+        build: BuildDir,
+        recipe: Manifest,
+        keys: list[str],
+        done: pa.Table,
+        workers: int,
+    ) -> list:
+        faces_of = plan.faces_of
         return [
             SampleTask(
                 key,
@@ -131,7 +143,7 @@ class SampleStage(Stage):
                         key=lambda c: (c.frame_index, c.track),
                     )
                 ),
-                self.videos[key],
+                plan.videos[key],
                 stored_spaces(recipe),
                 recipe.shard.png_level,
             )
@@ -143,22 +155,33 @@ class SampleStage(Stage):
     def has_output(self, row: dict) -> bool:
         return bool(row["sample"])
 
-    def failure_rows(self, key: str, status: Status | str, error: str) -> list[dict]:
-        row = sample_row(key, "", NO_FRAME, NO_TRACK, self.videos[key])
-        return [row | {"status": Status(status).value, "error": error}]
+    def failure_rows(self, plan: SamplePlan, key: str, status: Status | str, error: str) -> list[dict]:
+        return _failure_rows(key, status, error, plan.videos[key])
 
-    def outputs(self, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
-        if not self.keep_samples:  # removed after the layout on purpose
+    def outputs(self, plan: SamplePlan, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+        if not plan.keep_samples:  # removed after the layout on purpose
             return []
         return [build.samples_file(key)] if any(row["sample"] for row in rows) else []
 
-    def inputs_present(self, build: BuildDir, key: str) -> bool:
-        crops = [row for row in self.faces_of.get(key, []) if _is_crop(row)]
+    def inputs_present(self, plan: SamplePlan, build: BuildDir, key: str) -> bool:
+        crops = [row for row in plan.faces_of.get(key, []) if _is_crop(row)]
         files = [row["path"] for row in crops] + [row["mask_path"] for row in crops if row["mask_path"]]
         return bool(crops) and all((build.root / path).is_file() for path in files)
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         build.samples_file(key).unlink(missing_ok=True)
+
+    @classmethod
+    def build_step(cls, build: Path, options: BuildOptions) -> StageReport:
+        return run_shard(
+            build, part=options.part, workers=options.workers, show_progress=options.show_progress
+        )
+
+
+def _failure_rows(key: str, status: Status | str, error: str, video: dict) -> list[dict]:
+    """The one row of a video without samples: why, with its index facts."""
+    row = sample_row(key, "", NO_FRAME, NO_TRACK, video)
+    return [row | {"status": Status(status).value, "error": error}]
 
 
 def _is_crop(row: dict) -> bool:

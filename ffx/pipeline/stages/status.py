@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine import store
-from ffx.pipeline.engine.builddir import STAGES, BuildDir
-from ffx.pipeline.engine.stage import Currency, compare, load_recipe, stage_for
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.registry import make_stage, stage_names
+from ffx.pipeline.engine.stage import Currency, compare, load_recipe
 
 
 @dataclass
@@ -34,8 +35,8 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
     videos = store.read_table(build.videos, "`ffx index`").select(["key", "split"])
     by_split = dict(Counter(videos.column("split").to_pylist()))
     statuses = [StageStatus("index", by_split, by_split, True, videos.num_rows)]
-    for name in STAGES:
-        stage = stage_for(name)
+    for name in stage_names():
+        stage = make_stage(name)
         if not (build.table(name).is_file() or build.parts(name).exists()):
             continue
         rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
@@ -50,8 +51,9 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
         statuses.append(
             StageStatus(name, dict(items), dict(row_counts), merged, len({key for key, _ in pairs}), currency)
         )
-    if statuses[-1].stage == "samples" and statuses[-1].currency.ok:
-        statuses.append(_shards_status(build))
+    samples = next((status for status in statuses if status.stage == "samples"), None)
+    if samples is not None and samples.currency.ok:  # the shards follow the samples
+        statuses.insert(statuses.index(samples) + 1, _shards_status(build))
     return statuses
 
 

@@ -21,7 +21,7 @@ from ffx.pipeline.engine.statuses import NO_FRAME, Status
 from ffx.pipeline.media.decode import BACKENDS, DecodeFailure, VideoInfo, count_frames, probe
 from ffx.pipeline.media.images import encode_png
 from ffx.pipeline.media.sampling import FramePlan, parse_sampling
-from ffx.pipeline.stages.crop_worker import CropJob, crop_faces
+from ffx.pipeline.workers.crop import CropJob, crop_faces
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The worker side of `ffx crop`: detect, track and crop the faces of one video's frames.
 
 `crop_faces` is the one cropping path: `ffx crop` feeds it frames read from their PNGs (or decoded
-again when the build keeps no frames), `ffx build` the frames it has just decoded (extract_worker).
+again when the build keeps no frames), `ffx build` the frames it has just decoded (workers/extract.py).
 It imports no pyarrow or pydantic (and torch only when a video needs detection), so a worker
 starts quickly; `ffx.pipeline.stages.crop` runs the stage.
 """
@@ -201,24 +201,7 @@ def crop_faces(
     rows = []
     for position, frame_index in enumerate(frame_indices):
         image = images[position]
-        faces = []
-        if reused[position] is not None:
-            box, prob, landmarks, n_faces = reused[position]
-            faces.append(
-                (0, Detection(np.asarray(box), prob, np.asarray(landmarks).reshape(5, 2)), BOX_ORIGINAL)
-            )
-        else:
-            # Faces in the frame: the confident ones and those kept as continuations of a track.
-            n_faces = len(confident[position]) + sum(1 for at, _ in continued if at == position)
-            faces += [
-                (
-                    number,
-                    track.detections[position],
-                    BOX_TRACK if (position, number) in continued else BOX_DETECTED,
-                )
-                for number, track in enumerate(kept)
-                if position in track.detections
-            ]
+        faces, n_faces = _frame_faces(position, reused[position], confident, continued, kept)
         if not faces:
             rows.append(
                 _faceless_row(key, frame_index, detections.get(position, []), n_faces, settings.min_prob)
@@ -254,6 +237,24 @@ def crop_faces(
     publish.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, key)
     publish.remove_item_temps(faces_root, key)
     return rows, len(to_detect)
+
+
+def _frame_faces(position: int, reused, confident, continued, kept) -> tuple[list[tuple], int]:
+    """The faces to crop in one frame as (track number, detection, box source), and how many faces
+    the frame holds: its original's face when boxes are reused, else the tracks seen in it."""
+    if reused is not None:
+        box, prob, landmarks, n_faces = reused
+        return [
+            (0, Detection(np.asarray(box), prob, np.asarray(landmarks).reshape(5, 2)), BOX_ORIGINAL)
+        ], n_faces
+    # Faces in the frame: the confident ones and those kept as continuations of a track.
+    n_faces = len(confident[position]) + sum(1 for at, _ in continued if at == position)
+    faces = [
+        (number, track.detections[position], BOX_TRACK if (position, number) in continued else BOX_DETECTED)
+        for number, track in enumerate(kept)
+        if position in track.detections
+    ]
+    return faces, n_faces
 
 
 def _resize(image: np.ndarray, box, size: int) -> np.ndarray:
