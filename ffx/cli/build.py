@@ -24,6 +24,7 @@ from ffx.cli.common import (
 )
 from ffx.cli.reports import print_build_report, print_stage_report, print_status
 from ffx.errors import FfxError
+from ffx.pipeline.recipe import defaults
 
 
 def index(
@@ -58,7 +59,7 @@ def extract(
             "--sample",
             help=(
                 "first:N | stride:S:O[:MAX] | linspace:N (rounded) | dfb-linspace:N (DeepfakeBench's, "
-                "truncated) | all; sets the recipe's `sampling` (first:30)."
+                f"truncated) | all; sets the recipe's `sampling` ({defaults.SAMPLING})."
             ),
         ),
     ] = None,
@@ -66,12 +67,18 @@ def extract(
         str | None,
         typer.Option(
             "--backend",
-            help="Decoders to try in order, comma-separated; sets `extract.backends` (pyav,decord,opencv).",
+            help="Decoders to try in order, comma-separated; sets `extract.backends` "
+            f"({','.join(defaults.EXTRACT_BACKENDS)}).",
         ),
     ] = None,
     png_level: Annotated[
         int | None,
-        typer.Option("--png-level", min=0, max=9, help="PNG zlib level; sets `extract.png_level` (1)."),
+        typer.Option(
+            "--png-level",
+            min=0,
+            max=9,
+            help=f"PNG zlib level; sets `extract.png_level` ({defaults.EXTRACT_PNG_LEVEL}).",
+        ),
     ] = None,
     keep_frames: Annotated[
         bool | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,13 @@ from rich.markup import escape
 
 from ffx.cli.common import DeviceOpt, SplitOpt, WorkersOpt, console, warn
 from ffx.cli.reports import print_eval
+from ffx.train.config import TrainConfig, given_settings
+
+
+def default_of(name: str) -> object:
+    """A training setting's default as TrainConfig declares it: the one source of the numbers that
+    `ffx train --help` shows."""
+    return next(item.default for item in fields(TrainConfig) if item.name == name)
 
 
 def train(
@@ -23,7 +31,7 @@ def train(
         str | None, typer.Option("--preset", help="mcx-api-paper: the paper's settings.")
     ] = None,
     backbone: Annotated[
-        str | None, typer.Option("--backbone", help="Any timm model (legacy_xception).")
+        str | None, typer.Option("--backbone", help=f"Any timm model ({default_of('backbone')}).")
     ] = None,
     spaces: Annotated[
         str | None, typer.Option("--spaces", help="Colour spaces of the input, e.g. rgb,ycbcr.")
@@ -36,17 +44,25 @@ def train(
         int | None, typer.Option("--classes", min=2, help="Number of classes (default: from index.json).")
     ] = None,
     classes_per_batch: Annotated[
-        int | None, typer.Option("--classes-per-batch", min=1, help="P (3).")
+        int | None, typer.Option("--classes-per-batch", min=1, help=f"P ({default_of('classes_per_batch')}).")
     ] = None,
-    images_per_class: Annotated[int | None, typer.Option("--images-per-class", min=1, help="K (9).")] = None,
+    images_per_class: Annotated[
+        int | None, typer.Option("--images-per-class", min=1, help=f"K ({default_of('images_per_class')}).")
+    ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="SGD learning rate (0.01), cosine schedule.")
+        float | None, typer.Option("--lr", help=f"SGD learning rate ({default_of('lr')}), cosine schedule.")
     ] = None,
     crop: Annotated[
-        int | None, typer.Option("--crop", min=8, help="Training crop side (448; random, centred for eval).")
+        int | None,
+        typer.Option(
+            "--crop", min=8, help=f"Training crop side ({default_of('crop')}; random, centred for eval)."
+        ),
     ] = None,
     freeze_epochs: Annotated[
-        int | None, typer.Option("--freeze-epochs", min=0, help="Epochs with a frozen backbone (8).")
+        int | None,
+        typer.Option(
+            "--freeze-epochs", min=0, help=f"Epochs with a frozen backbone ({default_of('freeze_epochs')})."
+        ),
     ] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto | bf16 | fp16 | fp32.")] = None,
     accumulate: Annotated[int | None, typer.Option("--accumulate", min=1, help="Batches per step.")] = None,
@@ -66,7 +82,10 @@ def train(
     ] = None,
     flip: Annotated[
         bool | None,
-        typer.Option("--flip/--no-flip", help="Mirror half of the training samples (default: on)."),
+        typer.Option(
+            "--flip/--no-flip",
+            help=f"Mirror half of the training samples (default: {'on' if default_of('flip') else 'off'}).",
+        ),
     ] = None,
     init_from: Annotated[
         Path | None,
@@ -122,7 +141,6 @@ def train(
     ] = False,
 ) -> None:
     """Train MCX-API on shards (torchrun for several GPUs or processes); resumable."""
-    from ffx.train.config import TrainConfig, given_settings
     from ffx.train.loop import train as run_training
 
     given = given_settings(
