@@ -120,9 +120,7 @@ def extract(
         retry_failed=retry_failed,
         show_progress=console.is_terminal,
     )
-    print_stage_report(report)
-    if fail_on_error and report.failed:
-        raise typer.Exit(1)
+    finish_stage(report, fail_on_error)
 
 
 def crop(
@@ -234,6 +232,11 @@ def crop(
         landmarks=crop_landmarks(landmarks, landmarks_model),
         mask=mask,
     )
+    finish_stage(report, fail_on_error)
+
+
+def finish_stage(report, fail_on_error: bool) -> None:
+    """A stage command's report, then exit 1 where --fail-on-error asks and a video failed."""
     print_stage_report(report)
     if fail_on_error and report.failed:
         raise typer.Exit(1)
@@ -334,9 +337,7 @@ def shard(
     )
     if report.merged:
         write_build_record(build, strict=strict)
-    print_stage_report(report)
-    if fail_on_error and report.failed:
-        raise typer.Exit(1)
+    finish_stage(report, fail_on_error)
 
 
 def build(
