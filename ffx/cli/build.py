@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -25,6 +25,9 @@ from ffx.cli.common import (
 from ffx.cli.reports import print_build_report, print_stage_report, print_status
 from ffx.errors import FfxError
 from ffx.pipeline.recipe import defaults
+
+if TYPE_CHECKING:
+    from ffx.pipeline.engine.stage import StageReport
 
 
 def index(
@@ -235,7 +238,7 @@ def crop(
     finish_stage(report, fail_on_error)
 
 
-def finish_stage(report, fail_on_error: bool) -> None:
+def finish_stage(report: StageReport, fail_on_error: bool) -> None:
     """A stage command's report, then exit 1 where --fail-on-error asks and a video failed."""
     print_stage_report(report)
     if fail_on_error and report.failed:

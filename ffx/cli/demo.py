@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from ffx.cli.common import console, warn
 from ffx.cli.reports import print_build_report, print_eval, print_predictions, print_status
+
+if TYPE_CHECKING:
+    from ffx.demo import DemoReport
 
 
 def demo(
@@ -22,7 +25,7 @@ def demo(
     from ffx.demo import DEMO_TRAINING, run_demo
     from ffx.pipeline.stages.status import build_status
 
-    def built(report) -> None:  # before training starts
+    def built(report: DemoReport) -> None:  # before training starts
         console.print(f"demo data: {escape(str(report.data))}  build: {escape(str(report.build.build))}")
         print_build_report(report.build)
         print_status(build_status(report.build.build), title="demo build")
@@ -40,7 +43,7 @@ def demo(
     print_demo_report(report)
 
 
-def print_demo_report(report) -> None:
+def print_demo_report(report: DemoReport) -> None:
     """The training line, the test split's table (as `ffx eval`) and where every output is."""
     trained = report.train
     if report.trained:

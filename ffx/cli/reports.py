@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,8 +13,14 @@ from rich.table import Table
 
 from ffx.cli.common import console
 
+if TYPE_CHECKING:  # the library's reports, named for the type hints alone: nothing heavy is imported
+    from ffx.apply.predict import PredictReport
+    from ffx.pipeline.engine.stage import StageReport
+    from ffx.pipeline.stages.build import BuildReport
+    from ffx.pipeline.stages.status import StageStatus
 
-def print_stage_report(report) -> None:
+
+def print_stage_report(report: StageReport) -> None:
     """One line of counts, the failed videos (at most 20), shards per split, and whether the
     table is merged. Every name from the build is escaped: rich markup in a file name stays text."""
     from ffx.pipeline.engine.builddir import COMMANDS
@@ -43,7 +50,7 @@ def print_stage_report(report) -> None:
             console.print(f"  {escape(split)}: {shards} shards, {samples} samples, {megabytes:.1f} MB")
 
 
-def print_build_report(report) -> None:
+def print_build_report(report: BuildReport) -> None:
     """Every stage's summary, then what the build waits for, if anything."""
     by_split = ", ".join(f"{name} {count}" for name, count in report.index.by_split.items())
     console.print(f"index: {report.index.videos} videos: {escape(by_split)}")
@@ -56,7 +63,7 @@ def print_build_report(report) -> None:
         )
 
 
-def print_status(statuses, title: str) -> None:
+def print_status(statuses: list[StageStatus], title: str) -> None:
     """A rich table: one row per stage and status, with videos and rows (frames, faces)."""
     table = Table(title=escape(title))
     table.add_column("stage")
@@ -94,7 +101,7 @@ def print_status(statuses, title: str) -> None:
             console.print(f"  why: {escape(reason)}", highlight=False)
 
 
-def print_predictions(report) -> None:
+def print_predictions(report: PredictReport) -> None:
     """One row per input (its file name: the full paths are in the CSV files): its status, frames,
     faces scored, mean score, label and, where it has no score, why."""
     table = Table(title=escape(f"ffx predict: {report.checkpoint}"))
@@ -115,7 +122,7 @@ def print_predictions(report) -> None:
     console.print(table)
 
 
-def _figure(value) -> str:
+def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
