@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
+import typer
 
 from ffx import __version__
-from ffx.cli import main
+from ffx.cli import app, main
+from ffx.pipeline.recipe.manifest import Extract, Manifest
+from ffx.train.config import TrainConfig
+
+CLI = Path(__file__).resolve().parents[1] / "ffx" / "cli"
 
 
 def test_version_and_help(capsys):
@@ -49,3 +59,58 @@ def test_usage_errors_exit_2_with_a_message_not_a_traceback(capsys):
     assert main(["index", "--no-such-option"]) == 2
     err = capsys.readouterr().err
     assert "No such option: --no-such-option" in err and "Traceback" not in err
+
+
+def option_help(command: str) -> dict[str, str]:
+    """Each option of `ffx COMMAND` and its help text, as `--help` shows it."""
+    params = typer.main.get_command(app).commands[command].params
+    return {param.opts[0]: param.help or "" for param in params}
+
+
+def test_help_shows_the_defaults_of_the_settings():
+    trained, recipe, extract = TrainConfig(), Manifest.model_fields["sampling"].default, Extract()
+    helps = option_help("train")
+    for option, shown in {
+        "--backbone": f"({trained.backbone})",
+        "--classes-per-batch": f"P ({trained.classes_per_batch})",
+        "--images-per-class": f"K ({trained.images_per_class})",
+        "--lr": f"({trained.lr})",
+        "--crop": f"({trained.crop};",
+        "--freeze-epochs": f"({trained.freeze_epochs})",
+        "--flip": f"(default: {'on' if trained.flip else 'off'})",
+    }.items():
+        assert shown in helps[option], (option, helps[option])
+    helps = option_help("extract")
+    assert f"`sampling` ({recipe})" in helps["--sample"]
+    assert f"`extract.backends` ({','.join(extract.backends)})" in helps["--backend"]
+    assert f"`extract.png_level` ({extract.png_level})" in helps["--png-level"]
+
+
+def test_help_follows_a_changed_default():
+    """A default changed in TrainConfig shows in `ffx train --help`: no number is repeated by hand."""
+    script = (
+        "from ffx.train.config import TrainConfig; "
+        "TrainConfig.__dataclass_fields__['crop'].default = 321; "
+        "from ffx.cli import main; main(['train', '--help'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=True,
+    )
+    assert "Training crop side (321;" in done.stdout
+
+
+def test_the_command_line_stays_thin():
+    """Importing the CLI loads no heavy library (`ffx --help` stays fast); each command group module
+    is short and says its role in its first line."""
+    heavy = ("torch", "pyarrow", "cv2", "numpy", "pydantic")
+    script = f"import sys, ffx.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    for module in CLI.glob("*.py"):
+        lines = module.read_text(encoding="utf-8").splitlines()
+        assert len(lines) <= 450, module.name
+        assert lines[0].startswith('"""') and lines[0].endswith('"""'), module.name

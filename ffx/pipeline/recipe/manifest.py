@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ffx.errors import ManifestError
 from ffx.pipeline.media.color import SPACES
+from ffx.pipeline.recipe.defaults import EXTRACT_BACKENDS, EXTRACT_PNG_LEVEL, SAMPLING
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -164,8 +165,8 @@ class Split(_Strict):
 class Extract(_Strict):
     """How frames are decoded and stored (`ffx extract`); the sampling is the recipe's `sampling`."""
 
-    backends: tuple[Literal["pyav", "decord", "opencv"], ...] = ("pyav", "decord", "opencv")
-    png_level: int = Field(1, ge=0, le=9)
+    backends: tuple[Literal["pyav", "decord", "opencv"], ...] = EXTRACT_BACKENDS
+    png_level: int = Field(EXTRACT_PNG_LEVEL, ge=0, le=9)
     # Full-frame PNGs under frames/. Unset, the first pass that extracts decides: `ffx extract`
     # stores them (as ever), `ffx build` does not (it crops the frames it decodes and keeps their
     # hashes); that choice is written into the build's recipe, which every later command follows.
@@ -238,7 +239,7 @@ class Manifest(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     layout: Layout
-    sampling: str = "first:30"
+    sampling: str = SAMPLING
     spaces: tuple[Literal[SPACES], ...] = SPACES  # type: ignore[valid-type]
     labels: Labels = Labels()
     split: Split = Split()
