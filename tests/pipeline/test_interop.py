@@ -19,7 +19,11 @@ import pytest
 import yaml
 
 from ffx.cli import main
+from ffx.errors import BuildError
+from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.identity import pixels_sha256
+from ffx.pipeline.engine.lock import hold_lock
+from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.media.images import encode_png
 from ffx.pipeline.media.sampling import parse_sampling, spread_indices
 from ffx.pipeline.recipe.manifest import load_manifest
@@ -278,6 +282,31 @@ def test_imported_crops_shard_and_verify(tmp_path: Path) -> None:
     problems = verify_shards(build).problems
     assert len(problems) == 1 and f"{split}.wids.json" in problems[0]
     assert main(["shard", str(build)]) == 0 and verify_shards(build).problems == []
+
+
+def test_import_crops_runs_through_the_engine(tmp_path: Path) -> None:
+    """Locks, ledger and run log as for any stage; a second import reads every image again."""
+    source, build = tmp_path / "crops", tmp_path / "build"
+    pixels = make_crops_tree(source)
+    report = run_import(source, build, workers=2, show_progress=False)
+    assert (report.videos, report.crops, report.rows_by_status) == (6, 25, {"ok": 25, "error": 1})
+    runs = [json.loads(line) for line in (build / "runs.jsonl").read_text().splitlines()]
+    assert [(run["stage"], run["items"]) for run in runs] == [("frames+faces", 6)]
+    assert not (build / "frames.parts").exists() and not (build / "faces.parts").exists()  # merged
+    # An image changed in place: the folder's index entry is the same, the import reads it again.
+    changed = np.full((24, 24, 3), 7, np.uint8)
+    write_image(source / "real/vid1/010.png", changed)
+    run_import(source, build, show_progress=False)
+    frames = {(row["key"], row["frame_index"]): row for row in rows(build, "frames")}
+    assert frames[("real__vid1", 10)]["pixels_sha256"] == pixels_sha256(changed)
+    assert frames[("real__vid0", 10)]["pixels_sha256"] == pixels_sha256(pixels["real/vid0/010.png"])
+    # A crop run on the build holds the faces lock: the import exits naming it, writing nothing.
+    with (
+        hold_lock(BuildDir(build), "faces", Part()),
+        pytest.raises(BuildError, match="another ffx crop is running on"),
+    ):
+        run_import(source, build, show_progress=False)
+    assert len((build / "runs.jsonl").read_text().splitlines()) == 2
 
 
 def test_deepfakebench_export_imports_back(tmp_path: Path, monkeypatch) -> None:
