@@ -94,7 +94,7 @@ def class_maps(
 ) -> dict[str, np.ndarray]:
     """Each sample's maps, (len(methods), H, W) in [0, 1], for the most likely fake class (the
     classes not in `real`). The samples hold RGB: the model's spaces are made on the device,
-    the very bytes the loader's host path gives (`ffx.train.colour`)."""
+    the very bytes the loader's host path gives (`ffx.model.colour`)."""
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

@@ -3,7 +3,7 @@
 Batches stream from the shards, P classes x K images each, decoded as uint8 (randomly cropped
 and mirrored) and normalised on the device. With `colour_on` `device` (the default on a GPU) the
 loader decodes RGB alone and the step makes the other colour spaces from the uint8 batch on the
-device (`ffx.train.colour`: the very bytes the host path gives), before normalisation. In one
+device (`ffx.model.colour`: the very bytes the host path gives), before normalisation. In one
 process an epoch reads every shard once, in an order seeded per epoch, and the class queues'
 leftovers are carried into the next epoch; under torchrun shards are resampled, so every rank
 runs the same fixed number of steps whatever its share of shards. Each epoch's stream is seeded
@@ -63,6 +63,7 @@ from ffx.data import (
     worker_role,
 )
 from ffx.errors import BuildError, FfxError, ManifestError
+from ffx.model.colour import rgb_to_spaces
 from ffx.model.mcx_api import (
     MCXAPI,
     NEUTRAL,
@@ -78,7 +79,6 @@ from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.workers import available_cores
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.train.batches import BalancedBatches, Carry, PassBatches, Short, interleave, split_quota
-from ffx.train.colour import rgb_to_spaces
 from ffx.train.config import LEGACY, RESUMABLE, TrainConfig, setting_name
 from ffx.train.metrics import (
     are_placeholders,
