@@ -75,8 +75,8 @@ def predict(
     frames.csv, inputs.csv and predictions.json into `out`. With `crops_dir`, the face crops are
     kept there (`{key}/{frame:06d}.png`); else they live in a temporary folder."""
     from ffx.data import decode_sample, loader_spaces, resolve_colour_on
+    from ffx.model.checkpoint import checkpoint_metadata, describe_checkpoint, load_model, model_images, place
     from ffx.train.evaluate import checkpoint_classes, fake_scores
-    from ffx.train.loop import checkpoint_metadata, describe_checkpoint, load_model, model_images, place
 
     if not 0.0 <= threshold <= 1.0:
         raise FfxError(f"--threshold must lie in [0, 1], got {threshold}")

@@ -9,7 +9,7 @@ FF++ itself. Metrics (`ffx.train.metrics.binary_metrics`: BOSC, AUC, ACC, EER, A
 and video level (a video's score is the mean of its frames'), for each build pooled and for each
 manipulation method (the build's reals against that method's fakes), and pooled over all builds.
 
-The checkpoint is applied as its own metadata says (`ffx.train.loop.describe_checkpoint`: colour
+The checkpoint is applied as its own metadata says (`ffx.model.checkpoint.describe_checkpoint`: colour
 spaces and where they were made, centre crop, normalisation, classes): nothing of the run that
 trained it (its config.json, its training shards) is read. metrics.json names the build it was
 trained on (`trained_on`: its data recipe and the recipe's sha256, or why that is unknown).
@@ -43,27 +43,27 @@ from ffx.data import (
     shard_loader,
 )
 from ffx.errors import BuildError, FfxError
-from ffx.pipeline.engine import atomic
-from ffx.pipeline.engine.progress import stage_progress
-from ffx.pipeline.engine.store import write_table
-from ffx.train.loop import (
+from ffx.model.checkpoint import (
     EXPECTED_CHECKPOINT,
+    are_placeholders,
     checkpoint_metadata,
     describe_checkpoint,
     load_model,
     model_images,
     place,
+    placeholder_names,
 )
+from ffx.pipeline.engine import atomic
+from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.store import write_table
 from ffx.train.metrics import (
     REAL_NAMES,
     THRESHOLD,
-    are_placeholders,
     dataset_metrics,
     is_real_name,
     level_metrics,
     mark_rows,
     nan_to_none,
-    placeholder_names,
     split_label_names,
 )
 
