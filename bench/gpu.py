@@ -186,8 +186,9 @@ def time_training(
 
     import train
 
+    from ffx.model.checkpoint import place
     from ffx.train.config import make_config
-    from ffx.train.loop import check_shards, place
+    from ffx.train.stream import check_shards
 
     settings = train.parse_args(["--videos-per-label", "30", "--frames", "8"])  # its build: 2 classes
     shards, inputs = train.make_shards(work, settings, clips)

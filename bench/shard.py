@@ -340,22 +340,22 @@ def warm_imports() -> None:
     import ffx.data  # noqa: F401
 
     if colour_on_device_missing() is None:  # its tables are made once per device, as a run pays
-        from ffx.train.colour import rgb_to_spaces
+        from ffx.model.colour import rgb_to_spaces
 
         rgb_to_spaces(torch.zeros((1, 3, 2, 2), dtype=torch.uint8), SPACES)
 
 
 def colour_on_device_missing() -> str | None:
-    """Why this ffx cannot make the colour on the device (issue 14's ffx/train/colour.py and the
+    """Why this ffx cannot make the colour on the device (issue 14's ffx/model/colour.py and the
     loader's colour_on), or None."""
     import inspect
 
     from ffx.data import shard_dataset
 
     try:
-        from ffx.train.colour import rgb_to_spaces  # noqa: F401
+        from ffx.model.colour import rgb_to_spaces  # noqa: F401
     except ImportError:
-        return "ffx has no ffx/train/colour.py (rgb_to_spaces)"
+        return "ffx has no ffx/model/colour.py (rgb_to_spaces)"
     if "colour_on" not in inspect.signature(shard_dataset).parameters:
         return "ffx.data.shard_dataset takes no colour_on"
     return None
@@ -377,7 +377,7 @@ def time_ffx_loader(
     for batch in loader:
         images = batch["image"]
         if colour_on == "device":
-            from ffx.train.colour import rgb_to_spaces
+            from ffx.model.colour import rgb_to_spaces
 
             images = rgb_to_spaces(images, spaces)
         samples += images.shape[0]

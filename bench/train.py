@@ -91,8 +91,8 @@ from common import (
 )
 
 if TYPE_CHECKING:
+    from ffx.model.checkpoint import Placement
     from ffx.train.config import TrainConfig
-    from ffx.train.loop import Placement
 
 POOL_FRAMES = 40  # frames kept per clip, evenly spread over it
 SPACE_SETS = (("rgb", "lab", "hsv", "ycbcr"), ("rgb",))
@@ -238,7 +238,7 @@ def synchronize(device: torch.device) -> None:
 def receive(batch: dict, placement: Placement, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """A loader batch as the loop's step gets it: normalised images on the device (channels_last
     on CUDA when the config says so) and labels on the device."""
-    from ffx.train.loop import normalise
+    from ffx.model.checkpoint import normalise
 
     images = normalise(batch["image"], placement.device)
     if placement.device.type == "cuda" and config.channels_last:
@@ -249,7 +249,7 @@ def receive(batch: dict, placement: Placement, config: TrainConfig) -> tuple[tor
 def loader_batches(config: TrainConfig, placement: Placement) -> Iterator[dict]:
     """The batches `ffx train` gets, epoch after epoch (each epoch one pass, its loader workers
     started anew); a worker's `Short` (its shards ran out) and `Carry` (leftovers) are skipped."""
-    from ffx.train.loop import epoch_batches
+    from ffx.train.stream import epoch_batches
 
     for epoch in itertools.count():
         for item in epoch_batches(config, epoch, placement):
@@ -462,8 +462,9 @@ def _format_ratio(ratio: float | None) -> str:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
+    from ffx.model.checkpoint import place
     from ffx.train.config import make_config
-    from ffx.train.loop import check_shards, place
+    from ffx.train.stream import check_shards
 
     torch.set_num_threads(available_cores())
     print(f"Generating the build and its shards in {workdir} (untimed) ...", flush=True)

@@ -3,7 +3,7 @@
 Only the colour spaces a run asks for are decoded, crops are cut before the spaces are stacked,
 and tensors stay uint8 (a quarter of float32's bytes between processes): normalisation belongs
 on the device. With the colour on the device (`colour_on="device"`), only the RGB PNG is decoded
-and the training step makes the other spaces from the uint8 RGB batch (`ffx.train.colour`, equal
+and the training step makes the other spaces from the uint8 RGB batch (`ffx.model.colour`, equal
 to `color.convert` on every RGB value); on the host, they are made or decoded here. Shards that
 store only rgb.png (the recipe's `[shard] stored_spaces = "rgb"`) give the other spaces either way.
 Shard lists come from `shards/index.json`, or any WebDataset URL list (globs, brace lists, `pipe:`
@@ -337,7 +337,7 @@ def shard_dataset(
     roles of the DataLoader workers (see `worker_role`). `split_nodes=False` gives this process
     every shard even under torchrun (one rank evaluating a whole split). With `colour_on`
     `device`, the samples are decoded to RGB alone (3 channels, whatever `spaces` holds): the
-    caller makes `spaces` from the batch (`ffx.train.colour.rgb_to_spaces`)."""
+    caller makes `spaces` from the batch (`ffx.model.colour.rgb_to_spaces`)."""
     shard_set = open_shards(shards, split)
     spaces = parse_spaces(spaces)
     check_spaces(shard_set, spaces, colour_on, str(shards))

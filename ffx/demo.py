@@ -147,7 +147,9 @@ def train_demo(shards: Path, run: Path, show_progress: bool, warn: Callable[[str
     """Train the demo's detector in `run`: a new run, the rest of an interrupted one, or nothing
     when it has finished. Returns the TrainReport and whether any step was trained."""
     from ffx.train.config import given_settings, make_config
-    from ffx.train.loop import LAST, METRICS_FILE, train
+    from ffx.train.logs import METRICS_FILE
+    from ffx.train.loop import train
+    from ffx.train.state import LAST
 
     options = {"warn": warn} if warn is not None else {}
     settings = given_settings(shards=str(shards), run=str(run), **DEMO_TRAINING)

@@ -15,10 +15,11 @@ from safetensors.torch import load_file, save_file
 from ffx import __version__
 from ffx.cli import main
 from ffx.errors import FfxError
+from ffx.model.checkpoint import RECIPE_CROP_FIELDS, data_recipe, describe_checkpoint, load_model
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.shard import run_shard
 from ffx.train.config import make_config
-from ffx.train.loop import RECIPE_CROP_FIELDS, data_recipe, describe_checkpoint, load_model, train
+from ffx.train.loop import train
 from tests.generated import make_cropped_build
 
 TINY = {

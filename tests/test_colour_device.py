@@ -1,4 +1,4 @@
-"""Issue 14, colour on the device and smaller shards: `ffx.train.colour.rgb_to_spaces` against
+"""Issue 14, colour on the device and smaller shards: `ffx.model.colour.rgb_to_spaces` against
 `color.convert` on all 2^24 RGB values; the loader and trainer with `colour_on` device and host;
 shards that store rgb.png alone (`[shard] stored_spaces = "rgb"`)."""
 
@@ -16,15 +16,17 @@ from safetensors.torch import load_file
 
 from ffx.data import Decoder, ShardSet, check_spaces, open_shards, resolve_colour_on, shard_dataset
 from ffx.errors import BuildError, FfxError
+from ffx.model import colour
+from ffx.model.checkpoint import describe_checkpoint
+from ffx.model.colour import rgb_to_spaces
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.media import color
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.shard import SampleStage, run_shard
-from ffx.train import colour
-from ffx.train.colour import rgb_to_spaces
 from ffx.train.config import make_config
 from ffx.train.evaluate import evaluate_checkpoint
-from ffx.train.loop import LAST, describe_checkpoint, train
+from ffx.train.loop import train
+from ffx.train.state import LAST
 
 CHUNK = 1 << 21  # RGB values per comparison: 8 chunks cover all 2^24
 

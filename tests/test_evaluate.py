@@ -22,6 +22,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ffx.cli import main
 from ffx.data import SHARD_CHECKS, shard_dataset, shard_loader
 from ffx.errors import FfxError
+from ffx.model.checkpoint import load_model, normalise
 from ffx.model.mcx_api import MCXAPI, ModelConfig
 from ffx.train.config import TrainConfig, make_config
 from ffx.train.evaluate import (
@@ -30,8 +31,9 @@ from ffx.train.evaluate import (
     checkpoint_classes,
     dataset_metrics,
 )
-from ffx.train.loop import load_model, normalise, save_checkpoint, train
+from ffx.train.loop import train
 from ffx.train.metrics import detection_metrics, method_metrics, nan_to_none
+from ffx.train.state import save_run_checkpoint
 from tests.generated import shard_entry
 from tests.test_shard_checks import make_shards, one_error_line, png
 
@@ -174,8 +176,8 @@ def test_checkpoints_record_the_class_names_of_their_shards(builds, checkpoint: 
     # Shards whose samples carry no label names (and no shards at all): class0, class1, ...
     unnamed = make_shards(tmp_path / "unnamed" / "shards")
     model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb",), num_classes=2))
-    save_checkpoint(tmp_path, "plain.safetensors", model, TrainConfig(shards=str(unnamed), crop=32), 0)
-    save_checkpoint(tmp_path, "none.safetensors", model, TrainConfig(crop=32), 0)
+    save_run_checkpoint(tmp_path, "plain.safetensors", model, TrainConfig(shards=str(unnamed), crop=32), 0)
+    save_run_checkpoint(tmp_path, "none.safetensors", model, TrainConfig(crop=32), 0)
     for name in ("plain.safetensors", "none.safetensors"):
         with safe_open(str(tmp_path / name), "pt") as handle:
             metadata = handle.metadata()

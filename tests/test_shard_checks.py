@@ -24,7 +24,9 @@ from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
 from ffx.pipeline.engine import atomic
 from ffx.train.config import TrainConfig, make_config
-from ffx.train.loop import evaluate, save_checkpoint, train
+from ffx.train.loop import train
+from ffx.train.state import save_run_checkpoint
+from ffx.train.validate import evaluate
 from tests.generated import shard_entry
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}
@@ -93,7 +95,7 @@ def flip_last_byte(path: Path) -> None:
 
 def make_checkpoint(run: Path) -> Path:
     model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb",), num_classes=2))
-    save_checkpoint(run, "last.safetensors", model, TrainConfig(crop=32), 0)
+    save_run_checkpoint(run, "last.safetensors", model, TrainConfig(crop=32), 0)
     return run / "last.safetensors"
 
 

@@ -20,10 +20,10 @@ from ffx.cli import main
 from ffx.cluster.slurm import Resources, Training, parse_tasks, submit_jobs, wait_for_jobs, write_slurm_jobs
 from ffx.demo import make_demo_data
 from ffx.errors import FfxError
+from ffx.model.checkpoint import load_model
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.status import build_status
-from ffx.train.loop import load_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TASKS = 3

@@ -17,9 +17,11 @@ from safetensors.torch import load_file
 from ffx.cli import main
 from ffx.data import SHARD_CHECKS
 from ffx.errors import BuildError, FfxError
+from ffx.model.checkpoint import load_model
 from ffx.pipeline.stages.shard import run_shard
 from ffx.train.config import make_config
-from ffx.train.loop import evaluate, load_model, train
+from ffx.train.loop import train
+from ffx.train.validate import evaluate
 from tests.generated import crop_pixels, make_cropped_build
 from tests.test_shard_checks import LAYOUT, make_shards
 

@@ -18,20 +18,14 @@ from safetensors.torch import load_file
 import ffx.data
 from ffx.cli import main
 from ffx.data import Decoder, decode_sample, open_shards, read_shards, shard_dataset
+from ffx.model.checkpoint import Placement, load_model, normalise
 from ffx.model.mcx_api import MCXAPI, LinearHead, ModelConfig, feature_width
 from ffx.pipeline.stages.shard import run_shard
 from ffx.train.batches import Carry, PassBatches, Short, interleave
 from ffx.train.config import TrainConfig, make_config
-from ffx.train.loop import (
-    LAST,
-    Placement,
-    TrainStep,
-    epoch_batches,
-    load_model,
-    normalise,
-    save_checkpoint,
-    train,
-)
+from ffx.train.loop import TrainStep, train
+from ffx.train.state import LAST, save_run_checkpoint
+from ffx.train.stream import epoch_batches
 from tests.generated import make_cropped_build
 from tests.test_shard_checks import make_shards, one_error_line, train_args
 
@@ -323,7 +317,7 @@ def test_a_linear_head_trains_with_cross_entropy_and_reloads(five: Path, tmp_pat
         assert json.loads(handle.metadata()["model"])["head"] == "linear"
     loaded = load_model(run / LAST)
     assert isinstance(loaded.head, LinearHead)
-    save_checkpoint(tmp_path, "copy.safetensors", loaded, TrainConfig(head="linear"), 2)
+    save_run_checkpoint(tmp_path, "copy.safetensors", loaded, TrainConfig(head="linear"), 2)
     again = load_model(tmp_path / "copy.safetensors")
     probe = torch.rand(3, 3, 32, 32)
     with torch.no_grad():

@@ -94,11 +94,11 @@ def class_maps(
 ) -> dict[str, np.ndarray]:
     """Each sample's maps, (len(methods), H, W) in [0, 1], for the most likely fake class (the
     classes not in `real`). The samples hold RGB: the model's spaces are made on the device,
-    the very bytes the loader's host path gives (`ffx.train.colour`)."""
+    the very bytes the loader's host path gives (`ffx.model.colour`)."""
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from ffx.train.loop import model_images
+    from ffx.model.checkpoint import model_images
 
     fake = [index for index in range(model.config.num_classes) if index not in set(real)]
     if not fake:
@@ -193,7 +193,7 @@ def tsne_features(
     class and method (`tsne.png`)."""
     from sklearn.manifold import TSNE
 
-    from ffx.train.loop import model_images
+    from ffx.model.checkpoint import model_images
 
     spaces, (mean, std) = model.config.spaces, (model.config.mean, model.config.std)
     chunks = []
@@ -264,8 +264,8 @@ def explain(
     split of `shards` (and the t-SNE of up to `tsne_per_class` per class), or maps and a sheet per
     input for `inputs` (videos, images: cropped and scored by `ffx predict`, whose files also go
     into `out`, the crops into `out/crops`)."""
+    from ffx.model.checkpoint import checkpoint_metadata, describe_checkpoint, load_model, place
     from ffx.train.evaluate import checkpoint_classes
-    from ffx.train.loop import checkpoint_metadata, describe_checkpoint, load_model, place
 
     if shards is not None and inputs:
         raise FfxError("ffx explain takes --shards or inputs (videos, images), not both")

@@ -16,6 +16,7 @@ import io
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,9 +75,9 @@ def predict(
     """Score every frame of `paths` (videos, images, folders of them) with `checkpoint` and write
     frames.csv, inputs.csv and predictions.json into `out`. With `crops_dir`, the face crops are
     kept there (`{key}/{frame:06d}.png`); else they live in a temporary folder."""
-    from ffx.data import decode_sample, loader_spaces, resolve_colour_on
-    from ffx.train.evaluate import checkpoint_classes, fake_scores
-    from ffx.train.loop import checkpoint_metadata, describe_checkpoint, load_model, model_images, place
+    from ffx.data import resolve_colour_on
+    from ffx.model.checkpoint import checkpoint_metadata, describe_checkpoint, load_model, place
+    from ffx.train.evaluate import checkpoint_classes
 
     if not 0.0 <= threshold <= 1.0:
         raise FfxError(f"--threshold must lie in [0, 1], got {threshold}")
@@ -90,7 +91,6 @@ def predict(
     model = load_model(checkpoint, placement.device)
     classes = checkpoint_classes(checkpoint_metadata(checkpoint), model.config.num_classes, checkpoint)
     colour_on = resolve_colour_on(description["colour_on"], placement.device)
-    spaces = model.config.spaces
     report = PredictReport(
         Path(out), checkpoint, threshold, settings=_settings(description, recipe, colour_on)
     )
@@ -107,27 +107,16 @@ def predict(
             for row in extracted[item.key].faces or []
             if row["path"]
         ]
-        real_index = torch.tensor(list(classes.real), device=placement.device)
-        mean, std = model.config.mean, model.config.std
-        scores: dict[tuple[str, int, int], float] = {}
-        with (
-            stage_progress("score", len(crops), "crops", "batches", show_progress) as progress,
-            torch.no_grad(),
-        ):
-            for start in range(0, len(crops), batch_size):
-                batch = crops[start : start + batch_size]
-                images = torch.stack(
-                    [
-                        decode_sample(
-                            sample_for(row, path), loader_spaces(spaces, colour_on), description["crop"]
-                        )["image"]
-                        for row, path in batch
-                    ]
-                )
-                logits = model(model_images(images, placement.device, spaces, colour_on, mean, std))
-                for (row, _path), score in zip(batch, fake_scores(logits, real_index)):
-                    scores[(row["key"], row["frame_index"], row["track"])] = score
-                progress.advance(len(batch), 1)
+        scores = _score_crops(
+            model,
+            placement.device,
+            crops,
+            classes.real,
+            description["crop"],
+            colour_on,
+            batch_size,
+            show_progress,
+        )
     if crops_dir:
         path_of = {item.key: str(item.path) for item in inputs}
         report.crops = [
@@ -142,6 +131,45 @@ def predict(
         report.inputs.append(_input_row(item, frames, threshold, (first["status"], first["error"])))
     write_predictions(report)
     return report
+
+
+def _score_crops(
+    model,
+    device: torch.device,
+    crops: list[tuple[dict, Path]],
+    real: Sequence[int],
+    crop: int | None,
+    colour_on: str,
+    batch_size: int,
+    show_progress: bool,
+) -> dict[tuple[str, int, int], float]:
+    """The fake score of each face crop (1 - p(`real` classes)), by (input key, frame, track):
+    the crops decoded and centre-cropped to `crop` as the checkpoint's input says, in batches."""
+    from ffx.data import decode_sample, loader_spaces
+    from ffx.model.checkpoint import model_images
+    from ffx.train.evaluate import fake_scores
+
+    spaces = model.config.spaces
+    real_index = torch.tensor(list(real), device=device)
+    mean, std = model.config.mean, model.config.std
+    scores: dict[tuple[str, int, int], float] = {}
+    with (
+        stage_progress("score", len(crops), "crops", "batches", show_progress) as progress,
+        torch.no_grad(),
+    ):
+        for start in range(0, len(crops), batch_size):
+            batch = crops[start : start + batch_size]
+            images = torch.stack(
+                [
+                    decode_sample(sample_for(row, path), loader_spaces(spaces, colour_on), crop)["image"]
+                    for row, path in batch
+                ]
+            )
+            logits = model(model_images(images, device, spaces, colour_on, mean, std))
+            for (row, _path), score in zip(batch, fake_scores(logits, real_index)):
+                scores[(row["key"], row["frame_index"], row["track"])] = score
+            progress.advance(len(batch), 1)
+    return scores
 
 
 def _writable_folder(folder: Path) -> None:

@@ -9,7 +9,7 @@ FF++ itself. Metrics (`ffx.train.metrics.binary_metrics`: BOSC, AUC, ACC, EER, A
 and video level (a video's score is the mean of its frames'), for each build pooled and for each
 manipulation method (the build's reals against that method's fakes), and pooled over all builds.
 
-The checkpoint is applied as its own metadata says (`ffx.train.loop.describe_checkpoint`: colour
+The checkpoint is applied as its own metadata says (`ffx.model.checkpoint.describe_checkpoint`: colour
 spaces and where they were made, centre crop, normalisation, classes): nothing of the run that
 trained it (its config.json, its training shards) is read. metrics.json names the build it was
 trained on (`trained_on`: its data recipe and the recipe's sha256, or why that is unknown).
@@ -43,26 +43,26 @@ from ffx.data import (
     shard_loader,
 )
 from ffx.errors import BuildError, FfxError
-from ffx.pipeline.engine import atomic
-from ffx.pipeline.engine.progress import stage_progress
-from ffx.pipeline.engine.store import write_table
-from ffx.pipeline.recipe.schema import REAL_NAMES, is_real_name
-from ffx.train.loop import (
+from ffx.model.checkpoint import (
     EXPECTED_CHECKPOINT,
+    are_placeholders,
     checkpoint_metadata,
     describe_checkpoint,
     load_model,
     model_images,
     place,
+    placeholder_names,
 )
+from ffx.pipeline.engine import atomic
+from ffx.pipeline.engine.progress import stage_progress
+from ffx.pipeline.engine.store import write_table
+from ffx.pipeline.recipe.schema import REAL_NAMES, is_real_name
 from ffx.train.metrics import (
     THRESHOLD,
-    are_placeholders,
     dataset_metrics,
     level_metrics,
     mark_rows,
     nan_to_none,
-    placeholder_names,
     split_label_names,
 )
 
@@ -313,13 +313,8 @@ def evaluate_checkpoint(
     # How to apply the checkpoint comes from its metadata alone, never from its training run.
     description = describe_checkpoint(checkpoint)
     colour_on = resolve_colour_on(colour_on or description["colour_on"], placement.device)
-    for build in builds:  # what can be told from index.json and tar headers, before any hashing
-        shard_set = open_shards(build, split)
-        check_spaces(shard_set, model.config.spaces, colour_on, build)
-        _labels_named(build, build, split)
-    if verify:
-        for build in builds:
-            check_shard_files(build, [split], checkpoint.parent / SHARD_CHECKS, show_progress)
+    checks = checkpoint.parent / SHARD_CHECKS if verify else None
+    _check_builds(builds, split, model.config.spaces, colour_on, checks, show_progress)
     crop = crop or description["crop"]
     workers = 2 if workers is None else workers
 
@@ -330,23 +325,82 @@ def evaluate_checkpoint(
         rows = score_split(
             model, build, split, crop, placement.device, workers, classes.real, show_progress, colour_on
         )
-        names, real = _map_labels(rows, build)
-        name = _dataset_name(rows, build, set(datasets))
-        for row in rows:
-            row["dataset"] = name
-        labelled = [row for row in rows if row["fake"] is not None]
-        if len(labelled) < len(rows):
-            notes.append(f"{name}: {len(rows) - len(labelled)} unlabelled samples (label -1) left out")
-        if not labelled:
-            raise BuildError(f"the {split} split in {build} holds no labelled sample: nothing to score")
-        datasets[name] = {
-            "shards": build,
-            "labels": {str(label): names[label] for label in sorted(names)},
-            "real_labels": sorted(real & set(names)),
-            "loss": _loss(rows, names, classes),
-        } | dataset_metrics(labelled, build)
+        name, entry = _dataset_entry(rows, build, split, classes, set(datasets), notes)
+        datasets[name] = entry
         scored[name] = rows
+    result = _summary(
+        checkpoint, builds, split, crop, colour_on, classes, description, notes, datasets, scored
+    )
+    if out is None:
+        atomic.write_json(checkpoint.with_name(f"{checkpoint.stem}.eval-{split}.json"), result)
+        return result
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result["out"] = str(out)
+    write_predictions(out / PREDICTIONS_FILE, scored)
+    plot_roc(out / ROC_FILE, scored)
+    plot_confusion(out / CONFUSION_FILE, scored)
+    atomic.write_json(out / METRICS_FILE, result)  # last: a folder with metrics.json is complete
+    return result
 
+
+def _check_builds(
+    builds: list[str],
+    split: str,
+    spaces: Sequence[str],
+    colour_on: str,
+    checks: Path | None,
+    show_progress: bool,
+) -> None:
+    """Refuse builds the checkpoint cannot score: first what index.json and tar headers tell (the
+    colour spaces, the class names), before any hashing; then, with `checks` (a shard-checks.json),
+    the split's shards against index.json."""
+    for build in builds:
+        shard_set = open_shards(build, split)
+        check_spaces(shard_set, spaces, colour_on, build)
+        _labels_named(build, build, split)
+    if checks is not None:
+        for build in builds:
+            check_shard_files(build, [split], checks, show_progress)
+
+
+def _dataset_entry(
+    rows: list[dict], build: str, split: str, classes: CheckpointClasses, taken: set[str], notes: list[str]
+) -> tuple[str, dict]:
+    """A scored build's name (unique among `taken`; set as its rows' `dataset`) and its entry of
+    metrics.json: labels, real labels, loss and metrics; a note when unlabelled samples are left
+    out, one line when none is labelled."""
+    names, real = _map_labels(rows, build)
+    name = _dataset_name(rows, build, taken)
+    for row in rows:
+        row["dataset"] = name
+    labelled = [row for row in rows if row["fake"] is not None]
+    if len(labelled) < len(rows):
+        notes.append(f"{name}: {len(rows) - len(labelled)} unlabelled samples (label -1) left out")
+    if not labelled:
+        raise BuildError(f"the {split} split in {build} holds no labelled sample: nothing to score")
+    return name, {
+        "shards": build,
+        "labels": {str(label): names[label] for label in sorted(names)},
+        "real_labels": sorted(real & set(names)),
+        "loss": _loss(rows, names, classes),
+    } | dataset_metrics(labelled, build)
+
+
+def _summary(
+    checkpoint: Path,
+    builds: list[str],
+    split: str,
+    crop: int | None,
+    colour_on: str,
+    classes: CheckpointClasses,
+    description: dict,
+    notes: list[str],
+    datasets: dict[str, dict],
+    scored: dict[str, list[dict]],
+) -> dict:
+    """metrics.json: the evaluation's settings, the checkpoint's classes and training build, the
+    metrics of everything scored pooled, and each build's (`datasets`); NaN as None."""
     labelled = [row for rows in scored.values() for row in rows if row["fake"] is not None]
     pooled = level_metrics(labelled, key=lambda row: (row["dataset"], row["video"]))
     losses = [value["loss"] for value in datasets.values()]
@@ -372,18 +426,7 @@ def evaluate_checkpoint(
         "pooled": pooled,
         "datasets": datasets,
     }
-    result = nan_to_none(result)
-    if out is None:
-        atomic.write_json(checkpoint.with_name(f"{checkpoint.stem}.eval-{split}.json"), result)
-        return result
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    result["out"] = str(out)
-    write_predictions(out / PREDICTIONS_FILE, scored)
-    plot_roc(out / ROC_FILE, scored)
-    plot_confusion(out / CONFUSION_FILE, scored)
-    atomic.write_json(out / METRICS_FILE, result)  # last: a folder with metrics.json is complete
-    return result
+    return nan_to_none(result)
 
 
 # ---------------------------------------------------------------- files

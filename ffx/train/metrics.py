@@ -169,15 +169,6 @@ def dataset_metrics(rows: list[dict], where: str) -> dict:
 # ---------------------------------------------------------------- class names
 
 
-def placeholder_names(classes: int) -> list[str]:
-    """The names a checkpoint gets when the shards do not tell them: class0, class1, ..."""
-    return [f"class{index}" for index in range(classes)]
-
-
-def are_placeholders(names: Sequence[str]) -> bool:
-    return list(names) == placeholder_names(len(names))
-
-
 _NAMES_CACHE: dict[tuple, dict[int, str]] = {}
 
 

@@ -1,0 +1,104 @@
+"""Validation during training: the validation split's metrics, and which epoch is best."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ffx.data import open_shards, resolve_colour_on
+from ffx.errors import BuildError
+from ffx.model.checkpoint import Placement
+from ffx.model.mcx_api import MCXAPI
+from ffx.pipeline.engine.builddir import SHARD_INDEX
+from ffx.train.config import TrainConfig
+from ffx.train.evaluate import score_split
+from ffx.train.metrics import detection_metrics, mark_rows, method_metrics, nan_to_none
+
+
+def validation_classes(config: TrainConfig) -> list[int] | None:
+    """The labelled classes of the validation split by index.json, or None when there is no split
+    to validate on (no index, or no such split): `validate` then returns nothing."""
+    if not (Path(config.shards) / SHARD_INDEX).is_file():
+        return None
+    try:
+        shard_set = open_shards(config.shards, config.val_split)
+    except BuildError:
+        return None
+    return sorted(label for label, count in shard_set.labels.items() if label >= 0 and count > 0)
+
+
+def one_class_warning(config: TrainConfig, classes: list[int]) -> str:
+    """What a validation split with fewer than two classes means for the run, in one line."""
+    held = f"one class (label {classes[0]} only)" if classes else "no labelled samples"
+    then = (
+        "best.safetensors is chosen by the lowest validation loss instead"
+        if classes
+        else "no best.safetensors is written"
+    )
+    return (
+        f"the {config.val_split} split in {config.shards} holds {held}: validation AUC and BOSC "
+        f"are undefined (NaN), so {then}; give the {config.val_split} split real and fake videos "
+        "for AUC"
+    )
+
+
+def best_score(metrics: dict, by_loss: bool) -> float:
+    """How good an epoch's validation was, higher is better: video AUC, or minus the validation
+    loss when AUC is undefined (a one-class split); NaN when there is nothing to go by."""
+    value = metrics.get("val_loss" if by_loss else "val_video_auc", math.nan)
+    if not isinstance(value, float | int):
+        return math.nan
+    return -float(value) if by_loss else float(value)
+
+
+@torch.no_grad()
+def evaluate(
+    model: MCXAPI,
+    shards: str,
+    split: str,
+    crop: int | None,
+    device: torch.device,
+    workers: int = 2,
+    colour_on: str = "auto",
+) -> dict:
+    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs; class 0
+    real, any other class fake; unlabelled samples left out), the mean cross-entropy of its
+    labelled frames (`loss`), and `methods`: for each manipulation method, the metrics of the
+    split's reals against that method's fakes, as `ffx eval` reports them
+    (`ffx.train.metrics.method_metrics`). The samples are scored as `ffx eval` scores them, the
+    colour spaces made where `colour_on` says (`auto`: on a GPU, on the device)."""
+    colour_on = resolve_colour_on(colour_on, device)
+    rows = score_split(model, shards, split, crop, device, workers, real=(0,), colour_on=colour_on)
+    mark_rows(rows, {0})
+    labelled = [row for row in rows if row["fake"] is not None]
+    losses = [row["nll"] for row in labelled if not math.isnan(row["nll"])]
+    pooled = detection_metrics(
+        [int(row["fake"]) for row in labelled],
+        [row["score"] for row in labelled],
+        [row["video"] for row in labelled],
+    )
+    # Cross-entropy of the plain classifier (no pairs): what ranks checkpoints when AUC cannot.
+    loss = sum(losses) / len(losses) if losses else math.nan
+    methods = method_metrics(labelled, f"the {split} split in {shards}")
+    return pooled | {"loss": loss, "methods": nan_to_none(methods)}
+
+
+def validate(model: MCXAPI, config: TrainConfig, placement: Placement) -> dict:
+    """Metrics on the validation split, or {} when the shards have none (or no index to tell)."""
+    if not (Path(config.shards) / SHARD_INDEX).is_file():
+        return {}
+    try:
+        open_shards(config.shards, config.val_split)
+    except BuildError:
+        return {}
+    return evaluate(
+        model,
+        config.shards,
+        config.val_split,
+        config.crop,
+        placement.device,
+        config.workers,
+        config.colour_on,
+    )
