@@ -385,6 +385,7 @@ def _todo(
     keys = part.select(list(plan.made_from), plan.group_of)
     rows_of = rows_by_key(done_rows)
     redo = set()
+    listings: dict[Path, set[str]] = {}  # one listing per folder for the whole pass
     for key in keys:
         rows = rows_of.get(key)
         if rows is None or made.get(key) != plan.made_from[key]:
@@ -392,7 +393,7 @@ def _todo(
         statuses = {row["status"] for row in rows}
         if (
             statuses & retry
-            or not _all_present(stage.outputs(plan, build, key, rows))
+            or not _all_present(stage.outputs(plan, build, key, rows), listings)
             or (
                 Status.MISSING.value in statuses
                 and key not in plan.blocked
@@ -404,16 +405,17 @@ def _todo(
     return done_rows, keys, todo, redo
 
 
-def _all_present(paths: list[Path]) -> bool:
+def _all_present(paths: list[Path], listings: dict[Path, set[str]]) -> bool:
     """Whether every file exists: one directory listing per folder rather than a stat per file
-    (an item's frames share a folder; on a cluster file system each stat is a round trip)."""
-    listings: dict[Path, set[str]] = {}
+    (on a cluster file system each stat is a round trip). `listings` keeps them for the whole pass:
+    items that share a folder (every video's samples lie in samples/) list it once, so a rerun
+    with nothing to do stays linear in the number of items."""
     for path in paths:
         if path.parent not in listings:
             try:
                 listings[path.parent] = set(os.listdir(path.parent))
             except OSError:
-                return False
+                listings[path.parent] = set()  # a folder that is gone holds nothing
         if path.name not in listings[path.parent]:
             return False
     return True
