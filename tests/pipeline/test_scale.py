@@ -1,7 +1,8 @@
 """Issue 23: a rerun with nothing to do is linear in the build. Its file-system calls, and the
 names its directory listings return, at 2N videos are at most twice those at N plus a constant
 (counted, not timed: a shared folder listed once per video is N listings of N names, which a count
-of calls alone would miss)."""
+of calls alone would miss). A part that is not the last reads no other part's rows, and the last
+merges once."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ffx.pipeline.engine import store
+from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.shard import run_shard
@@ -75,3 +78,30 @@ def test_a_rerun_with_nothing_to_do_grows_linearly(tmp_path: Path, file_system_c
                 small[name],
                 large[name],
             )
+
+
+def test_a_part_reads_only_its_own_rows_and_the_last_merges_once(tmp_path: Path, monkeypatch) -> None:
+    read: list[Path] = []
+    merged: list[str] = []
+    read_chunk, write_merged = store.Ledger._read, store.Ledger.write_merged
+    monkeypatch.setattr(store.Ledger, "_read", lambda self, path: read.append(path) or read_chunk(self, path))
+    monkeypatch.setattr(
+        store.Ledger,
+        "write_merged",
+        lambda self, table: merged.append(self.stage) or write_merged(self, table),
+    )
+    build = make_cropped_build(tmp_path / "parts", videos_per_label=4, frames=2, side=16)
+    for index in range(3):
+        read.clear()
+        report = run_shard(build, part=Part(index, 3), workers=1, show_progress=False)
+        folders = {path.parent.name for path in read if path.parent.name.startswith("part-")}
+        if index < 2:
+            assert not report.merged and folders <= {Part(index, 3).name}  # nothing of the others
+        else:  # the last part: its own rows, then every part's for the merge
+            assert report.merged and folders == {Part(number, 3).name for number in range(3)}
+    assert merged == ["samples"]
+    # The same shards as one part gives.
+    whole = make_cropped_build(tmp_path / "whole", videos_per_label=4, frames=2, side=16)
+    run_shard(whole, workers=1, show_progress=False)
+    for name in ("index.json", *(path.name for path in (whole / "shards").glob("*.tar"))):
+        assert (build / "shards" / name).read_bytes() == (whole / "shards" / name).read_bytes(), name

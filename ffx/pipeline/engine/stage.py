@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -380,7 +381,7 @@ def _todo(
     """The ledger's rows so far, this part's items, those to do now, and those redone although
     their inputs did not change: a status asked to be retried, output files that are gone, or a
     `missing` input that is back."""
-    done_rows = ledger.rows()
+    done_rows = ledger.rows(part)
     made = made_from_per_key(done_rows)
     keys = part.select(list(plan.made_from), plan.group_of)
     rows_of = rows_by_key(done_rows)
@@ -501,8 +502,14 @@ def _run_stage(
             # A pass that also made the companion's rows is timed as both (`frames+faces`).
             name = stage.name if companion is None else f"{stage.name}+{companion.name}"
             store.log_run(build.root, name, part, report.seconds, len(todo))
-    report.merged, report.dropped = merge_when_current(stage, build, ledger, plan)
+    report.merged, report.dropped = merge_when_current(stage, build, ledger, plan, part)
     return report
+
+
+def plan_digest(plan: Plan) -> str:
+    """A short digest of what every item of the build is made from now."""
+    text = "\n".join(f"{key} {made}" for key, made in sorted(plan.made_from.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _kept_rows(rows: pa.Table, made: dict[str, str], plan: Plan, todo: set[str]) -> pa.Table:
@@ -527,11 +534,22 @@ def _companion_writer(build: BuildDir, stage: Stage | None, part: Part, flush_se
         yield writer
 
 
-def merge_when_current(stage: Stage, build: BuildDir, ledger: store.Ledger, plan: Plan) -> tuple[bool, int]:
+def merge_when_current(
+    stage: Stage, build: BuildDir, ledger: store.Ledger, plan: Plan, part: Part
+) -> tuple[bool, int]:
     """Merge the table once every item of the build has current rows (whichever part gets there
     last; a lock keeps two parts from merging at once). Items that left the build are dropped,
-    with their files. Returns (merged, items dropped)."""
+    with their files. Returns (merged, items dropped).
+
+    `part` has just brought its items up to date: it leaves a marker naming the plan, and only a
+    part that finds every part of its count marked for the same plan reads the ledger's rows. The
+    others read no other part's rows, so N parts do not read the whole ledger N times."""
     build.root.mkdir(parents=True, exist_ok=True)
+    if ledger.parts_dir.exists():
+        plan_id = plan_digest(plan)
+        ledger.mark_done(part, plan_id)
+        if not ledger.all_done(part.count, plan_id):
+            return False, 0
     with open(build.merge_lock(stage.name), "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

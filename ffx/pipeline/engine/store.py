@@ -9,6 +9,7 @@ all rows into `BUILD/{stage}.parquet`: one run and any number of parts give the 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -60,15 +61,44 @@ class Ledger:
         self.table_path = self.build / f"{stage}.parquet"
         self.parts_dir = self.build / f"{stage}.parts"
 
+    def mark_done(self, part: Part, plan: str) -> None:
+        """Leave `{part}.{plan}.done` in the parts folder: every item of `part` has current rows
+        for the plan whose digest is `plan` (an earlier marker of the part is replaced)."""
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.parts_dir.glob(f"{part.name}.*.done"):
+            old.unlink(missing_ok=True)
+        write_bytes(self.parts_dir / f"{part.name}.{plan}.done", b"")
+
+    def all_done(self, count: int, plan: str) -> bool:
+        """Whether every part of `count` left its marker for `plan`: one listing, no rows read."""
+        try:
+            names = set(os.listdir(self.parts_dir))
+        except FileNotFoundError:
+            return False
+        return all(f"{Part(index, count).name}.{plan}.done" in names for index in range(count))
+
     def chunk_files(self) -> list[Path]:
         """Every finished chunk of every part, in write order (temp files are never matched)."""
         return sorted(self.parts_dir.glob("part-*/chunk-*.parquet"), key=chunk_stamp)
 
-    def rows(self) -> pa.Table:
+    def rows(self, part: Part | None = None) -> pa.Table:
         """All rows so far: the merged table, then chunks in write order; for an item that
-        appears more than once (a retry), only its latest rows count."""
+        appears more than once (a retry), only its latest rows count.
+
+        With `part`, only the chunks that can hold its items: its own, and those of runs with
+        another part count; the other parts of its count hold other items. (An item a part
+        cannot see there, moved to it because videos were added mid-build, is done again: its
+        newer rows win.) So a part reads no other part's rows."""
         paths = [self.table_path] if self.table_path.is_file() else []
-        pieces = [self._read(path) for path in [*paths, *self.chunk_files()]]
+        chunks = self.chunk_files()
+        if part is not None:
+            suffix = f"-of-{part.count:05d}"
+            chunks = [
+                path
+                for path in chunks
+                if path.parent.name == part.name or not path.parent.name.endswith(suffix)
+            ]
+        pieces = [self._read(path) for path in [*paths, *chunks]]
         return latest_rows_per_item(pieces, self.schema)
 
     def _read(self, path: Path) -> pa.Table:
