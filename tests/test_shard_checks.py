@@ -194,6 +194,21 @@ def test_checks_are_remembered_in_the_run_folder(tmp_path: Path, hashed) -> None
     assert not (tmp_path / "other.json").exists()
 
 
+def test_a_shard_that_differs_keeps_the_checks_made_before_it(tmp_path: Path, hashed) -> None:
+    shards = make_shards(tmp_path / "build" / "shards")
+    damaged = bytearray((shards / "val-000000.tar").read_bytes())
+    damaged[600] ^= 1  # the same size: only the hash tells
+    (shards / "val-000000.tar").write_bytes(bytes(damaged))
+    with pytest.raises(BuildError, match=r"val-000000\.tar: sha256 .*, index.json says"):
+        check_shard_files(shards, ["train", "val"], tmp_path / "checks.json")
+    kept = json.loads((tmp_path / "checks.json").read_text())["checked"]
+    assert sorted(Path(item["path"]).name for item in kept) == ["train-000000.tar", "train-000001.tar"]
+    hashed.clear()
+    with pytest.raises(BuildError):
+        check_shard_files(shards, ["train", "val"], tmp_path / "checks.json")
+    assert hashed == ["val-000000.tar"]  # the others are remembered
+
+
 def test_a_read_only_shard_folder_is_never_written(tmp_path: Path) -> None:
     shards = make_shards(tmp_path / "build" / "shards")
     before = {path.name: path.stat().st_mtime_ns for path in shards.iterdir()}
