@@ -20,10 +20,12 @@ lint: $(VENV)/.installed
 .tools/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools uv==$(UV_VERSION)
 
-# The lock is `uv pip compile` output: exact versions, no index or download address.
+# The lock is `uv pip compile` output: exact versions, no index or download address. Bytecode is
+# compiled at install: where PYTHONDONTWRITEBYTECODE is set (it is on the machines this project
+# is built on), every process would otherwise compile torch's sources again (about 6 s a command).
 $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 	test -x $(VENV)/bin/python || $(UV) venv --python $(PYTHON) $(VENV)
-	$(UV) pip sync --python $(VENV)/bin/python requirements.lock
+	$(UV) pip sync --compile-bytecode --python $(VENV)/bin/python requirements.lock
 	$(UV) pip install --python $(VENV)/bin/python --no-deps -e .
 	touch $@
 
