@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ffx.pipeline.engine import store
+from ffx.pipeline.engine import registry, store
 from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.shard import run_shard
@@ -105,3 +107,23 @@ def test_a_part_reads_only_its_own_rows_and_the_last_merges_once(tmp_path: Path,
     run_shard(whole, workers=1, show_progress=False)
     for name in ("index.json", *(path.name for path in (whole / "shards").glob("*.tar"))):
         assert (build / "shards" / name).read_bytes() == (whole / "shards" / name).read_bytes(), name
+
+
+def test_a_no_op_build_and_its_status_plan_each_stage_once(tmp_path: Path, monkeypatch) -> None:
+    """Planning digests every video's inputs: a no-op `ffx build` (then `ffx status`) plans each
+    stage once; the checks after a stage reuse what its run found."""
+    build = make_cropped_build(tmp_path, videos_per_label=3, frames=2, side=16)
+    run_shard(build, workers=1, show_progress=False)
+    plans: Counter = Counter()
+    for name in registry.stage_names():
+        cls = registry.stage_class(name)
+
+        def counted(self, *args, _plan=cls.plan, _name=name):
+            plans[_name] += 1
+            return _plan(self, *args)
+
+        monkeypatch.setattr(cls, "plan", counted)
+    report = run_build(load_manifest("folder"), tmp_path / "data", build, workers=1, show_progress=False)
+    assert [stage.done_now for stage in report.stages] == [0, 0, 0] and not report.waiting
+    build_status(build)
+    assert plans == {"frames": 1, "faces": 1, "samples": 1}

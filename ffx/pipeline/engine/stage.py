@@ -280,8 +280,17 @@ def table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | Non
     if memo is not None and memo[0] == state:
         return memo[1], memo[2]
     currency, table = _table_currency(build, name)
-    _currency_memo[(str(build.root.resolve()), name)] = (state, currency, table)
+    remember_currency(build, name, currency, table, state)
     return currency, table
+
+
+def remember_currency(
+    build: BuildDir, name: str, currency: Currency, table: pa.Table | None, state: tuple | None = None
+) -> None:
+    """Remember how current stage `name`'s merged table is (a run of the stage that found it
+    current tells, so the stages after it need not plan it again)."""
+    state = _chain_state(build, name) if state is None else state
+    _currency_memo[(str(build.root.resolve()), name)] = (state, currency, table)
 
 
 def _table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
@@ -441,8 +450,10 @@ def _run_stage(
     if not changes:
         plan = stage.plan(build, recipe)
         done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
-        if not todo and not ledger.parts_dir.exists() and compare(plan, done_rows).ok:
+        currency = compare(plan, done_rows)
+        if not todo and not ledger.parts_dir.exists() and currency.ok:
             # Nothing to do and nothing to merge: touch nothing, so a read-only build reruns cleanly.
+            remember_currency(build, stage.name, currency, done_rows)
             report.items = report.skipped = len(keys)
             report.merged = True
             return report

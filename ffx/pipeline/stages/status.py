@@ -10,7 +10,7 @@ from ffx.errors import BuildError
 from ffx.pipeline.engine import store
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.registry import make_stage, stage_names
-from ffx.pipeline.engine.stage import Currency, compare, load_recipe
+from ffx.pipeline.engine.stage import Currency, compare, load_recipe, table_currency
 
 
 @dataclass
@@ -39,15 +39,18 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
         stage = make_stage(name)
         if not (build.table(name).is_file() or build.parts(name).exists()):
             continue
-        rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
-        try:
-            currency = compare(stage.plan(build, load_recipe(build)), rows)
-        except BuildError as error:
-            currency = Currency(upstream=str(error))
+        merged = not build.parts(name).exists()
+        if merged:  # the stages' own check, remembered while nothing it depends on changes
+            currency, rows = table_currency(build, name)
+        else:
+            rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
+            try:
+                currency = compare(stage.plan(build, load_recipe(build)), rows)
+            except BuildError as error:
+                currency = Currency(upstream=str(error))
         pairs = list(zip(rows.column("key").to_pylist(), rows.column("status").to_pylist()))
         items = Counter(status for _, status in set(pairs))  # a video counts once per status it has
         row_counts = Counter(status for _, status in pairs)
-        merged = not build.parts(name).exists()
         statuses.append(
             StageStatus(name, dict(items), dict(row_counts), merged, len({key for key, _ in pairs}), currency)
         )
