@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import pyarrow as pa
 from ffx.errors import BuildError, os_error_line
 from ffx.pipeline.engine import atomic, store
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.lock import hold_lock
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
@@ -518,9 +518,8 @@ def _run_stage(
 
 
 def plan_digest(plan: Plan) -> str:
-    """A short digest of what every item of the build is made from now."""
-    text = "\n".join(f"{key} {made}" for key, made in sorted(plan.made_from.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A short digest of what every item of the build is made from now (a part marker's name)."""
+    return digest(sorted(plan.made_from.items()))[:16]
 
 
 def _kept_rows(rows: pa.Table, made: dict[str, str], plan: Plan, todo: set[str]) -> pa.Table:
