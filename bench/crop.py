@@ -356,7 +356,7 @@ def ffx_per_clip(build: Path, frames: list[Frame]) -> dict[str, float]:
     import torch
 
     from ffx.pipeline.engine.builddir import BuildDir
-    from ffx.pipeline.engine.stage import load_recipe
+    from ffx.pipeline.engine.currency import load_recipe
     from ffx.pipeline.stages.crop import CropStage
     from ffx.pipeline.workers.crop import CropTask, crop_video
 

@@ -179,13 +179,15 @@ def make_dfdc(
     frames: int = 3,
     width: int = 128,
     height: int = 160,
+    clips: Path | None = None,
 ) -> Tree:
     """A DFDC tree of exactly `videos` videos under `out`: parts of `per_part` videos, each with
-    its metadata.json (label, split, original)."""
+    its metadata.json (label, split, original). Its distinct clips go into `clips` (default
+    out/.clips/); trees that name the same folder link to the same clips."""
     if videos < 1 or per_part < 1:
         raise ValueError("a DFDC tree needs at least 1 video and 1 video per part")
     out = Path(out)
-    pool = ClipPool(out / CLIPS, frames, width, height)
+    pool = ClipPool(Path(clips) if clips else out / CLIPS, frames, width, height)
     real_clips = math.ceil(distinct / (1 + DFDC_FAKES_PER_REAL))
     counts: Counter = Counter()
     number = reals_so_far = 0

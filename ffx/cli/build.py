@@ -388,7 +388,7 @@ def build(
 
 def verify(build: BuildArg) -> None:
     """Check every shard against BUILD/shards/index.json (sha256, size, samples); exit 1 on a mismatch."""
-    from ffx.pipeline.stages.shard import verify_shards
+    from ffx.pipeline.stages.verify import verify_shards
 
     report = verify_shards(build)
     for problem in report.problems:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 import cv2
 import pyarrow as pa
 
+from ffx.pipeline.engine.currency import Plan, current_table
 from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.registry import register_stage
-from ffx.pipeline.engine.stage import Plan, Stage, current_table, rows_by_key, run_stage
+from ffx.pipeline.engine.rows import rows_by_key
+from ffx.pipeline.engine.stage import Stage, run_stage
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
 
 COLUMNS = {"key": pa.string(), "frame_index": pa.int32(), "sharpness": pa.float64(), "status": pa.string()}
@@ -63,9 +65,6 @@ class SharpnessStage(Stage):
 
     def has_output(self, row: dict) -> bool:
         return row["status"] == Status.OK.value
-
-    def outputs(self, plan, build, key, rows) -> list:
-        return []  # rows only, no files
 
     def failure_rows(self, plan, key, status, error) -> list[dict]:
         return [row(key, NO_FRAME, None, Status(status), error)]

@@ -23,8 +23,9 @@ from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
-from ffx.pipeline.stages.shard import run_shard, verify_shards
+from ffx.pipeline.stages.shard import run_shard
 from ffx.pipeline.stages.status import build_status
+from ffx.pipeline.stages.verify import verify_shards
 from ffx.synthetic import portrait_frames, write_h264_index_video, write_h264_video
 from tests.conftest import touch
 from tests.generated import indexed_clips, make_cropped_build

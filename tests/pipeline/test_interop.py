@@ -32,8 +32,9 @@ from ffx.pipeline.stages.export_dfb import FFPP_FAMILY
 from ffx.pipeline.stages.import_crops import run_import
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.loaders import front_matter
-from ffx.pipeline.stages.shard import run_shard, verify_shards
+from ffx.pipeline.stages.shard import run_shard
 from ffx.pipeline.stages.status import build_status
+from ffx.pipeline.stages.verify import verify_shards
 from tests.conftest import touch
 from tests.generated import FACELESS_KEY, crop_pixels, face_row, frame_row, write_stamped
 

@@ -26,7 +26,8 @@ from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.media.color import SPACES, convert
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.index import run_index
-from ffx.pipeline.stages.shard import run_shard, verify_shards
+from ffx.pipeline.stages.shard import run_shard
+from ffx.pipeline.stages.verify import verify_shards
 from tests.conftest import touch
 from tests.generated import CROP_SIDE, crop_pixels, make_cropped_build
 

@@ -43,6 +43,7 @@ def atomic_path(final: Path):
             os.fsync(written.fileno())
         os.chmod(temp, FILE_MODE)
         os.replace(temp, final)
+        _sha256_of.pop(os.path.abspath(final), None)
     finally:
         temp.unlink(missing_ok=True)
 
@@ -67,6 +68,29 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# absolute path -> (its stat when hashed, its sha256): each file is hashed once while this process
+# sees it untouched; atomic_path forgets a file it replaces (a coarse clock may not show it).
+_sha256_of: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def content_state(path: Path) -> list | None:
+    """[size, sha256] of a file, None when it is not there: what it holds, whatever its inode or
+    mtime (a copy holds the same; a file rewritten within one tick of a coarse clock does not)."""
+    try:
+        facts = os.stat(path)
+    except OSError:
+        return None
+    seen = (facts.st_ino, facts.st_mtime_ns, facts.st_ctime_ns, facts.st_size)
+    where = os.path.abspath(path)
+    known = _sha256_of.get(where)
+    if known is None or known[0] != seen:
+        try:
+            known = _sha256_of[where] = (seen, file_sha256(path))
+        except OSError:
+            return None
+    return [facts.st_size, known[1]]
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -74,7 +74,7 @@ class BuildDir:
         return self.root / "samples"
 
     def samples_file(self, key: str) -> Path:
-        return self.samples / f"{key}.tar"
+        return self.root / samples_name(key)
 
     # Shards and the build's record.
     @property
@@ -105,6 +105,15 @@ class BuildDir:
     @property
     def qa(self) -> Path:
         return self.root / "qa"
+
+    def memo(self, name: str) -> Path:
+        """A fact remembered while the files it was drawn from are unchanged (engine.memo)."""
+        return self.root / ".memo" / f"{name}.json"
+
+
+def samples_name(key: str) -> str:
+    """A video's samples file relative to the build."""
+    return f"samples/{key}.tar"
 
 
 def frame_file(key: str, frame_index: int) -> str:

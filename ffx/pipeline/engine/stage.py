@@ -8,9 +8,8 @@ progress, the run log and the merge.
 Provenance: every row carries `made_from`, a digest of what its item was made from (the stage's
 settings and the item's upstream rows). An item is done only while its rows' digest equals the
 one its inputs give now, so a changed input, a changed setting or a re-indexed video is redone,
-and an item that left the build is dropped with its files at the merge. A stage reads its
-upstream table only when that table is current all the way up (`current_table`), so no stage
-ever serves stale data.
+and an item that left the build is dropped with its files at the merge. Whether a table is
+current, and the build's recipe, are `currency`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import json
 import os
 import shutil
 from collections import Counter
@@ -28,39 +26,33 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ffx.errors import BuildError, os_error_line
-from ffx.pipeline.engine import atomic, store
+from ffx.pipeline.engine import memo, store
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.currency import (
+    MADE_FROM,
+    Plan,
+    chain_states,
+    compare,
+    current_fact,
+    load_recipe,
+    made_from_per_key,
+    remember_currency,
+    write_recipe,
+)
 from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.lock import hold_lock
+from ffx.pipeline.engine.memo import file_states
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
-from ffx.pipeline.engine.registry import INDEX, command_of, make_stage, upstream_chain
+from ffx.pipeline.engine.rows import RowsByKey
 from ffx.pipeline.engine.statuses import FAILED, BadInput, Status
 from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, run_tasks
-from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes, manifest_to_toml
+from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes
 
-MADE_FROM = "made_from"
-
-
-def rows_by_key(table: pa.Table) -> dict[str, list[dict]]:
-    """A table's rows grouped by item key, in table order."""
-    grouped: dict[str, list[dict]] = {}
-    for row in table.to_pylist():
-        grouped.setdefault(row["key"], []).append(row)
-    return grouped
-
-
-@dataclass
-class Plan:
-    """What a stage's table must hold now. A stage's own plan (a subclass) also carries what its
-    tasks are built from for this run (the upstream rows, each video's path, ...): the Stage object
-    holds only its options."""
-
-    made_from: dict[str, str]  # every item of the build -> digest of what it is made from
-    blocked: dict[str, list[dict]] = field(default_factory=dict)  # items with rows but no task
-    group_of: dict[str, str] | None = None  # items that must land in one part
+OUTPUTS_SCHEMA = pa.schema([("key", pa.string()), ("path", pa.string())])  # Stage.outputs
 
 
 @dataclass(frozen=True)
@@ -134,9 +126,19 @@ class Stage:
         """Whether a row stands for something made (a frame, a crop, a sample), not a reason."""
         return bool(row.get("path"))
 
-    def outputs(self, plan: Plan, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
-        """The files an item's rows say it wrote (an item whose files are gone is redone)."""
-        return [build.root / row["path"] for row in rows if row.get("path")]
+    def outputs(self, plan: Plan, build: BuildDir, rows: pa.Table) -> pa.Table:
+        """The files the rows say were written, as a table of `key` and `path` (relative to the
+        build, or absolute): an item whose files are gone is redone. By default each row's
+        `path`, where the stage's rows have one."""
+        if "path" not in rows.column_names:
+            return OUTPUTS_SCHEMA.empty_table()
+        named = rows.filter(pc.invert(pc.equal(pc.fill_null(rows.column("path"), ""), "")))
+        return named.select(["key", "path"])
+
+    def files_read(self, recipe: Manifest) -> list[Path]:
+        """Files outside the build that its plan reads (a landmark model of the user's own): what
+        is remembered about its table holds only while they are unchanged too."""
+        return []
 
     def inputs_present(self, plan: Plan, build: BuildDir, key: str) -> bool:
         """Whether an item recorded `missing` can be tried again: the files it lacked are back."""
@@ -199,151 +201,6 @@ class StageReport:
             self.failed.append((key, reason["status"], reason["error"]))
 
 
-# --- the build's recipe -------------------------------------------------------------------------
-
-
-def load_recipe(build: BuildDir) -> Manifest:
-    """The build's effective recipe (BUILD/manifest.toml): the one truth of its settings."""
-    if not build.manifest.is_file():
-        raise BuildError(f"{build.manifest} not found: run `ffx index` first")
-    return load_manifest(build.manifest)
-
-
-def write_recipe(build: BuildDir, recipe: Manifest) -> None:
-    """Make `recipe` the build's effective recipe (BUILD/manifest.toml and its sha256 in
-    index.json); the stages then redo exactly the items the changed fields shape."""
-    atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
-    index = json.loads(build.index.read_text(encoding="utf-8"))
-    atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
-
-
-# --- currency ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Currency:
-    """How a stage's merged table compares with what its inputs give now."""
-
-    current: int = 0
-    stale: int = 0  # rows made from other inputs or settings
-    missing: int = 0  # items without rows
-    gone: int = 0  # rows of items no longer in the build
-    upstream: str = ""  # why the inputs cannot be known (an upstream table out of date)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.stale or self.missing or self.gone or self.upstream)
-
-
-def made_from_per_key(table: pa.Table) -> dict[str, str]:
-    keys, made = table.column("key").to_pylist(), table.column(MADE_FROM).to_pylist()
-    return dict(zip(keys, made))
-
-
-def compare(plan: Plan, rows: pa.Table) -> Currency:
-    """Count current, stale, missing and gone items of `rows` against `plan`."""
-    made = made_from_per_key(rows)
-    currency = Currency()
-    for key, wanted in plan.made_from.items():
-        if key not in made:
-            currency.missing += 1
-        elif made[key] == wanted:
-            currency.current += 1
-        else:
-            currency.stale += 1
-    currency.gone = len(set(made) - set(plan.made_from))
-    return currency
-
-
-# (build, stage) -> the files its currency depends on, as they were, and what it was then.
-_currency_memo: dict[tuple[str, str], tuple[tuple, Currency, pa.Table | None]] = {}
-
-
-def _chain_state(build: BuildDir, name: str) -> tuple:
-    """Identity of the files a stage's currency depends on: the recipe and every merged table up to
-    its own. Tables are only ever replaced by a rename, so inode, mtime and size tell a change."""
-    state = []
-    for path in [build.manifest, *(build.table(stage) for stage in upstream_chain(name))]:
-        try:
-            facts = path.stat()
-            state.append((facts.st_ino, facts.st_mtime_ns, facts.st_size))
-        except OSError:
-            state.append(None)
-    return tuple(state)
-
-
-def table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
-    """The merged table of stage `name` (None if absent) and how current it is. Remembered while
-    none of the files it depends on changes: a command asks several times (a whole chain each)."""
-    state = _chain_state(build, name)
-    memo = _currency_memo.get((str(build.root.resolve()), name))
-    if memo is not None and memo[0] == state:
-        return memo[1], memo[2]
-    currency, table = _table_currency(build, name)
-    remember_currency(build, name, currency, table, state)
-    return currency, table
-
-
-def remember_currency(
-    build: BuildDir, name: str, currency: Currency, table: pa.Table | None, state: tuple | None = None
-) -> None:
-    """Remember how current stage `name`'s merged table is (a run of the stage that found it
-    current tells, so the stages after it need not plan it again)."""
-    state = _chain_state(build, name) if state is None else state
-    _currency_memo[(str(build.root.resolve()), name)] = (state, currency, table)
-
-
-def _table_currency(build: BuildDir, name: str) -> tuple[Currency, pa.Table | None]:
-    stage = make_stage(name)
-    path = build.table(name)
-    try:
-        plan = stage.plan(build, load_recipe(build))
-    except BuildError as error:
-        table = store.read_table(path, f"`{stage.command}`") if path.is_file() else None
-        return Currency(upstream=str(error)), table
-    if not path.is_file():
-        return Currency(missing=len(plan.made_from)), None
-    table = store.read_table(path, f"`{stage.command}`")
-    return compare(plan, table), table
-
-
-def current_table(build: BuildDir, name: str) -> pa.Table:
-    """Stage `name`'s table, once it is merged and current all the way up; else a one-line
-    BuildError saying what is out of date and which command brings it up to date."""
-    if name == INDEX:
-        from ffx.pipeline.recipe.schema import VIDEOS_SCHEMA
-
-        videos = store.read_table(build.videos, f"`{command_of(INDEX)}`")
-        if missing := set(VIDEOS_SCHEMA.names) - set(videos.column_names):
-            raise BuildError(
-                f"{build.videos} was written by an older ffx (no {', '.join(sorted(missing))}): "
-                "run `ffx index` again with the build's recipe"
-            )
-        return videos
-    stage = make_stage(name)
-    path = build.table(name)
-    currency, table = table_currency(build, name)
-    if currency.upstream:
-        raise BuildError(currency.upstream)
-    if table is None:
-        raise BuildError(f"{path} not found: run `{stage.command} {build}` (every part) first")
-    if not currency.ok:
-        facts = [
-            f"{count} {what}"
-            for count, what in (
-                (currency.stale, "made from other inputs or settings"),
-                (currency.missing, "not done"),
-                (currency.gone, "no longer indexed"),
-            )
-            if count
-        ]
-        raise BuildError(
-            f"{path} is out of date ({', '.join(facts)} of its videos): run `{stage.command} {build}` "
-            "(every part), or `ffx build`"
-        )
-    return table
-
-
 # --- running a stage ---------------------------------------------------------------------------
 
 
@@ -389,46 +246,52 @@ def _todo(
 ) -> tuple[pa.Table, list[str], list[str], set[str]]:
     """The ledger's rows so far, this part's items, those to do now, and those redone although
     their inputs did not change: a status asked to be retried, output files that are gone, or a
-    `missing` input that is back."""
+    `missing` input that is back. Read from the rows as columns: at DFDC's size a ledger holds
+    3.6 M rows."""
     done_rows = ledger.rows(part)
-    made = made_from_per_key(done_rows)
+    rows_of = RowsByKey(done_rows)
+    made = rows_of.first(MADE_FROM)
     keys = part.select(list(plan.made_from), plan.group_of)
-    rows_of = rows_by_key(done_rows)
+    current = {key for key in keys if made.get(key) == plan.made_from[key]}
+    statuses = rows_of.table.column("status")
     redo = set()
-    listings: dict[Path, set[str]] = {}  # one listing per folder for the whole pass
-    for key in keys:
-        rows = rows_of.get(key)
-        if rows is None or made.get(key) != plan.made_from[key]:
-            continue
-        statuses = {row["status"] for row in rows}
-        if (
-            statuses & retry
-            or not _all_present(stage.outputs(plan, build, key, rows), listings)
-            or (
-                Status.MISSING.value in statuses
-                and key not in plan.blocked
-                and stage.inputs_present(plan, build, key)
-            )
-        ):
-            redo.add(key)
-    todo = [key for key in keys if made.get(key) != plan.made_from[key] or key in redo]
+    if retry:
+        redo |= current & rows_of.keys_where(pc.is_in(statuses, pa.array(sorted(retry), pa.string())))
+    back = current & rows_of.keys_where(pc.equal(statuses, Status.MISSING.value))
+    redo |= {key for key in back if key not in plan.blocked and stage.inputs_present(plan, build, key)}
+    skipped = set(rows_of) - (current - redo)  # not current, or redone already: no need to look
+    redo |= _outputs_gone(build, stage.outputs(plan, build, rows_of.table), skipped)
+    todo = [key for key in keys if key not in current or key in redo]
     return done_rows, keys, todo, redo
 
 
-def _all_present(paths: list[Path], listings: dict[Path, set[str]]) -> bool:
-    """Whether every file exists: one directory listing per folder rather than a stat per file
-    (on a cluster file system each stat is a round trip). `listings` keeps them for the whole pass:
-    items that share a folder (every video's samples lie in samples/) list it once, so a rerun
-    with nothing to do stays linear in the number of items."""
-    for path in paths:
-        if path.parent not in listings:
+def _outputs_gone(build: BuildDir, outputs: pa.Table, skipped: set[str]) -> set[str]:
+    """The items with an output file that is not there, but for those `skipped`. One directory
+    listing per folder rather than a stat per file (on a cluster file system each stat is a round
+    trip), kept for the whole pass: items that share a folder (every video's samples lie in
+    samples/) list it once, so a rerun with nothing to do stays linear in the number of items. The
+    names are split and grouped by Arrow (3.6 M crops at DFDC's size), checked a folder at a time."""
+    if skipped:
+        outputs = outputs.filter(pc.invert(pc.is_in(outputs.column("key"), pa.array(sorted(skipped)))))
+    if not outputs.num_rows:
+        return set()
+    paths = outputs.column("path").combine_chunks()
+    folders = pc.replace_substring_regex(paths, r"(^|/)[^/]*$", "")
+    names = pc.replace_substring_regex(paths, r"(?s)^.*/", "").to_pylist()  # a name may hold \n
+    starts = [0, *pc.add(pc.indices_nonzero(pc.not_equal(folders[1:], folders[:-1])), 1).to_pylist()]
+    runs = zip(folders.take(pa.array(starts)).to_pylist(), starts, [*starts[1:], len(names)])
+    root, listings, gone = os.fspath(build.root), {}, set()
+    for folder, start, stop in runs:  # the rows of one folder
+        listing = listings.get(folder)
+        if listing is None:
             try:
-                listings[path.parent] = set(os.listdir(path.parent))
+                listing = listings[folder] = set(os.listdir(os.path.join(root, folder)))
             except OSError:
-                listings[path.parent] = set()  # a folder that is gone holds nothing
-        if path.name not in listings[path.parent]:
-            return False
-    return True
+                listing = listings[folder] = set()  # a folder that is gone holds nothing
+        if not listing.issuperset(names[start:stop]):
+            keys = outputs.column("key").slice(start, stop - start).to_pylist()
+            gone.update(key for key, name in zip(keys, names[start:stop]) if name not in listing)
+    return gone
 
 
 def _run_stage(
@@ -447,13 +310,14 @@ def _run_stage(
     ledger = store.Ledger(build.root, stage.name, stage.schema, stage.sort_by)
     wanted = load_manifest(build.manifest, options) if options else recipe
     changes = manifest_changes(recipe, wanted)
+    state = chain_states(build, stage.name)  # before any of those files is read
     if not changes:
         plan = stage.plan(build, recipe)
         done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
         currency = compare(plan, done_rows)
         if not todo and not ledger.parts_dir.exists() and currency.ok:
             # Nothing to do and nothing to merge: touch nothing, so a read-only build reruns cleanly.
-            remember_currency(build, stage.name, currency, done_rows)
+            remember_currency(build, stage.name, currency, state)
             report.items = report.skipped = len(keys)
             report.merged = True
             return report
@@ -462,6 +326,7 @@ def _run_stage(
         if changes:
             write_recipe(build, wanted)
             recipe = wanted
+            state = chain_states(build, stage.name)
             plan = stage.plan(build, recipe)
         done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)  # may have moved on
         made = made_from_per_key(done_rows)
@@ -513,7 +378,7 @@ def _run_stage(
             # A pass that also made the companion's rows is timed as both (`frames+faces`).
             name = stage.name if companion is None else f"{stage.name}+{companion.name}"
             store.log_run(build.root, name, part, report.seconds, len(todo))
-    report.merged, report.dropped = merge_when_current(stage, build, ledger, plan, part)
+    report.merged, report.dropped = merge_when_current(stage, build, ledger, plan, part, state)
     return report
 
 
@@ -545,11 +410,12 @@ def _companion_writer(build: BuildDir, stage: Stage | None, part: Part, flush_se
 
 
 def merge_when_current(
-    stage: Stage, build: BuildDir, ledger: store.Ledger, plan: Plan, part: Part
+    stage: Stage, build: BuildDir, ledger: store.Ledger, plan: Plan, part: Part, state: list
 ) -> tuple[bool, int]:
     """Merge the table once every item of the build has current rows (whichever part gets there
     last; a lock keeps two parts from merging at once). Items that left the build are dropped,
-    with their files. Returns (merged, items dropped).
+    with their files. Returns (merged, items dropped). The merged table is then known current
+    over the files the plan was made from (`state`, taken before they were read).
 
     `part` has just brought its items up to date: it leaves a marker naming the plan, and only a
     part that finds every part of its count marked for the same plan reads the ledger's rows. The
@@ -577,4 +443,6 @@ def merge_when_current(
                 stage.remove_outputs(build, key)
         if ledger.parts_dir.exists():
             shutil.rmtree(ledger.parts_dir)
+        merged = [*state[:-1], *file_states([ledger.table_path])]
+        memo.remember(build, current_fact(stage.name), merged, len(plan.made_from))
         return True, len(gone)

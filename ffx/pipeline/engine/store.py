@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine.atomic import write_bytes
+from ffx.pipeline.engine.memo import file_states
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.registry import command_of
 
@@ -33,21 +35,41 @@ def write_table(path: Path, table: pa.Table) -> None:
     write_bytes(path, buffer.getvalue().to_pybytes())
 
 
-def read_table(path: Path, what: str) -> pa.Table:
-    """Read a parquet table, or a BuildError naming the command that makes it."""
+def read_table(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a parquet table (only `columns`, where given: counting statuses over 3.6 M rows needs
+    two), or a BuildError naming the command that makes it."""
     if not path.is_file():
         raise BuildError(f"{path} not found: run {what} first")
-    return _read_parquet(path, what)
+    return _read_parquet(path, what, columns)
 
 
-def _read_parquet(path: Path, what: str) -> pa.Table:
-    """A parquet file, or a BuildError when it is damaged (truncated by a full disk, say)."""
+# path -> (its file state when read, the table), the tables read last: a command reads each table
+# several times (the plans of the stages after it, its own rerun, status), each read of a 3.6 M-row
+# table a second; a stage needs at most three at once (the index, its upstream and its own), and
+# holding every table of a DFDC-sized build at once would take gigabytes.
+_read_tables: OrderedDict[str, tuple[list, pa.Table]] = OrderedDict()
+TABLES_KEPT = 3
+
+
+def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
+    """A parquet file (or some of its columns), or a BuildError when it is damaged (truncated by a
+    full disk, say). A whole file read before and holding the same bytes since is not read again."""
+    state = file_states([path])
+    known = _read_tables.get(str(path))
+    if known is not None and known[0] == state:
+        _read_tables.move_to_end(str(path))
+        return known[1] if columns is None else known[1].select(columns)
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as error:
         raise BuildError(
             f"{path} is not a readable table ({error}); delete it and run {what} again to rebuild it"
         ) from None
+    if columns is None:
+        _read_tables[str(path)] = (state, table)
+        while len(_read_tables) > TABLES_KEPT:
+            _read_tables.popitem(last=False)
+    return table
 
 
 class Ledger:
@@ -127,6 +149,8 @@ class Ledger:
 
 def latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:
     """Concatenate table pieces given in write order, keeping each key's rows from its last piece."""
+    if len(pieces) == 1:
+        return pieces[0]
     latest_piece: dict[str, int] = {}
     piece_keys = [piece.column("key").to_pylist() for piece in pieces]
     for order, keys in enumerate(piece_keys):

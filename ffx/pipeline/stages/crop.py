@@ -11,31 +11,27 @@ The engine (`ffx.pipeline.engine.stage`) runs the stage.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.identity import crop_made_from, frames_identity
+from ffx.pipeline.engine.currency import Plan, current_table, proven_made_from
+from ffx.pipeline.engine.identity import crop_made_from
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.registry import register_stage
-from ffx.pipeline.engine.stage import (
-    BuildOptions,
-    Plan,
-    Stage,
-    StageReport,
-    current_table,
-    rows_by_key,
-    run_stage,
-)
+from ffx.pipeline.engine.rows import RowsByKey, json_texts, rows_by_key
+from ffx.pipeline.engine.stage import BuildOptions, Stage, StageReport, run_stage
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
 from ffx.pipeline.media.detect import DetectorSettings, resolve_device
 from ffx.pipeline.media.landmarks import DLIB68, NONE, model_file, model_sha256
 from ffx.pipeline.recipe.manifest import Manifest
-from ffx.pipeline.recipe.schema import FACES_SCHEMA
+from ffx.pipeline.recipe.schema import FACES_SCHEMA, FRAMES_SCHEMA
 from ffx.pipeline.workers.crop import (
     BOX_ORIGINAL,
     CropJob,
@@ -54,7 +50,7 @@ LANDMARK_DEFAULTS = {"landmarks": NONE, "mask": False}
 class CropPlan(Plan):
     """The plan of one crop run: the frames rows of each video, each video's original and path."""
 
-    frames_of: dict[str, list[dict]] = field(default_factory=dict)
+    frames_of: RowsByKey = field(default_factory=lambda: rows_by_key(FRAMES_SCHEMA.empty_table()))
     original_of: dict[str, str | None] = field(default_factory=dict)
     path_of: dict[str, str] = field(default_factory=dict)
     # Set by tasks(): original key -> fakes queued behind it, and (key, faces) -> task.
@@ -86,6 +82,10 @@ class CropStage(Stage):
             settings["landmarks_sha256"] = model_sha256(str(model_file(crop.landmarks)))
         return settings
 
+    def files_read(self, recipe: Manifest) -> list[Path]:
+        landmarks = recipe.crop.landmarks
+        return [] if landmarks in (NONE, DLIB68) else [Path(landmarks)]  # a file of the user's own
+
     def job(
         self,
         recipe: Manifest,
@@ -116,24 +116,26 @@ class CropStage(Stage):
 
     def plan(self, build: BuildDir, recipe: Manifest) -> CropPlan:
         frames_of = rows_by_key(current_table(build, "frames"))
-        videos = current_table(build, "videos").select(["key", "original_key", "path"]).to_pylist()
-        original_of = {video["key"]: video["original_key"] for video in videos}
-        path_of = {video["key"]: video["path"] for video in videos}
+        videos = current_table(build, "videos").select(["key", "original_key", "path"]).to_pydict()
+        original_of = dict(zip(videos["key"], videos["original_key"]))
+        path_of = dict(zip(videos["key"], videos["path"]))
         settings = self.settings(recipe)
-        reuse = recipe.crop.boxes_from_original
-        identity = {key: frames_identity(rows) for key, rows in frames_of.items()}
-        made_from, blocked = {}, {}
-        for key, original in original_of.items():
-            upstream = None
-            if original in identity:
-                upstream = identity[original] if reuse else "detected"
-            made_from[key] = crop_made_from(settings, identity.get(key, ""), upstream)
-            rows = frames_of.get(key, [])
-            if not rows or rows[0]["frame_index"] == NO_FRAME:
-                status, error = (
-                    (rows[0]["status"], rows[0]["error"]) if rows else (Status.MISSING, "no frames rows")
-                )
-                blocked[key] = [empty_row(key, NO_FRAME, status, error)]
+        made_from = proven_made_from(build, self.name, recipe)
+        if made_from is None:
+            identity = frames_identities(frames_of)
+            made_from = {}
+            for key, original in original_of.items():
+                upstream = None
+                if original in identity:
+                    upstream = identity[original] if recipe.crop.boxes_from_original else "detected"
+                made_from[key] = crop_made_from(settings, identity.get(key, ""), upstream)
+        first_frame, status, error = (frames_of.first(name) for name in ("frame_index", "status", "error"))
+        blocked = {}
+        for key in original_of:
+            if key not in first_frame:
+                blocked[key] = [empty_row(key, NO_FRAME, Status.MISSING, "no frames rows")]
+            elif first_frame[key] == NO_FRAME:
+                blocked[key] = [empty_row(key, NO_FRAME, status[key], error[key])]
         return CropPlan(made_from, blocked, family_of(original_of), frames_of, original_of, path_of)
 
     def workers(self, requested: int | None, cores: int) -> int:
@@ -143,17 +145,18 @@ class CropStage(Stage):
     def tasks(
         self, plan: CropPlan, build: BuildDir, recipe: Manifest, keys: list[str], done: pa.Table, workers: int
     ) -> list:
+        rows_of = {key: plan.frames_of[key] for key in keys}
         frames_of = {
-            key: tuple((row["frame_index"], row["path"], row["pixels_sha256"]) for row in plan.frames_of[key])
-            for key in keys
+            key: tuple((row["frame_index"], row["path"], row["pixels_sha256"]) for row in rows)
+            for key, rows in rows_of.items()
         }
-        pixels = {key: sum(row["width"] * row["height"] for row in plan.frames_of[key]) for key in keys}
+        pixels = {key: sum(row["width"] * row["height"] for row in rows) for key, rows in rows_of.items()}
         original_of = plan.original_of
         crop = recipe.crop
         root = build.video_root()
 
         def task_for(key: str, original_faces: dict[int, ReusedFace]) -> CropTask:
-            backend = plan.frames_of[key][0]["backend"]
+            backend = rows_of[key][0]["backend"]
             video = str(root / plan.path_of[key])
             job = self.job(recipe, None, original_faces)
             return CropTask(key, frames_of[key], str(build), job, video, backend)
@@ -257,3 +260,15 @@ def main_faces(rows: list[dict], originals: set[str]) -> dict[str, dict[int, Reu
                 row["n_faces"],
             )
     return faces
+
+
+def frames_identities(frames_of: RowsByKey) -> dict[str, str]:
+    """`frames_identity` of every video's frames rows, the same digests, from the columns: the
+    JSON of each row by Arrow, joined per video (120 000 videos, 3.6 M rows: seconds, not minutes)."""
+    table = frames_of.table
+    parts = [json_texts(table.column(name)) for name in ("frame_index", "pixels_sha256", "status", "error")]
+    rows = pc.binary_join_element_wise("[", parts[0], ",", parts[1], ",", parts[2], ",", parts[3], "]", "")
+    return {
+        key: hashlib.sha256(f"[[{text}]]".encode()).hexdigest()
+        for key, text in frames_of.joined(rows.to_pylist()).items()
+    }

@@ -25,7 +25,7 @@ from pathlib import Path
 from ffx.errors import BuildError, FfxError
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.stage import current_table
+from ffx.pipeline.engine.currency import current_table
 from ffx.pipeline.engine.statuses import Status
 from ffx.pipeline.recipe.manifest import LABEL_NAME_RULE, label_name_problem
 from ffx.pipeline.recipe.schema import SPLITS, UNKNOWN_LABEL, is_real_name, is_safe_key

@@ -33,7 +33,7 @@ import numpy as np
 
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.stage import load_recipe
+from ffx.pipeline.engine.currency import load_recipe
 from ffx.pipeline.media.landmarks import face_crop_landmarks
 from ffx.pipeline.recipe.schema import SPLITS, is_real_name
 from ffx.pipeline.stages.export_files import inside, link_crops

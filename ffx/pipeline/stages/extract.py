@@ -21,18 +21,11 @@ import pyarrow as pa
 from ffx.errors import InputError
 from ffx.pipeline.engine import publish
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.currency import Plan, current_table, load_recipe, proven_made_from
 from ffx.pipeline.engine.identity import digest, frames_identity
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.registry import register_stage
-from ffx.pipeline.engine.stage import (
-    BuildOptions,
-    Plan,
-    Stage,
-    StageReport,
-    current_table,
-    load_recipe,
-    run_stage,
-)
+from ffx.pipeline.engine.stage import BuildOptions, Stage, StageReport, run_stage
 from ffx.pipeline.engine.statuses import FAILED, Status
 from ffx.pipeline.engine.workers import Stalled, available_cores
 from ffx.pipeline.media.detect import resolve_device
@@ -86,14 +79,14 @@ class ExtractStage(Stage):
 
     def plan(self, build: BuildDir, recipe: Manifest) -> ExtractPlan:
         columns = ["key", "path", "size_bytes", "resolved", "original_key"]
-        videos = current_table(build, "videos").select(columns).to_pylist()
-        path_of = {video["key"]: video["path"] for video in videos}
-        original_of = {video["key"]: video["original_key"] for video in videos}
-        settings = self.settings(recipe)
-        made_from = {
-            video["key"]: digest(settings, video["path"], video["size_bytes"], video["resolved"])
-            for video in videos
-        }
+        videos = current_table(build, "videos").select(columns).to_pydict()
+        path_of = dict(zip(videos["key"], videos["path"]))
+        original_of = dict(zip(videos["key"], videos["original_key"]))
+        made_from = proven_made_from(build, self.name, recipe)
+        if made_from is None:
+            settings = self.settings(recipe)
+            facts = zip(videos["key"], videos["path"], videos["size_bytes"], videos["resolved"])
+            made_from = {key: digest(settings, path, size, resolved) for key, path, size, resolved in facts}
         # Cropping in the same pass, a fake lands in its original's part (it may reuse its boxes).
         group_of = family_of(original_of) if self.companion else None
         return ExtractPlan(made_from, group_of=group_of, path_of=path_of, original_of=original_of)

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ffx.errors import InputError
 from ffx.pipeline.engine.builddir import BuildDir, crop_file
-from ffx.pipeline.engine.stage import Plan, Stage, current_table, run_stage
+from ffx.pipeline.engine.currency import Plan, current_table
+from ffx.pipeline.engine.stage import Stage, run_stage
 from ffx.pipeline.engine.statuses import Status
 from ffx.pipeline.recipe.layouts.crops import crop_files
 from ffx.pipeline.recipe.manifest import Manifest
@@ -136,10 +138,10 @@ class ImportStage(Stage):
     def has_output(self, row: dict) -> bool:
         return bool(row["pixels_sha256"])  # an image read
 
-    def outputs(self, plan: ImportPlan, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
-        return [
-            build.root / crop_file(key, row["frame_index"], 0, False) for row in rows if row["pixels_sha256"]
-        ]
+    def outputs(self, plan: ImportPlan, build: BuildDir, rows: pa.Table) -> pa.Table:
+        read = rows.filter(pc.invert(pc.equal(rows.column("pixels_sha256"), ""))).to_pydict()
+        paths = [crop_file(key, frame, 0, False) for key, frame in zip(read["key"], read["frame_index"])]
+        return pa.table({"key": pa.array(read["key"], pa.string()), "path": pa.array(paths, pa.string())})
 
     def inputs_present(self, plan: ImportPlan, build: BuildDir, key: str) -> bool:
         return (build.video_root() / plan.path_of[key]).is_dir()

@@ -17,7 +17,7 @@ import numpy as np
 
 from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.stage import current_table
+from ffx.pipeline.engine.currency import current_table
 from ffx.pipeline.engine.statuses import BadInput, Status
 from ffx.pipeline.media.images import encode_png, read_rgb
 

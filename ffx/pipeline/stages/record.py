@@ -77,14 +77,14 @@ def input_fingerprint(build: BuildDir, strict: bool = False) -> dict:
 def write_build_record(build: Path | BuildDir, strict: bool = False) -> dict:
     """The build's finishing step: BUILD/build.json from its effective recipe, tables and shard
     index (which must be the layout of its current tables); return it."""
-    from ffx.pipeline.stages.shard import planned_shards
+    from ffx.pipeline.stages.shard import shards_layout
 
     build = BuildDir(build)
     recipe = load_manifest(build.manifest)
     shard_index = (
         json.loads(build.shard_index.read_text(encoding="utf-8")) if build.shard_index.is_file() else {}
     )
-    if planned_shards(build, recipe)[1] != shard_index.get("layout_digest"):
+    if shards_layout(build, recipe) != shard_index.get("layout_digest"):
         raise BuildError(
             f"{build.shard_index} is not the layout of the build's tables: run `ffx shard {build}`"
         )

@@ -20,36 +20,29 @@ import fcntl
 import hashlib
 import json
 import shutil
-import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ffx.errors import BuildError
-from ffx.pipeline.engine import atomic, store
-from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine import atomic, memo, store
+from ffx.pipeline.engine.builddir import BuildDir, samples_name
+from ffx.pipeline.engine.currency import Plan, chain_states, current_table, load_recipe, proven_made_from
 from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.registry import register_stage
-from ffx.pipeline.engine.stage import (
-    BuildOptions,
-    Plan,
-    Stage,
-    StageReport,
-    current_table,
-    load_recipe,
-    rows_by_key,
-    run_stage,
-)
+from ffx.pipeline.engine.rows import RowsByKey, rows_by_key
+from ffx.pipeline.engine.stage import OUTPUTS_SCHEMA, BuildOptions, Stage, StageReport, run_stage
 from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, Status
 from ffx.pipeline.media.tars import END_OF_ARCHIVE
 from ffx.pipeline.recipe.manifest import Manifest
-from ffx.pipeline.recipe.schema import SAMPLES_SCHEMA
-from ffx.pipeline.stages.loaders import check_loader_files, write_loader_files
+from ffx.pipeline.recipe.schema import FACES_SCHEMA, SAMPLES_SCHEMA
+from ffx.pipeline.stages.loaders import write_loader_files
 from ffx.pipeline.workers.shard import FaceCrop, SampleTask, encode_samples, sample_row
 
 INDEX_FORMAT = 1
@@ -83,12 +76,16 @@ def video_facts(video: dict) -> dict:
     }
 
 
+PLAN_RECORD_SECONDS = 2.0  # how often write_shards records the shards written so far
+SHARDS_LAYOUT = "shards.layout"  # the memo of the current samples' layout digest
+
+
 @dataclass
 class SamplePlan(Plan):
     """The plan of one shard run: each video's index facts and crop rows."""
 
     videos: dict[str, dict] = field(default_factory=dict)
-    faces_of: dict[str, list[dict]] = field(default_factory=dict)
+    faces_of: RowsByKey = field(default_factory=lambda: rows_by_key(FACES_SCHEMA.empty_table()))
     keep_samples: bool = True
 
 
@@ -102,24 +99,37 @@ class SampleStage(Stage):
 
     def plan(self, build: BuildDir, recipe: Manifest) -> SamplePlan:
         faces_of = rows_by_key(current_table(build, "faces"))
-        videos = {video["key"]: video_facts(video) for video in current_table(build, "videos").to_pylist()}
-        settings = {"spaces": list(recipe.spaces), "png_level": recipe.shard.png_level}
-        if recipe.shard.stored_spaces != "all":  # absent when "all": builds made before it stay current
-            settings["stored_spaces"] = recipe.shard.stored_spaces
-        if not recipe.shard.keep_samples:
-            # samples/ is removed once the shards are written: a new layout needs new samples.
-            shard = recipe.shard
-            settings["layout_without_samples"] = [shard.max_count, shard.max_bytes, shard.seed]
-        made_from, blocked = {}, {}
-        for key, video in videos.items():
+        columns = current_table(build, "videos").to_pydict()
+        videos = {
+            key: video_facts(dict(zip(columns, values)))
+            for key, values in zip(columns["key"], zip(*columns.values()))
+        }
+        made_from = proven_made_from(build, self.name, recipe)
+        if made_from is None:
+            settings = {"spaces": list(recipe.spaces), "png_level": recipe.shard.png_level}
+            if recipe.shard.stored_spaces != "all":  # absent when "all": builds made before it stay current
+                settings["stored_spaces"] = recipe.shard.stored_spaces
+            if not recipe.shard.keep_samples:
+                # samples/ is removed once the shards are written: a new layout needs new samples.
+                shard = recipe.shard
+                settings["layout_without_samples"] = [shard.max_count, shard.max_bytes, shard.seed]
+            crops = {key: digest([_digested(row) for row in rows]) for key, rows in faces_of.groups()}
+            made_from = {
+                key: digest(settings, video, crops.get(key, digest([]))) for key, video in videos.items()
+            }
+        table = faces_of.table
+        is_crop = pc.and_(
+            pc.equal(table.column("status"), Status.OK.value), pc.invert(pc.equal(table.column("path"), ""))
+        )
+        with_crops = faces_of.keys_where(is_crop)
+        blocked = {}
+        for key in videos.keys() - with_crops:
             rows = faces_of.get(key, [])
-            made_from[key] = digest(settings, video, digest([_digested(row) for row in rows]))
-            if not any(_is_crop(row) for row in rows):
-                reasons = Counter((row["status"], row["error"]) for row in rows)
-                status, error = (
-                    reasons.most_common(1)[0][0] if rows else (Status.MISSING, "no rows in faces.parquet")
-                )
-                blocked[key] = _failure_rows(key, status, error, video)
+            reasons = Counter((row["status"], row["error"]) for row in rows)
+            status, error = (
+                reasons.most_common(1)[0][0] if rows else (Status.MISSING, "no rows in faces.parquet")
+            )
+            blocked[key] = _failure_rows(key, status, error, videos[key])
         return SamplePlan(made_from, blocked, None, videos, faces_of, recipe.shard.keep_samples)
 
     def tasks(
@@ -158,10 +168,13 @@ class SampleStage(Stage):
     def failure_rows(self, plan: SamplePlan, key: str, status: Status | str, error: str) -> list[dict]:
         return _failure_rows(key, status, error, plan.videos[key])
 
-    def outputs(self, plan: SamplePlan, build: BuildDir, key: str, rows: list[dict]) -> list[Path]:
+    def outputs(self, plan: SamplePlan, build: BuildDir, rows: pa.Table) -> pa.Table:
         if not plan.keep_samples:  # removed after the layout on purpose
-            return []
-        return [build.samples_file(key)] if any(row["sample"] for row in rows) else []
+            return OUTPUTS_SCHEMA.empty_table()
+        sampled = rows.filter(pc.invert(pc.equal(rows.column("sample"), ""))).column("key").to_pylist()
+        keys = list(dict.fromkeys(sampled))
+        paths = [samples_name(key) for key in keys]
+        return pa.table([pa.array(keys, pa.string()), pa.array(paths, pa.string())], schema=OUTPUTS_SCHEMA)
 
     def inputs_present(self, plan: SamplePlan, build: BuildDir, key: str) -> bool:
         crops = [row for row in plan.faces_of.get(key, []) if _is_crop(row)]
@@ -265,9 +278,14 @@ def run_shard(
 
 
 def planned_shards(build: BuildDir, recipe: Manifest) -> tuple[list[dict], str]:
-    """The shards the current samples give, and the digest of that layout."""
+    """The shards the current samples give, and the digest of that layout (remembered, see
+    `shards_layout`)."""
+    states = chain_states(build, "samples")  # before any of them is read
     table = current_table(build, "samples")
-    rows = [row for row in table.to_pylist() if row["sample"] and row["status"] == Status.OK.value]
+    sample, status = table.column("sample"), table.column("status")
+    sampled = pc.and_(pc.invert(pc.equal(sample, "")), pc.equal(status, Status.OK.value))
+    columns = table.filter(sampled).select(["key", "sample", "split", "label", "offset", "length", "sha256"])
+    rows = [dict(zip(columns.column_names, values)) for values in zip(*columns.to_pydict().values())]
     shards = plan_shards(rows, recipe.shard.max_count, recipe.shard.max_bytes, recipe.shard.seed)
     layout = {
         "spaces": list(recipe.spaces),
@@ -277,7 +295,20 @@ def planned_shards(build: BuildDir, recipe: Manifest) -> tuple[list[dict], str]:
             [shard["name"], [(row["sample"], row["length"]) for row in shard["rows"]]] for shard in shards
         ],
     }
-    return shards, digest(layout)
+    layout_digest = digest(layout)
+    memo.remember(build, SHARDS_LAYOUT, states, {"recipe": recipe.digest(), "layout": layout_digest})
+    return shards, layout_digest
+
+
+def shards_layout(build: BuildDir, recipe: Manifest) -> str:
+    """The digest of the layout the current samples give under `recipe`. Laying it out reads every
+    sample row (3.6 M at DFDC's size), so it is remembered while the recipe and the tables up to
+    samples.parquet are unchanged (the samples are current only while all of them are): a no-op
+    `ffx shard`, `ffx status` and `ffx verify` read no sample row."""
+    fact = memo.recall(build, SHARDS_LAYOUT, chain_states(build, "samples"))
+    if isinstance(fact, dict) and fact.get("recipe") == recipe.digest():
+        return fact["layout"]
+    return planned_shards(build, recipe)[1]
 
 
 def plan_shards(rows: list[dict], max_count: int, max_bytes: int, seed: int) -> list[dict]:
@@ -334,6 +365,7 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
     entries, written = [], 0
     done = {name: facts for name, facts in written_before.items() if name in names}
     total = sum(len(shard["rows"]) for shard in shards)
+    recorded = time.monotonic()
     with stage_progress("pack", total, "samples", "shards", show_progress) as progress:
         for shard in shards:
             path = build.shards / shard["name"]
@@ -343,7 +375,12 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
                 facts = {"sha256": sha256, "bytes": size}
                 written += 1
             done[shard["name"]] = facts | _file_identity(path)
-            atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
+            # What is written so far, every few seconds rather than after each shard (3 600 shards
+            # at DFDC's size: rewriting the whole record each time would be quadratic). A shard
+            # written after the last record is written again by a run that resumes.
+            if time.monotonic() - recorded >= PLAN_RECORD_SECONDS:
+                atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
+                recorded = time.monotonic()
             labels = Counter(str(row["label"]) for row in shard["rows"])
             entries.append(
                 {
@@ -356,6 +393,7 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
                 }
             )
             progress.advance(len(shard["rows"]), 1)
+    atomic.write_json(build.shard_plan, {"layout": layout, "written": done})
     index = _index(entries, recipe, layout)
     atomic.write_json(build.shard_index, index)
     write_loader_files(build, index)
@@ -374,7 +412,7 @@ def shards_in_place(build: BuildDir) -> dict | None:
         return None
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         return None
-    _shards, layout = planned_shards(build, load_recipe(build))
+    layout = shards_layout(build, load_recipe(build))
     written = _written_shards(build, layout)
     names = {entry["name"] for entry in index.get("shards", [])}
     if index.get("layout_digest") != layout or any(name not in written for name in names):
@@ -486,78 +524,3 @@ def _index(entries: list[dict], recipe: Manifest, layout: str) -> dict:
         "shards": entries,
         "splits": splits,
     }
-
-
-@dataclass
-class VerifyReport:
-    """What `ffx verify` found: shards checked and one line per problem."""
-
-    shards: int
-    samples: int
-    problems: list[str]
-
-
-def verify_shards(build: Path | BuildDir) -> VerifyReport:
-    """Recompute every shard's sha256, size, sample and label counts against shards/index.json,
-    and check that the index is the layout the build's current tables give."""
-    build = BuildDir(build)
-    if not build.shard_index.is_file():
-        raise BuildError(f"{build.shard_index} not found: run `ffx shard {build}` (all parts) first")
-    try:
-        index = json.loads(build.shard_index.read_text(encoding="utf-8"))
-        entries = index["shards"]
-        names = [entry["name"] for entry in entries]
-    except (ValueError, KeyError, TypeError):
-        raise BuildError(
-            f"{build.shard_index} is not a shard index: run `ffx shard {build}` to rewrite it"
-        ) from None
-    problems, samples = [], 0
-    try:
-        _shards, layout = planned_shards(build, load_recipe(build))
-        if layout != index.get("layout_digest"):
-            problems.append(
-                f"index.json: not the layout of the build's current samples; run `ffx shard {build}`"
-            )
-    except BuildError as error:
-        problems.append(f"out of date: {error}")
-    for entry in entries:
-        path = build.shards / entry["name"]
-        if not path.is_file():
-            problems.append(f"{entry['name']}: missing")
-            continue
-        sha256, size = atomic.file_sha256(path), path.stat().st_size
-        if sha256 != entry["sha256"] or size != entry["bytes"]:
-            problems.append(
-                f"{entry['name']}: altered or truncated ({size} bytes, sha256 {sha256[:12]}…; "
-                f"index: {entry['bytes']} bytes, {entry['sha256'][:12]}…)"
-            )
-            continue
-        try:
-            labels = _shard_labels(path)
-        except (tarfile.TarError, OSError, UnicodeDecodeError) as error:
-            problems.append(f"{entry['name']}: not a readable tar ({error})")
-            continue
-        samples += sum(labels.values())
-        if sum(labels.values()) != entry["samples"] or dict(sorted(labels.items())) != entry["labels"]:
-            problems.append(
-                f"{entry['name']}: {sum(labels.values())} samples inside, index says {entry['samples']}"
-            )
-    if not problems:  # the wids indexes and the card, once the shards themselves are right
-        problems += check_loader_files(build, index)
-    listed = set(names)
-    problems += [
-        f"{path.name}: not in index.json"
-        for path in sorted(build.shards.glob("*.tar"))
-        if path.name not in listed
-    ]
-    return VerifyReport(len(entries), samples, problems)
-
-
-def _shard_labels(path: Path) -> Counter[str]:
-    """Samples per label, read from the `.cls` members of a shard."""
-    labels: Counter[str] = Counter()
-    with tarfile.open(path, "r:") as archive:
-        for member in archive:
-            if member.name.endswith(".cls"):
-                labels[archive.extractfile(member).read().decode()] += 1
-    return labels

@@ -6,11 +6,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from ffx.errors import BuildError
 from ffx.pipeline.engine import store
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.currency import Currency, compare, load_recipe, stage_currency
 from ffx.pipeline.engine.registry import make_stage, stage_names
-from ffx.pipeline.engine.stage import Currency, compare, load_recipe, table_currency
 
 
 @dataclass
@@ -41,19 +43,23 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
             continue
         merged = not build.parts(name).exists()
         if merged:  # the stages' own check, remembered while nothing it depends on changes
-            currency, rows = table_currency(build, name)
+            currency = stage_currency(build, name)
+            rows = store.read_table(build.table(name), f"`{stage.command}`", ["key", "status"])
         else:
             rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
             try:
                 currency = compare(stage.plan(build, load_recipe(build)), rows)
             except BuildError as error:
                 currency = Currency(upstream=str(error))
-        pairs = list(zip(rows.column("key").to_pylist(), rows.column("status").to_pylist()))
-        items = Counter(status for _, status in set(pairs))  # a video counts once per status it has
-        row_counts = Counter(status for _, status in pairs)
-        statuses.append(
-            StageStatus(name, dict(items), dict(row_counts), merged, len({key for key, _ in pairs}), currency)
-        )
+        # Counted by Arrow: at DFDC's size a table holds 3.6 M rows.
+        pairs = rows.group_by(["key", "status"]).aggregate([([], "count_all")])
+        pair_statuses = pairs.column("status").to_pylist()
+        items = Counter(pair_statuses)  # a video counts once per status it has
+        row_counts: Counter = Counter()
+        for status, count in zip(pair_statuses, pairs.column("count_all").to_pylist()):
+            row_counts[status] += count
+        videos = pc.count_distinct(rows.column("key")).as_py()
+        statuses.append(StageStatus(name, dict(items), dict(row_counts), merged, videos, currency))
     samples = next((status for status in statuses if status.stage == "samples"), None)
     if samples is not None and samples.currency.ok:  # the shards follow the samples
         statuses.insert(statuses.index(samples) + 1, _shards_status(build))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path, PurePosixPath
 
 from ffx.errors import InputError
-from ffx.pipeline.recipe.layouts.base import Entry, Scan, is_video_file, require_dir
+from ffx.pipeline.recipe.layouts.base import Entry, Scan, require_dir, video_files
 from ffx.pipeline.recipe.manifest import DfdcLayout
 
 LABEL_NAMES = {"real": 0, "fake": 1}
@@ -32,6 +32,7 @@ def scan(root: Path, layout: DfdcLayout, splits_dir: Path | None) -> Scan:
             metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as error:
             raise InputError(f"{metadata_path}: not valid JSON: {error}") from None
+        videos = video_files(part)
         for file_name in sorted(metadata):
             info = metadata[file_name]
             origin = f"{metadata_path}: {file_name}"
@@ -41,11 +42,11 @@ def scan(root: Path, layout: DfdcLayout, splits_dir: Path | None) -> Scan:
             if "/" in file_name or file_name.startswith("."):
                 raise InputError(f"{origin}: path escapes the part folder")
             relative = f"{part.name}/{file_name}"
-            if not is_video_file(root / relative):
+            if file_name not in videos:
                 raise InputError(f"{origin}: listed video does not exist: {root / relative}")
             original = info.get("original") if label == "FAKE" else None
             original_path = f"{part.name}/{original}" if original else None
-            if original_path and not is_video_file(root / original_path):
+            if original_path and original not in videos:
                 original_path = None
             identity = f"dfdc:{original or file_name}"
             entries.append(
