@@ -5,9 +5,10 @@ runs them (a fresh `ffx` process each, start-up included), with each command's g
     python bench/scale.py --work /tmp/scale --table-only 12000 120000
 
 Decoded builds: DFDC-shaped trees from bench/scale_tree.py (hard links to 66 distinct real-codec
-clips of the bundled portrait), `ffx build dfdc --set sampling=first:1 --set crop.size=128`, then
-`ffx shard --max-count 4` so that 20 000 videos give 5 000 shards. Measured on them: index, status,
-verify, the no-op rerun of extract, crop, shard and build, one part of four finishing (a no-op
+clips of the bundled portrait), built with `ffx build dfdc --set sampling=first:1 --set
+crop.size=128 --set shard.max_count=4` (20 000 videos give 5 000 shards; a build made without the
+shard size gets `ffx shard --shard-size 4` first). Measured on them: index, status, verify, the
+no-op rerun of extract, crop, shard and build, one part of four finishing (a no-op
 `ffx build --part 3/4`), export (mcx-api lists), and `ffx train` to its first step (resnet18,
 crop 64, CPU), its shard-check cache cold (a new run folder) then warm (a new run folder holding
 the cold run's shard-checks.json).
@@ -16,8 +17,9 @@ Table-only builds (bench/scale_tables.py: 30 frame rows a video, every file a ha
 when missing and measured for the commands that read tables only (not verify, export or train).
 
 Each exponent is the slope of log(t - t10) over log(videos), t10 the same command on the 10-video
-build of the same kind (least squares over the sizes given). Peak RSS is the `ffx` process's own
-(ru_maxrss from wait4): worker processes are not in it.
+build of the same kind (least squares over the sizes where t - t10 is at least 0.2 s; "—" where
+fewer than two sizes are: no growth above start-up noise). Times are the best of 3 runs. Peak
+RSS is the `ffx` process's own (ru_maxrss from wait4): worker processes are not in it.
 """
 
 from __future__ import annotations
@@ -41,9 +43,23 @@ from bench.scale_tables import make_table_only, recipe_settings
 from bench.scale_tree import make_dfdc
 
 FFX = str(Path(sys.executable).with_name("ffx"))
-DECODED_SETTINGS = {"sampling": "first:1", "crop.size": 128}
+NOISE_FLOOR = 0.2  # seconds: how much a command's best of 3 runs on 10 videos varies
 SHARD_SIZE = 4  # samples a shard: 20 000 videos give 5 000 shards
-TRAIN = ["--backbone", "resnet18", "--crop", "64", "--max-steps", "1", "--device", "cpu", "--workers", "1"]
+DECODED_SETTINGS = {"sampling": "first:1", "crop.size": 128, "shard.max_count": SHARD_SIZE}
+TRAIN = [
+    "--backbone",
+    "resnet18",
+    "--crop",
+    "64",
+    "--classes-per-batch",
+    "2",
+    "--max-steps",
+    "1",
+    "--device",
+    "cpu",
+    "--workers",
+    "1",
+]
 
 
 def run(arguments: list[str], cwd: Path | None = None) -> tuple[float, float]:
@@ -133,8 +149,10 @@ def measure_export_and_train(build: Path) -> dict[str, tuple]:
 
 
 def exponent(sizes: list[int], seconds: list[float], base: float) -> float:
-    """Least-squares slope of log(t - base) over log(videos); nan when a time is not above base."""
-    points = [(math.log(n), math.log(t - base)) for n, t in zip(sizes, seconds) if t > base]
+    """Least-squares slope of log(t - base) over log(videos), over the sizes where the command
+    takes at least NOISE_FLOOR seconds more than on 10 videos (below that, start-up noise decides
+    the slope); nan when fewer than two sizes do: no growth that can be told from noise."""
+    points = [(math.log(n), math.log(t - base)) for n, t in zip(sizes, seconds) if t - base >= NOISE_FLOOR]
     if len(points) < 2:
         return float("nan")
     mean_x = sum(x for x, _ in points) / len(points)
@@ -152,7 +170,8 @@ def table(title: str, sizes: list[int], results: dict[int, dict], base: dict) ->
             f"{results[n][name][0]:.2f} s, {results[n][name][1]:.0f} MB" for n in sizes
         ]
         fitted = exponent(sizes, [results[n][name][0] for n in sizes], base[name][0])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fitted:.2f} |")
+        shown = "—" if math.isnan(fitted) else f"{fitted:.2f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {shown} |")
     return "\n".join(lines)
 
 
@@ -161,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder for the trees and builds (kept)")
     parser.add_argument("--decoded", type=int, nargs="*", default=[1000, 5000, 20000])
     parser.add_argument("--table-only", type=int, nargs="*", default=[])
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each quick command (best kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each quick command (best kept)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict = {"environment": environment(), "date": time.strftime("%Y-%m-%d")}

@@ -19,7 +19,7 @@ import fcntl
 import functools
 import os
 import shutil
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,8 @@ from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, 
 from ffx.pipeline.recipe.manifest import Manifest, load_manifest, manifest_changes
 
 OUTPUTS_SCHEMA = pa.schema([("key", pa.string()), ("path", pa.string())])  # Stage.outputs
+OUTPUT_BATCH_ROWS = 262_144  # output files checked at once (_outputs_gone)
+LISTINGS_KEPT = 256  # folder listings kept while checking them
 
 
 @dataclass(frozen=True)
@@ -268,29 +270,31 @@ def _todo(
 def _outputs_gone(build: BuildDir, outputs: pa.Table, skipped: set[str]) -> set[str]:
     """The items with an output file that is not there, but for those `skipped`. One directory
     listing per folder rather than a stat per file (on a cluster file system each stat is a round
-    trip), kept for the whole pass: items that share a folder (every video's samples lie in
-    samples/) list it once, so a rerun with nothing to do stays linear in the number of items. The
-    names are split and grouped by Arrow (3.6 M crops at DFDC's size), checked a folder at a time."""
+    trip): items that share a folder (every video's samples lie in samples/) list it once, so a
+    rerun with nothing to do stays linear in the number of items. The names are split and grouped
+    by Arrow and checked a folder at a time, a batch of rows at a time (3.6 M crops at DFDC's
+    size); the last listings are kept, not all (120 000 folders of 30 names)."""
     if skipped:
         outputs = outputs.filter(pc.invert(pc.is_in(outputs.column("key"), pa.array(sorted(skipped)))))
-    if not outputs.num_rows:
-        return set()
-    paths = outputs.column("path").combine_chunks()
-    folders = pc.replace_substring_regex(paths, r"(^|/)[^/]*$", "")
-    names = pc.replace_substring_regex(paths, r"(?s)^.*/", "").to_pylist()  # a name may hold \n
-    starts = [0, *pc.add(pc.indices_nonzero(pc.not_equal(folders[1:], folders[:-1])), 1).to_pylist()]
-    runs = zip(folders.take(pa.array(starts)).to_pylist(), starts, [*starts[1:], len(names)])
-    root, listings, gone = os.fspath(build.root), {}, set()
-    for folder, start, stop in runs:  # the rows of one folder
-        listing = listings.get(folder)
-        if listing is None:
-            try:
-                listing = listings[folder] = set(os.listdir(os.path.join(root, folder)))
-            except OSError:
-                listing = listings[folder] = set()  # a folder that is gone holds nothing
-        if not listing.issuperset(names[start:stop]):
-            keys = outputs.column("key").slice(start, stop - start).to_pylist()
-            gone.update(key for key, name in zip(keys, names[start:stop]) if name not in listing)
+    root, listings, gone = os.fspath(build.root), OrderedDict(), set()
+    for batch in outputs.to_batches(OUTPUT_BATCH_ROWS):
+        paths = batch.column("path")
+        folders = pc.replace_substring_regex(paths, r"(^|/)[^/]*$", "")
+        names = pc.replace_substring_regex(paths, r"(?s)^.*/", "").to_pylist()  # a name may hold \n
+        starts = [0, *pc.add(pc.indices_nonzero(pc.not_equal(folders[1:], folders[:-1])), 1).to_pylist()]
+        runs = zip(folders.take(pa.array(starts)).to_pylist(), starts, [*starts[1:], len(names)])
+        for folder, start, stop in runs:  # the rows of one folder
+            if folder not in listings:
+                try:
+                    listings[folder] = set(os.listdir(os.path.join(root, folder)))
+                except OSError:
+                    listings[folder] = set()  # a folder that is gone holds nothing
+                if len(listings) > LISTINGS_KEPT:
+                    listings.popitem(last=False)
+            listing = listings[folder]
+            if not listing.issuperset(names[start:stop]):
+                keys = batch.column("key").slice(start, stop - start).to_pylist()
+                gone.update(key for key, name in zip(keys, names[start:stop]) if name not in listing)
     return gone
 
 
