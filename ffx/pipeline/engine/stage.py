@@ -134,8 +134,8 @@ class Stage:
         `path`, where the stage's rows have one."""
         if "path" not in rows.column_names:
             return OUTPUTS_SCHEMA.empty_table()
-        named = rows.filter(pc.invert(pc.equal(pc.fill_null(rows.column("path"), ""), "")))
-        return named.select(["key", "path"])
+        named = pc.invert(pc.equal(pc.fill_null(rows.column("path"), ""), ""))
+        return rows.select(["key", "path"]).filter(named)  # two columns filtered, not every one
 
     def files_read(self, recipe: Manifest) -> list[Path]:
         """Files outside the build that its plan reads (a landmark model of the user's own): what

@@ -139,7 +139,8 @@ class ImportStage(Stage):
         return bool(row["pixels_sha256"])  # an image read
 
     def outputs(self, plan: ImportPlan, build: BuildDir, rows: pa.Table) -> pa.Table:
-        read = rows.filter(pc.invert(pc.equal(rows.column("pixels_sha256"), ""))).to_pydict()
+        was_read = pc.invert(pc.equal(rows.column("pixels_sha256"), ""))
+        read = rows.select(["key", "frame_index"]).filter(was_read).to_pydict()
         paths = [crop_file(key, frame, 0, False) for key, frame in zip(read["key"], read["frame_index"])]
         return pa.table({"key": pa.array(read["key"], pa.string()), "path": pa.array(paths, pa.string())})
 

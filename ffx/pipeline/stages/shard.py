@@ -171,7 +171,7 @@ class SampleStage(Stage):
     def outputs(self, plan: SamplePlan, build: BuildDir, rows: pa.Table) -> pa.Table:
         if not plan.keep_samples:  # removed after the layout on purpose
             return OUTPUTS_SCHEMA.empty_table()
-        sampled = rows.filter(pc.invert(pc.equal(rows.column("sample"), ""))).column("key").to_pylist()
+        sampled = rows.column("key").filter(pc.invert(pc.equal(rows.column("sample"), ""))).to_pylist()
         keys = list(dict.fromkeys(sampled))
         paths = [samples_name(key) for key in keys]
         return pa.table([pa.array(keys, pa.string()), pa.array(paths, pa.string())], schema=OUTPUTS_SCHEMA)
@@ -284,7 +284,7 @@ def planned_shards(build: BuildDir, recipe: Manifest) -> tuple[list[dict], str]:
     table = current_table(build, "samples")
     sample, status = table.column("sample"), table.column("status")
     sampled = pc.and_(pc.invert(pc.equal(sample, "")), pc.equal(status, Status.OK.value))
-    columns = table.filter(sampled).select(["key", "sample", "split", "label", "offset", "length", "sha256"])
+    columns = table.select(["key", "sample", "split", "label", "offset", "length", "sha256"]).filter(sampled)
     rows = [dict(zip(columns.column_names, values)) for values in zip(*columns.to_pydict().values())]
     shards = plan_shards(rows, recipe.shard.max_count, recipe.shard.max_bytes, recipe.shard.seed)
     layout = {
