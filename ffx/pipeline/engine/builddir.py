@@ -54,7 +54,8 @@ class BuildDir:
         return self.root / f"{stage}.parts"
 
     def merge_lock(self, stage: str) -> Path:
-        return self.root / f".{stage}.merge.lock"
+        """The lock file of the part that merges `stage`'s table."""
+        return self.root / ".locks" / f"{stage}.merge.lock"
 
     def lock(self, stage: str, part_name: str) -> Path:
         """The lock file a run of `stage` holds for its part."""
@@ -92,7 +93,8 @@ class BuildDir:
 
     @property
     def shards_lock(self) -> Path:
-        return self.root / ".shards.lock"
+        """The lock file of the run that lays the shards out."""
+        return self.root / ".locks" / "shards.lock"
 
     @property
     def record(self) -> Path:

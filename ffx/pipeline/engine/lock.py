@@ -1,7 +1,12 @@
-"""One run of a stage per part at a time: an O_EXCL lock file in the build directory.
+"""Locks on shared build state as lock files: a stage's run per part, a table's merge, the shards' layout.
 
-O_EXCL creation is atomic on local disks and on NFS (v3 and later) and Lustre, where flock may be
-missing or local to one node; the file names its holder so a second run can say who it is.
+No flock or lockf anywhere: on Lustre mounted without flock it is an error, and on NFS it may hold
+on one node only. A lock file is written whole beside its final name and linked into place (link,
+like O_EXCL, fails when the name exists, on NFS and Lustre too), so it always names its holder:
+host, pid, Slurm job and start. While held, its modification time is refreshed every
+`HEARTBEAT_SECONDS`. A lock is taken over only when its holder is provably gone: the same host and
+its process no longer exists, or its heartbeat is older than `STALE_SECONDS` (a node that died);
+exactly one run can move a dead holder's lock aside.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,66 +26,91 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.registry import command_of
 
+HEARTBEAT_SECONDS = 30.0  # how often a held lock's modification time is refreshed
+STALE_SECONDS = 600.0  # a lock not refreshed for this long belongs to a holder that is gone
+WAIT_POLL_SECONDS = 0.5  # how often a run that waits for a lock tries again
+
 
 @contextmanager
 def hold_lock(build: BuildDir, stage: str, part: Part):
-    """Hold `stage`'s lock for `part`. The lock file is written whole beside its final name and
-    linked into place (link, like O_EXCL, fails when the name exists, on NFS and Lustre too), so
-    it always names its holder: host, pid, part and start time. A second run of the stage exits
-    naming the holder, whether it asks for the same part or for another part count (two part
-    counts share videos); parts of one count run at once. A lock whose process is gone on this
-    host is taken over."""
+    """Hold `stage`'s lock for `part`. A second run of the stage exits naming the holder, whether it
+    asks for the same part or for another part count (two part counts share videos); parts of
+    one count run at once."""
     path = build.lock(stage, part.name)
+    with exclusive(path, part=part.name) as held:
+        if not held:
+            raise _held(build, stage, path, _read_lock(path))
+        for other_path in sorted(path.parent.glob(f"{stage}.part-*.lock")):
+            other = _read_lock(other_path)
+            if (
+                other_path != path
+                and other
+                and not _is_gone(other_path, other)
+                and _count(other_path) != part.count
+            ):
+                raise _held(build, stage, other_path, other)
+        yield
+
+
+@contextmanager
+def exclusive(path: Path, wait: bool = False, **facts) -> Iterator[bool]:
+    """Hold the lock file `path` (its holder's record gets `facts` too). Yields True when held;
+    False at once when a live holder has it, unless `wait`: then it tries again until it holds
+    it. The lock is refreshed while held and removed after."""
+    holder = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID", ""),
+        "started": time.time(),
+        **facts,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "part": part.name, "started": time.time()}
-    draft = path.with_name(f".{path.name}.{holder['host']}.{holder['pid']}.tmp")
+    while not (held := _take(path, holder)) and wait:
+        time.sleep(WAIT_POLL_SECONDS)
+    if not held:
+        yield False
+        return
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True)
+    beat.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        beat.join()
+        if _read_lock(path) == holder:
+            path.unlink(missing_ok=True)
+
+
+def _take(path: Path, holder: dict) -> bool:
+    """Link a lock file naming `holder` into place; a gone holder's lock is moved aside first."""
+    draft = path.with_name(f".{path.name}.{holder['host']}.{holder['pid']}.{threading.get_ident()}.tmp")
     draft.write_text(json.dumps(holder), encoding="utf-8")
     try:
         for _attempt in range(3):
             try:
                 os.link(draft, path)
+                return True
             except FileExistsError:
-                _refuse_or_take_over(build, stage, path)
-                continue
-            break
-        else:
-            raise BuildError(f"could not take the lock {path}; delete it if no ffx runs on {build}")
+                other = _read_lock(path)
+                if other is not None and not _is_gone(path, other):
+                    return False
+                if other is not None:
+                    _move_aside(path, other)
+        return False
     finally:
         draft.unlink(missing_ok=True)
-    try:
-        for other_path in sorted(path.parent.glob(f"{stage}.part-*.lock")):
-            other = _read_lock(other_path)
-            if other_path != path and other and not _lock_is_dead(other) and _count(other_path) != part.count:
-                raise _held(build, stage, other_path, other)
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
-def _count(path: Path) -> int:
-    """The part count in a lock file's name (`{stage}.part-00000-of-00004.lock` -> 4)."""
-    return int(path.stem.rsplit("-of-", 1)[1])
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        with contextlib.suppress(OSError):
+            os.utime(path)
 
 
-def _held(build: BuildDir, stage: str, path: Path, other: dict) -> BuildError:
-    if not other:
-        return BuildError(f"{path} is a lock file that names no holder; delete it if no ffx runs on {build}")
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
-    return BuildError(
-        f"another {command_of(stage, stage)} is running on {build} ({other.get('part')}): "
-        f"host {other.get('host')}, pid {other.get('pid')}, since {since}; wait for it, "
-        f"or delete {path} if that process is gone"
-    )
-
-
-def _refuse_or_take_over(build: BuildDir, stage: str, path: Path) -> None:
-    """Raise naming a live holder; move a dead holder's lock aside (exactly one run can)."""
-    other = _read_lock(path)
-    if other is None:
-        return  # released meanwhile: try again
-    if not _lock_is_dead(other):
-        raise _held(build, stage, path, other)
-    aside = path.with_name(f".{path.name}.dead.{os.getpid()}")
+def _move_aside(path: Path, other: dict) -> None:
+    """Move a gone holder's lock aside; exactly one of the runs that try succeeds."""
+    aside = path.with_name(f".{path.name}.gone.{socket.gethostname()}.{os.getpid()}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -87,6 +119,23 @@ def _refuse_or_take_over(build: BuildDir, stage: str, path: Path) -> None:
         with contextlib.suppress(FileExistsError):
             os.link(aside, path)
     aside.unlink(missing_ok=True)
+
+
+def _count(path: Path) -> int:
+    """The part count in a lock file's name (`{stage}.part-00000-of-00004.lock` -> 4)."""
+    return int(path.stem.rsplit("-of-", 1)[1])
+
+
+def _held(build: BuildDir, stage: str, path: Path, other: dict | None) -> BuildError:
+    if not other:
+        return BuildError(f"{path} is a lock file that names no holder; delete it if no ffx runs on {build}")
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
+    job = f", Slurm job {other['slurm_job']}" if other.get("slurm_job") else ""
+    return BuildError(
+        f"another {command_of(stage, stage)} is running on {build} ({other.get('part')}): "
+        f"host {other.get('host')}, pid {other.get('pid')}{job}, since {since}; wait for it, "
+        f"or delete {path} if that process is gone"
+    )
 
 
 def _read_lock(path: Path) -> dict | None:
@@ -99,8 +148,14 @@ def _read_lock(path: Path) -> dict | None:
         return {}  # a garbage file (not ffx's): held, the message says how to remove it
 
 
-def _lock_is_dead(holder: dict) -> bool:
-    """True when the holder ran on this host and its process no longer exists."""
+def _is_gone(path: Path, holder: dict) -> bool:
+    """Whether a lock's holder is provably gone: it ran on this host and its process no longer
+    exists, or its heartbeat stopped more than STALE_SECONDS ago."""
+    try:
+        if time.time() - path.stat().st_mtime > STALE_SECONDS:
+            return True
+    except FileNotFoundError:
+        return True
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False
     try:

@@ -15,7 +15,6 @@ current, and the build's recipe, are `currency`'s.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import shutil
@@ -43,7 +42,7 @@ from ffx.pipeline.engine.currency import (
     write_recipe,
 )
 from ffx.pipeline.engine.identity import digest
-from ffx.pipeline.engine.lock import hold_lock
+from ffx.pipeline.engine.lock import exclusive, hold_lock
 from ffx.pipeline.engine.memo import file_states
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
@@ -430,10 +429,8 @@ def merge_when_current(
         ledger.mark_done(part, plan_id)
         if not ledger.all_done(part.count, plan_id):
             return False, 0
-    with open(build.merge_lock(stage.name), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with exclusive(build.merge_lock(stage.name), part=part.name) as held:
+        if not held:
             return False, 0  # another part is merging right now
         rows = ledger.rows()
         made = made_from_per_key(rows)

@@ -16,7 +16,6 @@ those recorded when it was written for the same layout; anything else is written
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
@@ -33,6 +32,7 @@ from ffx.pipeline.engine import atomic, memo, store
 from ffx.pipeline.engine.builddir import BuildDir, samples_name
 from ffx.pipeline.engine.currency import Plan, chain_states, current_table, load_recipe, proven_made_from
 from ffx.pipeline.engine.identity import digest
+from ffx.pipeline.engine.lock import exclusive
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.registry import register_stage
@@ -263,8 +263,7 @@ def run_shard(
         if index is None:
             # Two parts can both find the samples complete; one lays the shards out, the other
             # waits and then finds them written.
-            with open(build.shards_lock, "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with exclusive(build.shards_lock, wait=True, part=(part or Part()).name):
                 started = time.monotonic()
                 index, written = write_shards(build, show_progress)
                 report.counts["shards written"] = written

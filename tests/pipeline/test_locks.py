@@ -1,0 +1,140 @@
+"""Issue 24: locks on shared build state are lock files, never flock (missing on Lustre mounted
+without it, node-local on NFS); a holder that is provably gone is taken over by exactly one run."""
+
+from __future__ import annotations
+
+import ast
+import errno
+import fcntl
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ffx.errors import BuildError
+from ffx.pipeline.engine import lock
+from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.lock import exclusive, hold_lock
+from ffx.pipeline.engine.parts import Part
+from ffx.pipeline.stages.shard import run_shard
+from tests.generated import make_cropped_build
+
+PACKAGE = Path(__file__).resolve().parents[2] / "ffx"
+
+
+def test_no_flock_or_lockf_anywhere_in_ffx() -> None:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("flock", "lockf"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+            if isinstance(node, ast.Import | ast.ImportFrom) and "fcntl" in ast.unparse(node):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == []
+
+
+def write_holder(path: Path, host: str, age_seconds: float, job: str = "") -> dict:
+    """A lock file as another node's run leaves it, its heartbeat `age_seconds` old."""
+    holder = {"host": host, "pid": 4242, "slurm_job": job, "started": time.time() - age_seconds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(holder), encoding="utf-8")
+    beat = time.time() - age_seconds
+    os.utime(path, (beat, beat))
+    return holder
+
+
+def test_a_live_lock_of_another_host_is_respected_and_named(tmp_path: Path) -> None:
+    build = BuildDir(tmp_path)
+    write_holder(build.lock("faces", Part().name), "node-7", age_seconds=5, job="81234")
+    with (
+        pytest.raises(BuildError, match="host node-7, pid 4242, Slurm job 81234"),
+        hold_lock(build, "faces", Part()),
+    ):
+        pass
+    with exclusive(build.lock("faces", Part().name)) as held:
+        assert not held
+
+
+def _try_once(path: str, barrier, results) -> None:
+    barrier.wait()
+    with exclusive(Path(path)) as held:
+        results.append(held)
+        time.sleep(0.5)  # still held while the others try
+
+
+def test_a_stale_lock_of_another_host_is_taken_over_by_exactly_one_run(tmp_path: Path) -> None:
+    path = tmp_path / ".locks" / "faces.merge.lock"
+    write_holder(path, "node-7", age_seconds=lock.STALE_SECONDS + 60)
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        results, barrier = manager.list(), manager.Barrier(4)
+        runs = [context.Process(target=_try_once, args=(str(path), barrier, results)) for _ in range(4)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(60)
+        assert sorted(results) == [False, False, False, True]
+    assert not path.exists()  # released by its one holder
+
+
+def test_a_held_lock_is_refreshed_and_released(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    path = tmp_path / "shards.lock"
+    with exclusive(path) as held:
+        assert held
+        os.utime(path, (0, 0))  # as if the heartbeat had stopped long ago
+        time.sleep(0.3)
+        assert time.time() - path.stat().st_mtime < 5  # refreshed meanwhile
+    assert not path.exists()
+
+
+def test_a_waiting_run_holds_the_lock_once_it_is_released(tmp_path: Path) -> None:
+    path = tmp_path / "shards.lock"
+    script = (
+        "import sys, time; from pathlib import Path; from ffx.pipeline.engine.lock import exclusive\n"
+        "with exclusive(Path(sys.argv[1])) as held:\n"
+        "    print(held, flush=True); time.sleep(1.5)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "True"
+    started = time.monotonic()
+    with exclusive(path, wait=True) as held:
+        assert held and time.monotonic() - started > 0.5  # it waited for the other run
+    holder.wait(30)
+
+
+def _shard_part(build: str, index: int) -> None:
+    run_shard(Path(build), part=Part(index, 2), workers=1, show_progress=False)
+
+
+def test_two_parts_finishing_together_merge_and_lay_out_once_without_flock(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """On a file system whose flock fails (ENOLCK, as on Lustre mounted without it), two parts that
+    finish at once give the shards one run gives."""
+
+    def no_flock(*args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(fcntl, "lockf", no_flock)
+    build = make_cropped_build(tmp_path / "parts", videos_per_label=4, frames=2, side=16)
+    context = multiprocessing.get_context("fork")  # the children inherit the failing flock
+    runs = [context.Process(target=_shard_part, args=(str(build), index)) for index in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(120)
+    assert [run.exitcode for run in runs] == [0, 0]
+    report = run_shard(build, workers=1, show_progress=False)  # whichever merged, all is current
+    assert report.done_now == 0 and report.merged
+    whole = make_cropped_build(tmp_path / "whole", videos_per_label=4, frames=2, side=16)
+    run_shard(whole, workers=1, show_progress=False)
+    for name in ("index.json", *(path.name for path in (whole / "shards").glob("*.tar"))):
+        assert (build / "shards" / name).read_bytes() == (whole / "shards" / name).read_bytes(), name
+    assert not list((build / ".locks").glob("*.lock"))  # every lock released
