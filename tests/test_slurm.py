@@ -205,7 +205,8 @@ def test_scripts_parts_and_chain_without_a_cluster(tmp_path: Path, monkeypatch) 
     text = {name: path.read_text() for name, path in jobs.scripts.items()}
     for name, count in (("extract", 4), ("crop", 2), ("shard", 3)):
         assert f"#SBATCH --array=0-{count - 1}\n" in text[name]
-        assert f'{name} {tmp_path / "build"} --part "$SLURM_ARRAY_TASK_ID/{count}"' in text[name]
+        root = f" --root {tmp_path / 'data'}" if name in ("extract", "crop") else ""  # they read videos
+        assert f'{name} {tmp_path / "build"}{root} --part "$SLURM_ARRAY_TASK_ID/{count}"' in text[name]
         assert f'#SBATCH --output="{jobs.logs}/{name}-%A_%a.out"\n' in text[name]
     assert all(
         "#SBATCH --partition=gpu\n" in script and "#SBATCH --no-requeue\n" in script

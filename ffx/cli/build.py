@@ -14,6 +14,7 @@ from ffx.cli.common import (
     BuildOpt,
     FailOpt,
     ManifestArg,
+    MovedRootOpt,
     PartOpt,
     RootOpt,
     SetOpt,
@@ -95,9 +96,7 @@ def extract(
         float,
         typer.Option("--timeout", help="Seconds without a decoded frame before a decoder counts as hung."),
     ] = 60.0,
-    root: Annotated[
-        Path | None, typer.Option("--root", help="Dataset root, if it moved since `ffx index`.")
-    ] = None,
+    root: MovedRootOpt = None,
     retry_failed: Annotated[
         bool,
         typer.Option("--retry-failed", help="Redo videos that failed before (partial, decode_error, ...)."),
@@ -129,6 +128,7 @@ def extract(
 def crop(
     build: BuildArg,
     part: PartOpt = None,
+    root: MovedRootOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     workers: WorkersOpt = None,
     batch_size: Annotated[
@@ -222,6 +222,7 @@ def crop(
         workers=workers,
         batch_size=batch_size,
         show_progress=console.is_terminal,
+        root=root,
         preset=preset,
         size=size,
         scale=scale,
@@ -401,9 +402,11 @@ def verify(build: BuildArg) -> None:
 
 def status(build: BuildArg) -> None:
     """Show items per stage and status."""
-    from ffx.pipeline.stages.status import build_status
+    from ffx.pipeline.stages.status import build_status, video_root_note
 
     print_status(build_status(build), title=f"ffx build {build}")
+    if note := video_root_note(build):
+        console.print(f"note: {escape(note)}")
 
 
 def recipes() -> None:

@@ -18,6 +18,10 @@ ManifestArg = Annotated[
     typer.Argument(help="A manifest TOML file, or the name of a recipe in manifests/ (see `ffx recipes`)."),
 ]
 RootOpt = Annotated[Path, typer.Option("--root", help="Dataset root folder (never written into a recipe).")]
+MovedRootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="Dataset root, if it is mounted elsewhere than where `ffx index` saw it."),
+]
 BuildOpt = Annotated[Path, typer.Option("--build", help="Build directory: every stage's tables go here.")]
 BuildArg = Annotated[Path, typer.Argument(help="Build directory made by `ffx index`.")]
 SplitsOpt = Annotated[

@@ -95,12 +95,13 @@ class SlurmJobs:
         return logs
 
 
-def array_stages() -> tuple[str, ...]:
-    """The stages run as arrays of parts after `ffx index` (extract, crop, shard): the registry's."""
+def array_stages(reading_videos: bool = False) -> tuple[str, ...]:
+    """The stages run as arrays of parts after `ffx index` (extract, crop, shard): the registry's
+    (only those that read the videos, with `reading_videos`)."""
     import ffx.pipeline.stages  # noqa: F401  (the stages register themselves)
     from ffx.pipeline.engine.registry import array_stages as registered
 
-    return registered()
+    return registered(reading_videos)
 
 
 def parse_tasks(text: str) -> dict[str, int]:
@@ -197,7 +198,7 @@ def write_slurm_jobs(
     `stage_resources` (e.g. a GPU for crop); `logs`: one file per task (default OUT/logs); `setup`:
     shell lines run first in every job (`module load …`); `assignments`: `--set` overrides for
     `ffx index`. Paths are written absolute, so the scripts work from any folder."""
-    arrays = array_stages()
+    arrays, reading = array_stages(), array_stages(reading_videos=True)
     sizes = dict.fromkeys(arrays, 1) | dict(tasks or {})
     default = resources or Resources()
     per_stage = {stage: (stage_resources or {}).get(stage, default) for stage in ("index", *arrays)}
@@ -241,7 +242,10 @@ def write_slurm_jobs(
         # The part count is written here, not read from SLURM_ARRAY_TASK_COUNT: that is the size of
         # this submission, so resubmitting task 2 alone (--array=2) would otherwise do part 0 of 1,
         # the whole stage. The task id is the part (arrays start at 0; SLURM_ARRAY_TASK_MIN unused).
-        body = f'exec {shlex.join([ffx, stage, str(build)])} --part "$SLURM_ARRAY_TASK_ID/{count}"'
+        command = [ffx, stage, str(build)]
+        if stage in reading:  # the compute nodes' mount of the dataset, as given
+            command += ["--root", str(root)]
+        body = f'exec {shlex.join(command)} --part "$SLURM_ARRAY_TASK_ID/{count}"'
         lines = ["--ntasks=1", f"--array=0-{count - 1}"]
         scripts[stage] = _script(
             f"ffx {stage} of {build} as {count} array tasks: task i does part i/{count}",

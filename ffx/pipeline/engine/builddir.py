@@ -40,8 +40,11 @@ class BuildDir:
     def index(self) -> Path:
         return self.root / "index.json"
 
-    def video_root(self) -> Path:
-        """Where the videos were when they were indexed (index.json's `root`)."""
+    def video_root(self, moved: Path | str | None = None) -> Path:
+        """Where the videos are: `moved` when given (the dataset mounted at another path than where
+        it was indexed), else where they were indexed (index.json's `root`)."""
+        if moved:
+            return Path(moved)
         return Path(json.loads(self.index.read_text(encoding="utf-8"))["root"])
 
     # Stage tables and their per-part chunk folders.

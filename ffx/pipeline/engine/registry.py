@@ -87,7 +87,12 @@ def command_of(name: str, default: str | None = None) -> str:
     return stage_class(name).command
 
 
-def array_stages() -> tuple[str, ...]:
-    """The verbs of the stages that `ffx slurm` runs as arrays of parts, in pipeline order."""
+def array_stages(reading_videos: bool = False) -> tuple[str, ...]:
+    """The verbs of the stages that `ffx slurm` runs as arrays of parts, in pipeline order (only
+    those whose command reads the videos, with `reading_videos`)."""
     classes = _stages()
-    return tuple(classes[name].command.split()[-1] for name in stage_names() if classes[name].array)
+    return tuple(
+        classes[name].command.split()[-1]
+        for name in stage_names()
+        if classes[name].array and (classes[name].reads_videos or not reading_videos)
+    )

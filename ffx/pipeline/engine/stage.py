@@ -79,6 +79,7 @@ class Stage:
     schema: pa.Schema
     sort_by: tuple[str, ...]
     array: bool = True  # `ffx slurm` runs it as an array of parts
+    reads_videos: bool = False  # its command reads the videos and takes `--root` (another mount path)
     # The next stage, when this stage's workers also produce its rows (`ffx build` crops the frames
     # it decodes): they go into its ledger, `made_from` set by the worker, and that stage then
     # finds those items current.

@@ -65,9 +65,11 @@ class CropStage(Stage):
 
     name, upstream, command, unit = "faces", "frames", "ffx crop", "faces"
     schema, sort_by = FACES_SCHEMA, ("key", "frame_index", "track")
+    reads_videos = True
 
-    def __init__(self, device: str = "auto", batch_size: int | None = None):
+    def __init__(self, device: str = "auto", batch_size: int | None = None, root: Path | None = None):
         self.device, self.batch_size = device, batch_size
+        self.root = root  # where the videos are now, if they moved since `ffx index`
 
     @staticmethod
     def settings(recipe: Manifest) -> dict:
@@ -153,7 +155,7 @@ class CropStage(Stage):
         pixels = {key: sum(row["width"] * row["height"] for row in rows) for key, rows in rows_of.items()}
         original_of = plan.original_of
         crop = recipe.crop
-        root = build.video_root()
+        root = build.video_root(self.root)
 
         def task_for(key: str, original_faces: dict[int, ReusedFace]) -> CropTask:
             backend = rows_of[key][0]["backend"]
@@ -197,7 +199,7 @@ class CropStage(Stage):
     def inputs_present(self, plan: CropPlan, build: BuildDir, key: str) -> bool:
         frames = plan.frames_of.get(key, [])
         if any(not row["path"] for row in frames):  # no PNG kept: crop decodes the video again
-            return (build.video_root() / plan.path_of[key]).is_file()
+            return (build.video_root(self.root) / plan.path_of[key]).is_file()
         return bool(frames) and all((build.root / row["path"]).is_file() for row in frames)
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
@@ -224,14 +226,17 @@ def run_crop(
     stall_seconds: float = 300.0,
     show_progress: bool = True,
     flush_seconds: float = 2.0,
+    root: Path | None = None,
     **settings,
 ) -> StageReport:
     """Crop this part's videos that are not current, then merge faces.parquet once all parts are.
+    `root`: where the videos are now, if the dataset moved since `ffx index` (frames that were not
+    kept are decoded again from the videos).
 
     `settings` are `[crop]` fields of the recipe (preset, size, min_prob, boxes_from_original, ...):
     given ones are written into the build's recipe and redo the videos they shape."""
     return run_stage(
-        CropStage(device, batch_size),
+        CropStage(device, batch_size, root),
         build,
         part=part,
         workers=workers,

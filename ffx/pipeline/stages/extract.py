@@ -62,6 +62,7 @@ class ExtractStage(Stage):
 
     name, upstream, command, unit = "frames", "videos", "ffx extract", "frames"
     schema, sort_by = FRAMES_SCHEMA, ("key", "frame_index")
+    reads_videos = True
 
     def __init__(self, root: Path | None = None, crop: CropStage | None = None):
         self.root = root  # where the videos are now, if they moved since `ffx index`
@@ -105,7 +106,7 @@ class ExtractStage(Stage):
         done: pa.Table,
         workers: int,
     ) -> list:
-        root = self._root(build)
+        root = build.video_root(self.root)
         if not root.is_dir():
             raise InputError(f"dataset root not found: {root} (pass --root where the videos are now)")
         path_of, original_of = plan.path_of, plan.original_of
@@ -192,10 +193,7 @@ class ExtractStage(Stage):
         return replace(task, backends=remaining, failures=failures, hung=hung) if remaining else None
 
     def inputs_present(self, plan: ExtractPlan, build: BuildDir, key: str) -> bool:
-        return (self._root(build) / plan.path_of[key]).is_file()
-
-    def _root(self, build: BuildDir) -> Path:
-        return Path(self.root) if self.root else build.video_root()
+        return (build.video_root(self.root) / plan.path_of[key]).is_file()
 
     def remove_outputs(self, build: BuildDir, key: str) -> None:
         shutil.rmtree(build.frames / key, ignore_errors=True)

@@ -79,3 +79,20 @@ def _shards_status(build: BuildDir) -> StageStatus:
     return StageStatus(
         "shards", {"in place": shards}, {"in place": samples}, True, 0, Currency(current=shards)
     )
+
+
+def video_root_note(build: Path | BuildDir) -> str:
+    """A line when the dataset root `ffx index` recorded is not there (another machine, another
+    mount path): what to pass to the commands that read the videos; "" when it is there."""
+    build = BuildDir(build)
+    try:
+        root = build.video_root()
+    except (OSError, ValueError, KeyError):
+        return ""
+    if root.is_dir():
+        return ""
+    return (
+        f"the dataset root {root} (where `ffx index` saw the videos) is not there: on this machine, "
+        "pass --root to `ffx build`, `ffx extract` and `ffx crop` (nothing is redone for the move)"
+    )
+
