@@ -315,6 +315,15 @@ def shard(
             "re-encoding), or remove it; sets `shard.keep_samples`.",
         ),
     ] = None,
+    detector_outputs: Annotated[
+        bool | None,
+        typer.Option(
+            "--detector-outputs/--no-detector-outputs",
+            help="Also put the detector's floats (box, probability, landmarks) in each sample's JSON; "
+            "they differ between CPU kernels, so shards then differ across machines. Sets "
+            "`shard.detector_outputs`.",
+        ),
+    ] = None,
     strict: StrictOpt = False,
     fail_on_error: FailOpt = False,
 ) -> None:
@@ -338,6 +347,7 @@ def shard(
         png_level=png_level,
         stored_spaces=store,
         keep_samples=keep_samples,
+        detector_outputs=detector_outputs,
     )
     if report.merged:
         write_build_record(build, strict=strict)

@@ -196,12 +196,15 @@ def test_portrait_landmarks_masks_and_samples(tmp_path: Path) -> None:
             # Equal but where a point sits on a rounding tie (the two mappings differ by 1e-14).
             assert (mask != reference).sum() <= 0.02 * (reference > 0).sum()
             assert 0.15 < (mask > 0).mean() < 0.9
-    run_shard(build, workers=1, show_progress=False)
-    members = {}
-    for shard in sorted((build / "shards").glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            members |= {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
     rows = [row for rows in faces_by_key(build).values() for row in rows]
+    run_shard(build, workers=1, show_progress=False)  # the integer crop window only, by default
+    members = shard_members(build)
+    for row in rows:
+        metadata = json.loads(members[f"{row['key']}_{row['frame_index']:04d}.json"])
+        assert metadata["crop_box"] == [row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"]]
+        assert not {"box", "prob", "dense_landmarks", "crop_landmarks"} & set(metadata)
+    run_shard(build, workers=1, show_progress=False, detector_outputs=True)  # on request
+    members = shard_members(build)
     for row in rows:
         name = f"{row['key']}_{row['frame_index']:04d}"
         metadata = json.loads(members[f"{name}.json"])
@@ -265,3 +268,12 @@ def test_mask_png_reads_back_as_one_channel() -> None:
     mask = lm.hull_mask([[2, 2], [20, 3], [12, 25]], 32)
     decoded = np.asarray(Image.open(io.BytesIO(encode_png(mask, 1))))
     assert decoded.ndim == 2 and np.array_equal(decoded, mask)
+
+
+def shard_members(build: Path) -> dict[str, bytes]:
+    """Every member of the build's shards, by name."""
+    members = {}
+    for shard in sorted((build / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members |= {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+    return members

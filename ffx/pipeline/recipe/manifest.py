@@ -231,6 +231,10 @@ class Shard(_Strict):
     # samples/ (each video's encoded samples) lets a layout change skip re-encoding; false removes
     # it once the shards are written (a layout change then encodes the samples again).
     keep_samples: bool = True
+    # Each sample's JSON carries its integer crop window; the detector's floats (box, probability,
+    # landmarks, an aligned crop's matrix) differ in their last digits between CPU kernels (AVX-512
+    # or not), so they go into the samples only on request: then shards differ across machines.
+    detector_outputs: bool = False
 
 
 class Manifest(_Strict):

@@ -55,6 +55,7 @@ SHARD_FIELDS = {
     "png_level": "shard.png_level",
     "stored_spaces": "shard.stored_spaces",
     "keep_samples": "shard.keep_samples",
+    "detector_outputs": "shard.detector_outputs",
 }
 
 
@@ -106,7 +107,11 @@ class SampleStage(Stage):
         }
         made_from = proven_made_from(build, self.name, recipe)
         if made_from is None:
-            settings = {"spaces": list(recipe.spaces), "png_level": recipe.shard.png_level}
+            settings = {
+                "spaces": list(recipe.spaces),
+                "png_level": recipe.shard.png_level,
+                "detector_outputs": recipe.shard.detector_outputs,  # the JSON's floats, or not
+            }
             if recipe.shard.stored_spaces != "all":  # absent when "all": builds made before it stay current
                 settings["stored_spaces"] = recipe.shard.stored_spaces
             if not recipe.shard.keep_samples:
@@ -156,6 +161,7 @@ class SampleStage(Stage):
                 plan.videos[key],
                 stored_spaces(recipe),
                 recipe.shard.png_level,
+                recipe.shard.detector_outputs,
             )
             for key in keys
         ]

@@ -95,4 +95,3 @@ def video_root_note(build: Path | BuildDir) -> str:
         f"the dataset root {root} (where `ffx index` saw the videos) is not there: on this machine, "
         "pass --root to `ffx build`, `ffx extract` and `ffx crop` (nothing is redone for the move)"
     )
-

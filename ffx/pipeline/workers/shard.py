@@ -47,6 +47,7 @@ class SampleTask:
     video: dict  # dataset, source, label, label_name, method, split, group
     spaces: tuple[str, ...]  # those stored: the build's, or rgb alone (`[shard] stored_spaces`)
     png_level: int
+    detector_outputs: bool = False  # the detector's floats in the JSON too (`[shard] detector_outputs`)
 
 
 def sample_name(key: str, frame_index: int, track: int) -> str:
@@ -96,17 +97,10 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
             "video": task.key,
             "frame_index": crop.frame_index,
             "track": crop.track,
-            "box": list(crop.box),
             "crop_box": list(crop.crop_box),
-            "prob": crop.prob,
         }
-        # Present only when the build has them, so other builds' samples keep their bytes.
-        if crop.crop_matrix:
-            metadata["crop_matrix"] = list(crop.crop_matrix)
-        if crop.dense_landmarks:
-            points = crop_points(crop.dense_landmarks, crop.crop_box, rgb.shape[1], crop.crop_matrix or None)
-            metadata["dense_landmarks"] = list(crop.dense_landmarks)
-            metadata["crop_landmarks"] = [round(float(value), 3) for value in points.reshape(-1)]
+        if task.detector_outputs:
+            metadata |= detector_outputs(crop, rgb.shape[1])
         members = [
             (f"{name}.cls", str(task.video["label"]).encode()),
             (f"{name}.json", json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()),
@@ -130,3 +124,17 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
         report(crop.frame_index)
     atomic.write_bytes(target, b"".join(blocks) + END_OF_ARCHIVE)
     return rows
+
+
+def detector_outputs(crop: FaceCrop, side: int) -> dict:
+    """The detector's floats of a crop, for its sample's JSON: box and probability, and (present
+    only when the build has them) an aligned crop's matrix and the landmarks, in the frame and in
+    the crop."""
+    outputs: dict = {"box": list(crop.box), "prob": crop.prob}
+    if crop.crop_matrix:
+        outputs["crop_matrix"] = list(crop.crop_matrix)
+    if crop.dense_landmarks:
+        points = crop_points(crop.dense_landmarks, crop.crop_box, side, crop.crop_matrix or None)
+        outputs["dense_landmarks"] = list(crop.dense_landmarks)
+        outputs["crop_landmarks"] = [round(float(value), 3) for value in points.reshape(-1)]
+    return outputs
