@@ -288,6 +288,9 @@ def test_build_record_names_recipe_versions_inputs_and_shards(cropped_build: Pat
     assert record["shards"] == {entry["name"]: entry["sha256"] for entry in _index(cropped_build)["shards"]}
     assert record["stages"]["samples"]["rows"] == {"ok": 16 * FRAMES, "no_face": 1}
     assert record["libraries"]["webdataset"] != "absent" and record["inputs"]["files"] == 17
+    lock = Path(__file__).resolve().parents[2] / "requirements.lock"
+    assert record["requirements_lock_sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert record["cpu_kernels"] in ("avx512", "avx2", "default")
     fast, strict = input_fingerprint(cropped_build), input_fingerprint(cropped_build, strict=True)
     assert (fast["mode"], strict["mode"]) == ("size+mtime", "sha256") and fast["digest"] != strict["digest"]
     root = Path(json.loads((cropped_build / "index.json").read_text())["root"])
