@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the library's reports, named for the type hints alone: noth
     from ffx.apply.predict import PredictReport
     from ffx.pipeline.engine.stage import StageReport
     from ffx.pipeline.stages.build import BuildReport
+    from ffx.pipeline.stages.diff import BuildDiff
     from ffx.pipeline.stages.status import StageStatus
 
 
@@ -167,4 +168,32 @@ def print_eval(metrics: dict) -> None:
         f"video BOSC {_figure(metrics['video_bosc'])} AUC {_figure(metrics['video_auc'])}; "
         f"written to {escape(written)}",
         highlight=False,
+    )
+
+
+def print_diff(result: BuildDiff, names: tuple[str, str]) -> None:
+    """The recipe fields and versions that differ, a table of the videos that differ per stage and
+    reason with examples, and whether the shards are identical."""
+    for field, a, b in result.settings:
+        console.print(f"setting {escape(field)}: {escape(repr(a))} in A, {escape(repr(b))} in B")
+    for name, (a, b) in result.versions.items():
+        console.print(f"version of {escape(name)}: {escape(a)} in A, {escape(b)} in B")
+    table = Table(title=escape(f"ffx diff A={names[0]} B={names[1]}"))
+    for column in ("stage", "videos compared", "differ because", "videos", "for example"):
+        table.add_column(column, justify="right" if column.startswith("videos") else "left")
+    for stage in result.stages:
+        if not stage.counts:
+            table.add_row(stage.stage, str(stage.videos), "[green]identical[/]", "0", "")
+        for position, (reason, count) in enumerate(sorted(stage.counts.items())):
+            examples = "\n".join(escape(example) for example in stage.examples.get(reason, []))
+            first = position == 0
+            table.add_row(
+                stage.stage if first else "", str(stage.videos) if first else "", reason, str(count), examples
+            )
+    console.print(table)
+    shards = result.shards
+    verdict = "[green]identical[/]" if result.identical_shards else "[red]differ[/]"
+    console.print(
+        f"shards {verdict}: {shards['same']} the same, {shards['differ']} with other bytes, "
+        f"{shards['only in A']} only in A, {shards['only in B']} only in B"
     )

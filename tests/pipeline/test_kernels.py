@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ffx.pipeline.stages.diff import diff_builds
 from tests.pipeline.test_crop import portrait_clip
 
 BASELINE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
@@ -45,3 +46,8 @@ def test_baseline_kernels_give_the_same_shards(tmp_path: Path) -> None:
         for build in (tmp_path / "best", tmp_path / "baseline")
     ]
     assert windows[0].equals(windows[1])
+    # What `ffx diff` says: the same videos and frames, at most the detector's floats ("numerics").
+    result = diff_builds(tmp_path / "best", tmp_path / "baseline")
+    counts = {stage.stage: set(stage.counts) for stage in result.stages}
+    assert result.identical_shards and counts["videos"] == counts["frames"] == set()
+    assert counts["faces"] <= {"numerics"} and counts["samples"] == set()
