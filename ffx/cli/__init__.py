@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ffx import __version__
-from ffx.cli import apply, build, cluster, demo, interop, train
+from ffx.cli import apply, build, cluster, compare, demo, interop, train
 from ffx.cli.common import console, error_console
 from ffx.errors import FfxError, WorkerBug, os_error_line
 
@@ -54,7 +54,7 @@ app.command(name="predict")(apply.predict)
 app.command(name="explain")(apply.explain)
 app.command(name="verify")(build.verify)
 app.command(name="status")(build.status)
-app.command(name="diff")(build.diff)
+app.command(name="diff")(compare.diff)
 app.command(name="slurm")(cluster.slurm)
 app.command(name="recipes")(build.recipes)
 app.command(name="demo")(demo.demo)
