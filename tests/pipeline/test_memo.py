@@ -17,7 +17,7 @@ from ffx.pipeline.engine import identity, memo
 from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.currency import chain_states, load_recipe, proven_made_from, write_recipe
 from ffx.pipeline.engine.rows import RowsByKey, json_texts
-from ffx.pipeline.engine.stage import _outputs_gone
+from ffx.pipeline.engine.stage import _outputs_gone, run_stage
 from ffx.pipeline.stages import crop as crop_stage
 from ffx.pipeline.stages import extract as extract_stage
 from ffx.pipeline.stages import shard as shard_stage
@@ -26,7 +26,7 @@ from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.shard import SampleStage, run_shard
 from ffx.pipeline.stages.status import build_status
 from ffx.pipeline.stages.verify import verify_shards
-from tests.generated import make_cropped_build
+from tests.generated import make_cropped_build, write_stamped
 
 
 @pytest.fixture
@@ -121,6 +121,29 @@ def test_a_fact_about_the_faces_holds_only_while_the_landmark_model_is_unchanged
         chain_states(build, "faces") != states["faces"]
         and chain_states(build, "samples") != states["samples"]
     )
+
+
+def test_a_merge_with_a_landmark_model_of_ones_own_is_remembered(
+    sharded: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The fact a merge leaves is keyed by every file the plan read, the model too: the next
+    command recalls it rather than planning again."""
+    model = tmp_path / "shape_predictor.dat"
+    model.write_bytes(b"a model of one's own")
+    monkeypatch.setattr(crop_stage, "model_file", Path)  # no dlib needed to name the file
+    monkeypatch.setattr(
+        crop_stage, "model_sha256", lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    )
+    build = BuildDir(sharded)
+    recipe = load_recipe(build)
+    crop = recipe.crop.model_copy(update={"landmarks": str(model)})
+    write_recipe(build, recipe.model_copy(update={"crop": crop}))
+    write_stamped(
+        sharded, "faces", pq.read_table(build.table("faces")).drop_columns(["made_from"]).to_pylist()
+    )
+    # The stage alone (`ffx shard` would go on to check the samples, remembering them itself).
+    assert run_stage(SampleStage(), build, workers=1, show_progress=False).merged  # redone, merged
+    assert memo.recall(build, "samples.current", chain_states(build, "samples")) == 7
 
 
 def test_output_names_are_split_as_paths_whatever_they_hold(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -77,9 +78,9 @@ def made_from_per_key(table: pa.Table) -> dict[str, str]:
     return RowsByKey(table).first(MADE_FROM)
 
 
-def compare(plan: Plan, rows: pa.Table) -> Currency:
-    """Count current, stale, missing and gone items of `rows` against `plan`."""
-    made = made_from_per_key(rows)
+def compare(plan: Plan, made: dict[str, str]) -> Currency:
+    """Count current, stale, missing and gone items of a table (each item's `made_from`, as
+    `made_from_per_key` gives) against `plan`."""
     currency = Currency()
     for key, wanted in plan.made_from.items():
         if key not in made:
@@ -96,16 +97,20 @@ def compare(plan: Plan, rows: pa.Table) -> Currency:
 _currency_memo: dict[tuple[str, str], tuple[list, Currency]] = {}
 
 
-def chain_states(build: BuildDir, name: str) -> list:
-    """The state of the files a stage's currency depends on (`memo.file_states`): the recipe, every
-    merged table from the index down to its own, and the files outside the build that those
-    stages' plans read (`Stage.files_read`)."""
+def chain_files(build: BuildDir, name: str) -> list[Path]:
+    """The files a stage's currency depends on: the recipe, every merged table from the index down
+    to its own, and the files outside the build that those stages' plans read (`Stage.files_read`)."""
     chain = upstream_chain(name)
     files = [build.manifest, *(build.table(stage) for stage in chain)]
     if build.manifest.is_file():
         recipe = load_recipe(build)
         files += [path for stage in chain[1:] for path in make_stage(stage).files_read(recipe)]
-    return file_states(files)
+    return files
+
+
+def chain_states(build: BuildDir, name: str) -> list:
+    """The state of `chain_files` (`memo.file_states`)."""
+    return file_states(chain_files(build, name))
 
 
 def current_fact(name: str) -> str:
@@ -162,7 +167,7 @@ def _table_currency(build: BuildDir, name: str, state: list) -> Currency:
         return Currency(upstream=str(error))
     if not path.is_file():
         return Currency(missing=len(plan.made_from))
-    return compare(plan, store.read_table(path, f"`{stage.command}`"))
+    return compare(plan, made_from_per_key(store.read_table(path, f"`{stage.command}`")))
 
 
 def current_table(build: BuildDir, name: str) -> pa.Table:

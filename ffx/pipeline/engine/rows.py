@@ -8,6 +8,7 @@ row range of each key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
@@ -84,8 +85,6 @@ def rows_by_key(table: pa.Table) -> RowsByKey:
 def json_texts(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """Each value as canonical JSON text (what `json.dumps` writes), for integer and string
     columns, computed by Arrow; a string that needs escaping goes through `json.dumps`."""
-    import json
-
     if pa.types.is_integer(values.type):
         return pc.fill_null(pc.cast(values, pa.string()), "null")
     if not pa.types.is_string(values.type):

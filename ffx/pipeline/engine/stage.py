@@ -33,6 +33,7 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.currency import (
     MADE_FROM,
     Plan,
+    chain_files,
     chain_states,
     compare,
     current_fact,
@@ -245,11 +246,11 @@ def run_stage(
 
 def _todo(
     stage: Stage, build: BuildDir, plan: Plan, ledger: store.Ledger, part: Part, retry: set[str]
-) -> tuple[pa.Table, list[str], list[str], set[str]]:
-    """The ledger's rows so far, this part's items, those to do now, and those redone although
-    their inputs did not change: a status asked to be retried, output files that are gone, or a
-    `missing` input that is back. Read from the rows as columns: at DFDC's size a ledger holds
-    3.6 M rows."""
+) -> tuple[pa.Table, dict[str, str], list[str], list[str], set[str]]:
+    """The ledger's rows so far and each item's `made_from` in them, this part's items, those to do
+    now, and those redone although their inputs did not change: a status asked to be retried,
+    output files that are gone, or a `missing` input that is back. Read from the rows as columns:
+    at DFDC's size a ledger holds 3.6 M rows."""
     done_rows = ledger.rows(part)
     rows_of = RowsByKey(done_rows)
     made = rows_of.first(MADE_FROM)
@@ -264,7 +265,7 @@ def _todo(
     skipped = set(rows_of) - (current - redo)  # not current, or redone already: no need to look
     redo |= _outputs_gone(build, stage.outputs(plan, build, rows_of.table), skipped)
     todo = [key for key in keys if key not in current or key in redo]
-    return done_rows, keys, todo, redo
+    return done_rows, made, keys, todo, redo
 
 
 def _outputs_gone(build: BuildDir, outputs: pa.Table, skipped: set[str]) -> set[str]:
@@ -317,8 +318,8 @@ def _run_stage(
     state = chain_states(build, stage.name)  # before any of those files is read
     if not changes:
         plan = stage.plan(build, recipe)
-        done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
-        currency = compare(plan, done_rows)
+        done_rows, made, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
+        currency = compare(plan, made)
         if not todo and not ledger.parts_dir.exists() and currency.ok:
             # Nothing to do and nothing to merge: touch nothing, so a read-only build reruns cleanly.
             remember_currency(build, stage.name, currency, state)
@@ -332,8 +333,8 @@ def _run_stage(
             recipe = wanted
             state = chain_states(build, stage.name)
             plan = stage.plan(build, recipe)
-        done_rows, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)  # may have moved on
-        made = made_from_per_key(done_rows)
+        # The ledger may have moved on since the check above.
+        done_rows, made, keys, todo, redo = _todo(stage, build, plan, ledger, part, retry)
         report.items, report.skipped = len(keys), len(keys) - len(todo)
         report.made = stage.made(recipe)
         report.redone = sum(1 for key in todo if key in made and key not in redo)
@@ -445,6 +446,8 @@ def merge_when_current(
                 stage.remove_outputs(build, key)
         if ledger.parts_dir.exists():
             shutil.rmtree(ledger.parts_dir)
-        merged = [*state[:-1], *file_states([ledger.table_path])]
+        # What the plan was made from, with the table as merged now in its own place.
+        merged = list(state)
+        merged[chain_files(build, stage.name).index(ledger.table_path)] = file_states([ledger.table_path])[0]
         memo.remember(build, current_fact(stage.name), merged, len(plan.made_from))
         return True, len(gone)

@@ -52,24 +52,29 @@ TABLES_KEPT = 3
 
 
 def _read_parquet(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
-    """A parquet file (or some of its columns), or a BuildError when it is damaged (truncated by a
-    full disk, say). A whole file read before and holding the same bytes since is not read again."""
+    """A merged table (or some of its columns), or a BuildError when it is damaged. A whole table
+    read before and holding the same bytes since is not read again."""
     state = file_states([path])
     known = _read_tables.get(str(path))
     if known is not None and known[0] == state:
         _read_tables.move_to_end(str(path))
         return known[1] if columns is None else known[1].select(columns)
-    try:
-        table = pq.read_table(path, columns=columns)
-    except (pa.ArrowException, OSError) as error:
-        raise BuildError(
-            f"{path} is not a readable table ({error}); delete it and run {what} again to rebuild it"
-        ) from None
+    table = _parse_parquet(path, what, columns)
     if columns is None:
         _read_tables[str(path)] = (state, table)
         while len(_read_tables) > TABLES_KEPT:
             _read_tables.popitem(last=False)
     return table
+
+
+def _parse_parquet(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
+    """A parquet file, or a BuildError when it is damaged (truncated by a full disk, say)."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise BuildError(
+            f"{path} is not a readable table ({error}); delete it and run {what} again to rebuild it"
+        ) from None
 
 
 class Ledger:
@@ -126,7 +131,9 @@ class Ledger:
     def _read(self, path: Path) -> pa.Table:
         """A table file in this ledger's schema; columns it lacks (a build made by an older ffx)
         read as empty strings, so its items count as made from unknown inputs and are redone."""
-        table = _read_parquet(path, f"`{command_of(self.stage, 'ffx build')}`")
+        what = f"`{command_of(self.stage, 'ffx build')}`"
+        # The merged table through the cache; a chunk is read once, neither hashed nor kept.
+        table = _read_parquet(path, what) if path == self.table_path else _parse_parquet(path, what)
         for field in self.schema:
             if field.name not in table.column_names:
                 table = table.append_column(field.name, pa.array([""] * table.num_rows, field.type))

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from ffx.errors import BuildError
 from ffx.pipeline.engine import store
 from ffx.pipeline.engine.builddir import BuildDir
-from ffx.pipeline.engine.currency import Currency, compare, load_recipe, stage_currency
+from ffx.pipeline.engine.currency import Currency, compare, load_recipe, made_from_per_key, stage_currency
 from ffx.pipeline.engine.registry import make_stage, stage_names
 
 
@@ -48,7 +48,7 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
         else:
             rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
             try:
-                currency = compare(stage.plan(build, load_recipe(build)), rows)
+                currency = compare(stage.plan(build, load_recipe(build)), made_from_per_key(rows))
             except BuildError as error:
                 currency = Currency(upstream=str(error))
         # Counted by Arrow: at DFDC's size a table holds 3.6 M rows.
