@@ -4,6 +4,7 @@ trained from scratch that separates the held-out test clips, and a rerun that re
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 
 import cv2
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ffx.demo import DEMO_VIDEOS
+from ffx.pipeline.engine.machine import cpu_kernels
 from ffx.synthetic import PORTRAIT, PORTRAIT_FACE, alter_mouth
 from tests.conftest import run_cli
 
@@ -57,6 +59,12 @@ def test_demo_builds_both_labels_into_every_split(demo):
     assert record["shards"] == {entry["name"]: entry["sha256"] for entry in index["shards"]}
     assert record["inputs"]["files"] == VIDEOS and record["inputs"]["missing"] == 0
     assert set(record["seconds"]) == {"frames+faces", "samples", "shards"}  # one decode per frame
+    here = {"host": socket.gethostname(), "cpu_kernels": cpu_kernels()}
+    assert record["made_on"] == {
+        "frames+faces": [here | {"device": "cpu"}],
+        "samples": [here],
+        "shards": [here],
+    }
 
 
 def test_demo_detector_separates_the_test_split(demo):

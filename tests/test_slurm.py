@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,45 @@ def test_a_failed_stage_cancels_the_jobs_after_it(tmp_path: Path, capsys) -> Non
     log = (tmp_path / "jobs" / "logs" / f"index-{ids['index']}.out").read_text()
     assert "ffx: error:" in log and str(missing) in log, log
     assert not (tmp_path / "build" / "frames.parquet").exists()
+
+
+@pytest.mark.slurm
+def test_a_lock_is_taken_over_once_its_holders_job_has_left_the_queue(tmp_path: Path, monkeypatch) -> None:
+    """A lock of another node's run, its heartbeat fresh: respected while that run's Slurm job is
+    in the queue, taken over once the job is cancelled (its processes went with it)."""
+    _require_cluster()
+    from ffx.pipeline.engine import lock
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr(lock, "SQUEUE_SECONDS", 0.0)  # ask squeue every time
+    job = (
+        subprocess.run(
+            ["sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 300"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
+    path = tmp_path / ".locks" / "faces.merge.lock"
+    path.parent.mkdir()
+    holder = {"host": "node-7", "pid": 4242, "slurm_job": job, "started": 0.0}
+    path.write_text(json.dumps(holder), encoding="utf-8")
+    try:
+        with lock.exclusive(path) as held:
+            assert not held  # pending or running: its holder may be alive
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    deadline = time.monotonic() + 60
+    while not (taken := _try_lock(lock, path)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert taken and not path.exists()
+
+
+def _try_lock(lock, path: Path) -> bool:
+    with lock.exclusive(path) as held:
+        return held
 
 
 FAKE_SBATCH = """#!/bin/bash

@@ -178,6 +178,8 @@ def print_diff(result: BuildDiff, names: tuple[str, str]) -> None:
         console.print(f"setting {escape(field)}: {escape(repr(a))} in A, {escape(repr(b))} in B")
     for name, (a, b) in result.versions.items():
         console.print(f"version of {escape(name)}: {escape(a)} in A, {escape(b)} in B")
+    for stage, (a, b) in result.machines.items():
+        console.print(f"{escape(stage)} ran on {escape(a)} in A, {escape(b)} in B")
     table = Table(title=escape(f"ffx diff A={names[0]} B={names[1]}"))
     for column in ("stage", "videos compared", "differ because", "videos", "for example"):
         table.add_column(column, justify="right" if column.startswith("videos") else "left")

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ffx.cli import main
@@ -74,3 +76,50 @@ def test_another_crop_size_is_a_setting_named_with_both_values(builds: dict[str,
     capsys.readouterr()
     assert main(["diff", str(builds["a"]), str(builds["size"])]) == 1
     assert "setting crop.size: 96 in A, 64 in B" in capsys.readouterr().out
+
+
+def nudged_copy(build: Path, copy: Path, record_change: dict) -> Path:
+    """A copy of `build` whose first face box is 1e-4 px off (as another CPU's kernels may give)
+    and whose build.json has `record_change` applied."""
+    shutil.copytree(build, copy)
+    faces = pq.read_table(copy / "faces.parquet")
+    x1 = faces.column("x1").to_pylist()
+    x1[0] += 1e-4
+    pq.write_table(
+        faces.set_column(faces.schema.get_field_index("x1"), "x1", pa.array(x1, pa.float32())),
+        copy / "faces.parquet",
+    )
+    record = json.loads((copy / "build.json").read_text())
+    for name, value in record_change.items():
+        place, leaf = record, name.split(".")
+        for part in leaf[:-1]:
+            place = place[part]
+        place[leaf[-1]] = value
+    (copy / "build.json").write_text(json.dumps(record))
+    return copy
+
+
+def test_other_floats_are_a_version_or_numerics_with_the_machines_named(
+    builds: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    kernels = nudged_copy(
+        builds["a"],
+        tmp_path / "kernels",
+        {"made_on.frames+faces": [{"cpu_kernels": "default", "device": "cpu"}]},
+    )
+    result = diff_builds(builds["a"], kernels)
+    counts = {stage.stage: dict(stage.counts) for stage in result.stages}
+    assert counts == {"videos": {}, "frames": {}, "faces": {"numerics": 1}, "samples": {}}
+    assert result.versions == {} and result.identical_shards
+    assert result.machines["frames+faces"][1] == "default cpu"
+    assert main(["diff", str(builds["a"]), str(kernels)]) == 0  # the shards are identical
+    assert "frames+faces ran on" in capsys.readouterr().out
+    torch = nudged_copy(builds["a"], tmp_path / "torch", {"libraries.torch": "0.0.test"})
+    result = diff_builds(builds["a"], torch)
+    assert {stage.stage: dict(stage.counts) for stage in result.stages}["faces"] == {"version": 1}
+    assert list(result.versions) == ["torch"] and result.versions["torch"][1] == "0.0.test"
+    locked = nudged_copy(builds["a"], tmp_path / "lock", {"requirements_lock_sha256": "f" * 64})
+    assert diff_builds(builds["a"], locked).versions["requirements.lock"] == (
+        json.loads((builds["a"] / "build.json").read_text())["requirements_lock_sha256"][:16],
+        "f" * 16,
+    )

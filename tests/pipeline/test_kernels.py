@@ -46,6 +46,12 @@ def test_baseline_kernels_give_the_same_shards(tmp_path: Path) -> None:
         for build in (tmp_path / "best", tmp_path / "baseline")
     ]
     assert windows[0].equals(windows[1])
+    # build.json names the kernels detection ran on: the baseline build's are `default`.
+    made_on = [
+        json.loads((tmp_path / build / "build.json").read_text())["made_on"] for build in ("best", "baseline")
+    ]
+    assert [machine["cpu_kernels"] for machine in made_on[1]["frames+faces"]] == ["default"]
+    assert [machine["device"] for machine in made_on[0]["frames+faces"]] == ["cpu"]
     # What `ffx diff` says: the same videos and frames, at most the detector's floats ("numerics").
     result = diff_builds(tmp_path / "best", tmp_path / "baseline")
     counts = {stage.stage: set(stage.counts) for stage in result.stages}

@@ -48,8 +48,9 @@ def write_holder(path: Path, host: str, age_seconds: float, job: str = "") -> di
     return holder
 
 
-def test_a_live_lock_of_another_host_is_respected_and_named(tmp_path: Path) -> None:
-    build = BuildDir(tmp_path)
+def test_a_live_lock_of_another_host_is_respected_and_named(tmp_path: Path, monkeypatch) -> None:
+    fake_squeue(tmp_path / "bin", monkeypatch, "RUNNING\\n")
+    build = BuildDir(tmp_path / "build")
     write_holder(build.lock("faces", Part().name), "node-7", age_seconds=5, job="81234")
     with (
         pytest.raises(BuildError, match="host node-7, pid 4242, Slurm job 81234"),
@@ -138,3 +139,70 @@ def test_two_parts_finishing_together_merge_and_lay_out_once_without_flock(
     for name in ("index.json", *(path.name for path in (whole / "shards").glob("*.tar"))):
         assert (build / "shards" / name).read_bytes() == (whole / "shards" / name).read_bytes(), name
     assert not list((build / ".locks").glob("*.lock"))  # every lock released
+
+
+def fake_squeue(folder: Path, monkeypatch, stdout: str, stderr: str = "", code: int = 0) -> None:
+    """An `squeue` on PATH that answers as Slurm's does (the real one: tests/test_slurm.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "squeue"
+    script.write_text(f"#!/bin/sh\nprintf '{stdout}'\nprintf '{stderr}' >&2\nexit {code}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(lock, "_squeue_answers", {})
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "code", "taken"),
+    [
+        ("RUNNING\\n", "", 0, False),
+        ("COMPLETING\\n", "", 0, False),
+        ("PENDING\\n", "", 0, False),
+        ("CANCELLED\\n", "", 0, True),
+        ("TIMEOUT\\n", "", 0, True),
+        ("", "", 0, True),  # no longer listed
+        ("", "slurm_load_jobs error: Invalid job id specified\\n", 1, True),  # forgotten
+        ("", "slurm_load_jobs error: Unable to contact slurm controller\\n", 1, False),  # cannot say
+    ],
+)
+def test_a_fresh_lock_is_taken_over_only_when_its_slurm_job_has_ended(
+    tmp_path: Path, monkeypatch, stdout: str, stderr: str, code: int, taken: bool
+) -> None:
+    fake_squeue(tmp_path / "bin", monkeypatch, stdout, stderr, code)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    path = tmp_path / ".locks" / "faces.merge.lock"
+    write_holder(path, "node-7", age_seconds=5, job="81234")  # its heartbeat is fresh
+    with exclusive(path) as held:
+        assert held is taken
+
+
+def test_a_lock_of_this_very_slurm_job_is_never_judged_by_squeue(tmp_path: Path, monkeypatch) -> None:
+    fake_squeue(tmp_path / "bin", monkeypatch, "COMPLETED\\n")  # whatever squeue says
+    monkeypatch.setenv("SLURM_JOB_ID", "81234")
+    path = tmp_path / "shards.lock"
+    write_holder(path, "node-7", age_seconds=5, job="81234")
+    with exclusive(path) as held:
+        assert not held
+
+
+def test_the_recipe_is_written_back_one_run_at_a_time(tmp_path: Path) -> None:
+    """A stage's changed option and `ffx index` wait for each other's recipe write."""
+    from ffx.pipeline.engine.currency import load_recipe, write_recipe
+    from ffx.pipeline.recipe.manifest import load_manifest
+
+    build = BuildDir(make_cropped_build(tmp_path, videos_per_label=1, frames=1, side=16))
+    recipe = load_manifest(build.manifest, assignments=["crop.size=64"])
+    script = (
+        "import sys, time; from pathlib import Path; from ffx.pipeline.engine.lock import exclusive\n"
+        "with exclusive(Path(sys.argv[1])) as held:\n"
+        "    print(held, flush=True); time.sleep(1.5)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(build.recipe_lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "True"
+    started = time.monotonic()
+    write_recipe(build, recipe)
+    assert time.monotonic() - started > 0.5  # it waited for the holder
+    assert load_recipe(build).crop.size == 64
+    assert json.loads(build.index.read_text())["manifest_sha256"] == recipe.digest()
+    holder.wait(30)

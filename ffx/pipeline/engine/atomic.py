@@ -93,19 +93,28 @@ def content_state(path: Path) -> list | None:
     return [facts.st_size, known[1]]
 
 
+def holds(path: Path, data: bytes) -> bool:
+    """Whether the file `path` holds exactly these bytes."""
+    try:
+        return Path(path).stat().st_size == len(data) and Path(path).read_bytes() == data
+    except OSError:
+        return False
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Atomically write bytes; a file that already holds exactly these bytes is left alone, so a
     run that changes nothing writes nothing (and works on a read-only build)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    with atomic_path(path) as temp:
+    if holds(path, data):
+        return
+    with atomic_path(Path(path)) as temp:
         temp.write_bytes(data)
+
+
+def json_bytes(value) -> bytes:
+    """JSON as ffx writes it: sorted keys, so equal values give equal bytes."""
+    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def write_json(path: Path, value) -> None:
     """Atomically write JSON (sorted keys, so equal values give equal bytes)."""
-    write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    write_bytes(path, json_bytes(value))

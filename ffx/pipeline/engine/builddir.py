@@ -95,6 +95,11 @@ class BuildDir:
         return self.shards / ".plan.json"
 
     @property
+    def recipe_lock(self) -> Path:
+        """The lock file of a run that writes the recipe (`ffx index`, a stage's changed options)."""
+        return self.root / ".locks" / "recipe.lock"
+
+    @property
     def shards_lock(self) -> Path:
         """The lock file of the run that lays the shards out."""
         return self.root / ".locks" / "shards.lock"

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ffx.errors import BuildError
 from ffx.pipeline.engine import atomic, memo, store
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.lock import exclusive
 from ffx.pipeline.engine.memo import file_states
 from ffx.pipeline.engine.registry import INDEX, command_of, make_stage, upstream_chain
 from ffx.pipeline.engine.rows import RowsByKey
@@ -49,10 +50,13 @@ def load_recipe(build: BuildDir) -> Manifest:
 
 def write_recipe(build: BuildDir, recipe: Manifest) -> None:
     """Make `recipe` the build's effective recipe (BUILD/manifest.toml and its sha256 in
-    index.json); the stages then redo exactly the items the changed fields shape."""
-    atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
-    index = json.loads(build.index.read_text(encoding="utf-8"))
-    atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
+    index.json); the stages then redo exactly the items the changed fields shape. Two runs that
+    write it at once (two stages on two nodes) write one after the other, each reading index.json
+    as the other left it."""
+    with exclusive(build.recipe_lock, wait=True):
+        atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
+        index = json.loads(build.index.read_text(encoding="utf-8"))
+        atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
 
 
 # --- currency ----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ on one node only. A lock file is written whole beside its final name and linked 
 like O_EXCL, fails when the name exists, on NFS and Lustre too), so it always names its holder:
 host, pid, Slurm job and start. While held, its modification time is refreshed every
 `HEARTBEAT_SECONDS`. A lock is taken over only when its holder is provably gone: the same host and
-its process no longer exists, or its heartbeat is older than `STALE_SECONDS` (a node that died);
-exactly one run can move a dead holder's lock aside.
+its process no longer exists, or its heartbeat is older than `STALE_SECONDS` (a node that died), or
+its Slurm job has left the queue (squeue says so; a job cancelled or timed out takes its
+processes with it). Exactly one run can move a gone holder's lock aside.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +32,22 @@ from ffx.pipeline.engine.registry import command_of
 HEARTBEAT_SECONDS = 30.0  # how often a held lock's modification time is refreshed
 STALE_SECONDS = 600.0  # a lock not refreshed for this long belongs to a holder that is gone
 WAIT_POLL_SECONDS = 0.5  # how often a run that waits for a lock tries again
+SQUEUE_SECONDS = 30.0  # how long squeue's answer on a holder's job is reused (spare the controller)
+# Job states of a job whose processes have all ended (squeue lists a job so for a while after).
+ENDED_STATES = frozenset(
+    [
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    ]
+)
+_squeue_answers: dict[str, tuple[float, bool]] = {}
 
 
 @contextmanager
@@ -150,18 +169,46 @@ def _read_lock(path: Path) -> dict | None:
 
 def _is_gone(path: Path, holder: dict) -> bool:
     """Whether a lock's holder is provably gone: it ran on this host and its process no longer
-    exists, or its heartbeat stopped more than STALE_SECONDS ago."""
+    exists, or its heartbeat stopped more than STALE_SECONDS ago, or its Slurm job has ended."""
     try:
         if time.time() - path.stat().st_mtime > STALE_SECONDS:
             return True
     except FileNotFoundError:
         return True
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    job = holder.get("slurm_job")
+    return bool(job) and isinstance(job, str) and job != os.environ.get("SLURM_JOB_ID") and _job_ended(job)
+
+
+def _job_ended(job: str) -> bool:
+    """Whether Slurm says `job` has ended: listed in an end state, or no longer known. False when
+    squeue is absent or cannot answer (the controller down): then only the heartbeat can tell."""
+    asked, ended = _squeue_answers.get(job, (0.0, False))
+    if time.monotonic() - asked < SQUEUE_SECONDS:
+        return ended
+    squeue = shutil.which("squeue")
+    if squeue is None:
         return False
     try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+        done = subprocess.run(
+            [squeue, "--noheader", "--states=all", f"--jobs={job}", "--format=%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
         return False
-    return False
+    if done.returncode == 0:
+        states = done.stdout.split()
+        ended = all(state in ENDED_STATES for state in states)  # none listed: it left the queue
+    else:
+        ended = "Invalid job id" in done.stderr  # Slurm forgot it (MinJobAge passed)
+    _squeue_answers[job] = (time.monotonic(), ended)
+    return ended

@@ -81,6 +81,7 @@ class Stage:
     sort_by: tuple[str, ...]
     array: bool = True  # `ffx slurm` runs it as an array of parts
     reads_videos: bool = False  # its command reads the videos and takes `--root` (another mount path)
+    device: str = ""  # the device its work runs on, where it has one (crop: the detector's)
     # The next stage, when this stage's workers also produce its rows (`ffx build` crops the frames
     # it decodes): they go into its ledger, `made_from` set by the worker, and that stage then
     # finds those items current.
@@ -382,7 +383,8 @@ def _run_stage(
         if todo:
             # A pass that also made the companion's rows is timed as both (`frames+faces`).
             name = stage.name if companion is None else f"{stage.name}+{companion.name}"
-            store.log_run(build.root, name, part, report.seconds, len(todo))
+            device = stage.device or (companion.device if companion is not None else "")
+            store.log_run(build.root, name, part, report.seconds, len(todo), device)
     report.merged, report.dropped = merge_when_current(stage, build, ledger, plan, part, state)
     return report
 

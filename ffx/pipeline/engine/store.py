@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine.atomic import write_bytes
+from ffx.pipeline.engine.machine import machine
 from ffx.pipeline.engine.memo import file_states
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.registry import command_of
@@ -30,9 +31,14 @@ from ffx.pipeline.engine.registry import command_of
 def write_table(path: Path, table: pa.Table) -> None:
     """Atomically write a parquet table (no timestamps inside, so equal tables give equal bytes,
     and an unchanged table is not written again)."""
+    write_bytes(path, table_bytes(table))
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """A table as a parquet file's bytes, as `write_table` writes it."""
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd")
-    write_bytes(path, buffer.getvalue().to_pybytes())
+    return buffer.getvalue().to_pybytes()
 
 
 def read_table(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
@@ -214,20 +220,37 @@ class ChunkWriter:
 RUNS_LOG = "runs.jsonl"
 
 
-def log_run(build: Path, stage: str, part: Part, seconds: float, items: int) -> None:
-    """Append one stage run (which part, how long, how many items) to BUILD/runs.jsonl; a single
-    short append, so runs of parallel parts do not interleave within a line."""
-    line = json.dumps({"stage": stage, "part": part.name, "seconds": round(seconds, 3), "items": items})
+def log_run(build: Path, stage: str, part: Part, seconds: float, items: int, device: str = "") -> None:
+    """Append one stage run (which part, how long, how many items, on which machine and device) to
+    BUILD/runs.jsonl; a single short append, so runs of parallel parts do not interleave within a
+    line."""
+    run = {"stage": stage, "part": part.name, "seconds": round(seconds, 3), "items": items}
+    line = json.dumps(run | machine(device))
     with open(Path(build) / RUNS_LOG, "a", encoding="utf-8") as log:
         log.write(line + "\n")
 
 
+def _runs(build: Path) -> list[dict]:
+    path = Path(build) / RUNS_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def run_machines(build: Path) -> dict[str, list[dict]]:
+    """Per stage, the machines its logged runs ran on (host, CPU kernels, device), each once."""
+    machines: dict[str, list[dict]] = {}
+    for run in _runs(build):
+        # Runs logged before machines were recorded name none.
+        facts = {name: run[name] for name in ("host", "cpu_kernels", "device") if name in run}
+        if facts and facts not in machines.setdefault(run["stage"], []):
+            machines[run["stage"]].append(facts)
+    return machines
+
+
 def stage_seconds(build: Path) -> dict[str, float]:
     """Seconds spent per stage over every logged run and part."""
-    path = Path(build) / RUNS_LOG
     totals: dict[str, float] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            run = json.loads(line)
-            totals[run["stage"]] = round(totals.get(run["stage"], 0.0) + run["seconds"], 3)
+    for run in _runs(build):
+        totals[run["stage"]] = round(totals.get(run["stage"], 0.0) + run["seconds"], 3)
     return totals

@@ -4,8 +4,10 @@ Every row carries what it was made from (`made_from`), so a difference has a rea
 - "only in one": the video is indexed in one build only;
 - "input": the video itself differs (path, size, where its links lead) or its decoded pixels do;
 - "setting": the same input, made with another recipe field (the fields are named);
-- "version": the same input and settings, other ffx or library versions (build.json);
-- "numerics": the same input, settings and versions, other floats (another CPU's kernels, a GPU).
+- "version": the same input and settings, other ffx or library versions or another
+  requirements.lock (build.json);
+- "numerics": the same input, settings and versions, other floats (another CPU's kernels, a GPU:
+  the machines each stage ran on are shown beside, from build.json's `made_on`).
 A stage's difference is charged to the first of these that holds for the video, from the index
 down, so a replaced video shows as "input" in every stage after it.
 """
@@ -54,6 +56,7 @@ class BuildDiff:
     versions: dict[str, tuple[str, str]]
     stages: list[StageDiff]
     shards: dict[str, int]  # same, differ, only in A, only in B
+    machines: dict[str, tuple[str, str]] = field(default_factory=dict)  # stage -> kernels/devices
 
     @property
     def identical_shards(self) -> bool:
@@ -63,6 +66,7 @@ class BuildDiff:
         return {
             "settings": [{"field": name, "a": a, "b": b} for name, a, b in self.settings],
             "versions": {name: {"a": a, "b": b} for name, (a, b) in self.versions.items()},
+            "machines": {name: {"a": a, "b": b} for name, (a, b) in self.machines.items()},
             "stages": [
                 {"stage": s.stage, "videos": s.videos, "differ": dict(s.counts), "examples": s.examples}
                 for s in self.stages
@@ -80,30 +84,54 @@ def diff_builds(build_a: Path | str, build_b: Path | str, examples: int = 3) -> 
                 f"{build} is not a build directory (no {build.videos.name}): run `ffx index` first"
             )
     settings = manifest_changes(load_recipe(a), load_recipe(b))
-    versions = _versions(a, b)
+    records = [_record(build) for build in (a, b)]
+    versions = _versions(*records)
     charged: dict[str, str] = {}  # video -> the reason found upstream
     stages = [_diff_videos(a, b, charged, examples)]
     for name in stage_names():
         if a.table(name).is_file() and b.table(name).is_file():
             stages.append(_diff_stage(name, a, b, charged, bool(settings), bool(versions), examples))
-    return BuildDiff(settings, versions, stages, _diff_shards(a, b))
+    return BuildDiff(settings, versions, stages, _diff_shards(a, b), _machines(*records))
 
 
-def _versions(a: BuildDir, b: BuildDir) -> dict[str, tuple[str, str]]:
-    """ffx and library versions that differ between the two builds' build.json."""
-    records = []
-    for build in (a, b):
-        try:
-            record = json.loads(build.record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = {}
-        records.append({"ffx": record.get("ffx", "unknown"), **record.get("libraries", {})})
-    names = sorted(set(records[0]) | set(records[1]))
+def _record(build: BuildDir) -> dict:
+    """The build's build.json; empty when it has none (a build not finished by `ffx build`)."""
+    try:
+        return json.loads(build.record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _versions(record_a: dict, record_b: dict) -> dict[str, tuple[str, str]]:
+    """ffx, library and requirements.lock versions that differ between the two build.json."""
+    versions = [
+        {
+            "ffx": record.get("ffx", "unknown"),
+            "requirements.lock": record.get("requirements_lock_sha256", "unknown")[:16],
+            **record.get("libraries", {}),
+        }
+        for record in (record_a, record_b)
+    ]
+    names = sorted(set(versions[0]) | set(versions[1]))
     return {
-        name: (records[0].get(name, "absent"), records[1].get(name, "absent"))
+        name: (versions[0].get(name, "absent"), versions[1].get(name, "absent"))
         for name in names
-        if records[0].get(name) != records[1].get(name)
+        if versions[0].get(name) != versions[1].get(name)
     }
+
+
+def _machines(record_a: dict, record_b: dict) -> dict[str, tuple[str, str]]:
+    """Per logged stage run, the CPU kernels and devices it ran on, where the two builds differ
+    (what explains "numerics"); hosts are left out, every cluster node has its own."""
+
+    def kinds(record: dict, stage: str) -> str:
+        machines = record.get("made_on", {}).get(stage, [])
+        named = {" ".join(filter(None, (m.get("cpu_kernels"), m.get("device")))) for m in machines}
+        return ", ".join(sorted(named)) or "unknown"
+
+    stages = sorted(set(record_a.get("made_on", {})) | set(record_b.get("made_on", {})))
+    found = {stage: (kinds(record_a, stage), kinds(record_b, stage)) for stage in stages}
+    return {stage: pair for stage, pair in found.items() if pair[0] != pair[1]}
 
 
 def _diff_videos(a: BuildDir, b: BuildDir, charged: dict[str, str], keep: int) -> StageDiff:

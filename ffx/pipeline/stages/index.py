@@ -16,6 +16,7 @@ from ffx import __version__
 from ffx.errors import BuildError, InputError
 from ffx.pipeline.engine import atomic, store
 from ffx.pipeline.engine.builddir import BuildDir
+from ffx.pipeline.engine.lock import exclusive
 from ffx.pipeline.engine.registry import stage_names
 from ffx.pipeline.recipe.layouts import Entry, get_layout
 from ffx.pipeline.recipe.manifest import (
@@ -273,24 +274,28 @@ def run_index(manifest: Manifest, root: Path, build: Path, splits_dir: Path | No
     check_split_method(build)
     build.mkdir(parents=True, exist_ok=True)
     where = BuildDir(build)
-    store.write_table(where.videos, table)
-    atomic.write_bytes(where.manifest, manifest_to_toml(manifest).encode())
     by_split = dict(sorted(Counter(row["split"] for row in rows).items(), key=lambda kv: _split_order(kv[0])))
     by_label = dict(sorted(Counter(row["label_name"] for row in rows).items()))
-    atomic.write_json(
-        where.index,
-        {
-            "root": str(root),
-            "dataset": scan.dataset,
-            "manifest_sha256": manifest.digest(),
-            "split_method": SPLIT_METHOD,
-            "ffx_version": __version__,
-            "videos": len(rows),
-            "by_split": by_split,
-            "by_label": by_label,
-            "notes": notes,
-        },
-    )
+    record = {
+        "root": str(root),
+        "dataset": scan.dataset,
+        "manifest_sha256": manifest.digest(),
+        "split_method": SPLIT_METHOD,
+        "ffx_version": __version__,
+        "videos": len(rows),
+        "by_split": by_split,
+        "by_label": by_label,
+        "notes": notes,
+    }
+    files = {
+        where.videos: store.table_bytes(table),
+        where.manifest: manifest_to_toml(manifest).encode(),
+        where.index: atomic.json_bytes(record),
+    }
+    if not all(atomic.holds(path, data) for path, data in files.items()):  # a rerun takes no lock
+        with exclusive(where.recipe_lock, wait=True):  # not beside a stage writing the recipe back
+            for path, data in files.items():
+                atomic.write_bytes(path, data)
     notes += later_stages_note(where)
     return IndexReport(where.videos, len(rows), by_split, by_label, notes)
 

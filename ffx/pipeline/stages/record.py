@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -53,19 +52,6 @@ def lock_file_sha256() -> str:
     """sha256 of the requirements.lock ffx was installed from (a checkout's), "absent" without one."""
     lock = Path(__file__).resolve().parents[3] / "requirements.lock"
     return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "absent"
-
-
-def cpu_kernels() -> str:
-    """The CPU kernels torch's detection uses here: `ATEN_CPU_CAPABILITY` where it is set, else the
-    best this CPU has (avx512, avx2 or default). The detector's floats may differ between them;
-    the shards do not, unless `shard.detector_outputs`."""
-    if forced := os.environ.get("ATEN_CPU_CAPABILITY"):
-        return forced
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8").split())
-    except OSError:
-        return "unknown"
-    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "default"
 
 
 def input_fingerprint(build: BuildDir, strict: bool = False) -> dict:
@@ -115,7 +101,7 @@ def write_build_record(build: Path | BuildDir, strict: bool = False) -> dict:
         "python": platform.python_version(),
         "libraries": library_versions(),
         "requirements_lock_sha256": lock_file_sha256(),
-        "cpu_kernels": cpu_kernels(),
+        "made_on": store.run_machines(build.root),
         "manifest": recipe.model_dump(mode="json"),
         "manifest_sha256": recipe.digest(),
         "split_method": index.get("split_method"),
