@@ -7,7 +7,7 @@ host, pid, Slurm job and start. While held, its modification time is refreshed e
 `HEARTBEAT_SECONDS`. A lock is taken over only when its holder is provably gone: the same host and
 its process no longer exists, or its heartbeat is older than `STALE_SECONDS` (a node that died), or
 its Slurm job has left the queue (squeue says so; a job cancelled or timed out takes its
-processes with it). Exactly one run can move a gone holder's lock aside.
+processes with it). Exactly one run breaks a gone holder's lock (it holds `{lock}.break`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ffx.pipeline.engine.registry import command_of
 HEARTBEAT_SECONDS = 30.0  # how often a held lock's modification time is refreshed
 STALE_SECONDS = 600.0  # a lock not refreshed for this long belongs to a holder that is gone
 WAIT_POLL_SECONDS = 0.5  # how often a run that waits for a lock tries again
+BREAK_SECONDS = 60.0  # a break file older than this belongs to a run that died while breaking
 SQUEUE_SECONDS = 30.0  # how long squeue's answer on a holder's job is reused (spare the controller)
 # Job states of a job whose processes have all ended (squeue lists a job so for a while after).
 ENDED_STATES = frozenset(
@@ -112,13 +113,32 @@ def _take(path: Path, holder: dict) -> bool:
                 return True
             except FileExistsError:
                 other = _read_lock(path)
-                if other is not None and not _is_gone(path, other):
+                if other is not None and not (_is_gone(path, other) and _break(path, other)):
                     return False
-                if other is not None:
-                    _move_aside(path, other)
         return False
     finally:
         draft.unlink(missing_ok=True)
+
+
+def _break(path: Path, other: dict) -> bool:
+    """Remove a gone holder's lock, as the one run that holds `{lock}.break` (made with O_EXCL):
+    runs that found it gone at once would otherwise each move aside the lock the first of them
+    had taken meanwhile. False when another run is breaking it; a break file left by a run that
+    died while breaking (it takes milliseconds) is removed after BREAK_SECONDS."""
+    breaker = path.with_name(f"{path.name}.break")
+    try:
+        os.close(os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - breaker.stat().st_mtime > BREAK_SECONDS:
+                breaker.unlink()
+        return False
+    try:
+        if _read_lock(path) == other:  # still the gone holder's: no other run can take it now
+            _move_aside(path, other)
+        return True
+    finally:
+        breaker.unlink(missing_ok=True)
 
 
 def _heartbeat(path: Path, stop: threading.Event) -> None:
@@ -128,7 +148,7 @@ def _heartbeat(path: Path, stop: threading.Event) -> None:
 
 
 def _move_aside(path: Path, other: dict) -> None:
-    """Move a gone holder's lock aside; exactly one of the runs that try succeeds."""
+    """Move a gone holder's lock aside (and back, if it was a new holder's by then)."""
     aside = path.with_name(f".{path.name}.gone.{socket.gethostname()}.{os.getpid()}")
     try:
         os.rename(path, aside)
