@@ -90,6 +90,13 @@ def print_status(statuses: list[StageStatus], title: str) -> None:
             if currency.upstream:
                 table.add_row("", "[yellow]waits for an upstream stage[/]", "", "")
     console.print(table)
+    for stage in statuses:
+        if stage.damaged:
+            console.print(
+                f"[yellow]damaged:[/] {stage.damaged} ledger chunks of {escape(stage.stage)} could not "
+                f"be read; set aside in damaged/{escape(stage.stage)}/ (at the latest by the stage's "
+                "next run), their videos are made again"
+            )
     stale = [stage for stage in statuses if stage.currency is not None and not stage.currency.ok]
     if stale:
         console.print(

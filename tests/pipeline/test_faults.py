@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ffx.cli import main
+from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
@@ -199,3 +200,35 @@ def test_a_copied_build_is_in_place_without_writing_its_shards_again(
     damaged.write_bytes(damaged.read_bytes()[:-512])  # a copy that went wrong is still caught
     assert main(["verify", str(copy)]) == 1
     assert main(["shard", str(copy)]) == 0 and main(["verify", str(copy)]) == 0
+
+
+def test_a_damaged_ledger_chunk_is_set_aside_and_its_videos_made_again(tmp_path: Path, capsys) -> None:
+    """A part's chunk truncated (a node's disk, a bad copy): `ffx status` names it and changes
+    nothing; the next run sets it aside in BUILD/damaged/, makes its videos again, and the build
+    ends with the shards a clean build gives."""
+    build = make_cropped_build(tmp_path / "damaged", videos_per_label=3, frames=2, side=16)
+    first = run_shard(build, part=Part(0, 2), workers=1, show_progress=False)
+    assert not first.merged
+    (chunk,) = (build / "samples.parts" / "part-00000-of-00002").glob("chunk-*.parquet")
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    before = files_and_times(build)
+    assert main(["status", str(build)]) == 0
+    said = capsys.readouterr().out
+    assert "damaged: 1 ledger chunks of samples could not be read" in said, said
+    assert files_and_times(build) == before  # status moved nothing
+    second = run_shard(build, part=Part(1, 2), workers=1, show_progress=False)  # the other part: merges?
+    assert not second.merged  # part 0's videos have no rows now: not merged
+    assert [path.name for path in (build / "damaged" / "samples").iterdir()] == [
+        f"part-00000-of-00002.{chunk.name}"
+    ]
+    again = run_shard(build, part=Part(0, 2), workers=1, show_progress=False)
+    assert again.done_now == first.done_now and again.merged  # part 0's videos, made again
+    clean = make_cropped_build(tmp_path / "clean", videos_per_label=3, frames=2, side=16)
+    run_shard(clean, workers=1, show_progress=False)
+    assert (build / "samples.parquet").read_bytes() == (clean / "samples.parquet").read_bytes()
+    shards = sorted(path.name for path in (clean / "shards").glob("*.tar"))
+    assert shards and all(
+        (build / "shards" / n).read_bytes() == (clean / "shards" / n).read_bytes() for n in shards
+    )
+    assert main(["status", str(build)]) == 0
+    assert "damaged: 1 ledger chunks" in capsys.readouterr().out  # what was set aside stays listed

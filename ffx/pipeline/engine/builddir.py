@@ -56,6 +56,10 @@ class BuildDir:
         """The folder of a stage's unmerged chunks, one sub-folder per part."""
         return self.root / f"{stage}.parts"
 
+    def set_aside(self, stage: str) -> Path:
+        """Where a damaged chunk of `stage`'s ledger is moved (its items are redone)."""
+        return self.root / "damaged" / stage
+
     def merge_lock(self, stage: str) -> Path:
         """The lock file of the part that merges `stage`'s table."""
         return self.root / ".locks" / f"{stage}.merge.lock"

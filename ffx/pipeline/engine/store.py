@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine.atomic import write_bytes
+from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.machine import machine
 from ffx.pipeline.engine.memo import file_states
 from ffx.pipeline.engine.parts import Part
@@ -91,8 +92,10 @@ class Ledger:
         self.stage = stage
         self.schema = schema
         self.sort_by = list(sort_by)
-        self.table_path = self.build / f"{stage}.parquet"
-        self.parts_dir = self.build / f"{stage}.parts"
+        self.table_path = BuildDir(build).table(stage)
+        self.parts_dir = BuildDir(build).parts(stage)
+        self.set_aside_dir = BuildDir(build).set_aside(stage)
+        self.unreadable: list[Path] = []  # chunks a read without set_aside found damaged
 
     def mark_done(self, part: Part, plan: str) -> None:
         """Leave `{part}.{plan}.done` in the parts folder: every item of `part` has current rows
@@ -114,14 +117,17 @@ class Ledger:
         """Every finished chunk of every part, in write order (temp files are never matched)."""
         return sorted(self.parts_dir.glob("part-*/chunk-*.parquet"), key=chunk_stamp)
 
-    def rows(self, part: Part | None = None) -> pa.Table:
+    def rows(self, part: Part | None = None, set_aside: bool = True) -> pa.Table:
         """All rows so far: the merged table, then chunks in write order; for an item that
         appears more than once (a retry), only its latest rows count.
 
         With `part`, only the chunks that can hold its items: its own, and those of runs with
         another part count; the other parts of its count hold other items. (An item a part
         cannot see there, moved to it because videos were added mid-build, is done again: its
-        newer rows win.) So a part reads no other part's rows."""
+        newer rows win.) So a part reads no other part's rows.
+
+        A chunk that cannot be read is set aside (`set_aside`, see `_set_aside`) or, for a reader
+        that changes nothing (`ffx status`), left out and counted in `self.unreadable`."""
         paths = [self.table_path] if self.table_path.is_file() else []
         chunks = self.chunk_files()
         if part is not None:
@@ -131,8 +137,32 @@ class Ledger:
                 for path in chunks
                 if path.parent.name == part.name or not path.parent.name.endswith(suffix)
             ]
-        pieces = [self._read(path) for path in [*paths, *chunks]]
+        pieces = [self._read(path) for path in paths]
+        for path in chunks:
+            try:
+                pieces.append(self._read(path))
+            except BuildError:
+                if set_aside:
+                    self._set_aside(path)
+                else:
+                    self.unreadable.append(path)
         return latest_rows_per_item(pieces, self.schema)
+
+    def _set_aside(self, chunk: Path) -> None:
+        """Move a chunk that cannot be read (truncated, overwritten) to BUILD/damaged/{stage}/, so
+        its items count as not done and are made again, and its part as unfinished; `ffx status`
+        lists what was set aside. Of runs that find it at once, one moves it."""
+        self.set_aside_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(chunk, self.set_aside_dir / f"{chunk.parent.name}.{chunk.name}")
+        except FileNotFoundError:
+            return
+        for marker in self.parts_dir.glob(f"{chunk.parent.name}.*.done"):
+            marker.unlink(missing_ok=True)
+
+    def set_aside_chunks(self) -> list[Path]:
+        """The damaged chunks set aside so far."""
+        return sorted(self.set_aside_dir.glob("*.parquet")) if self.set_aside_dir.is_dir() else []
 
     def _read(self, path: Path) -> pa.Table:
         """A table file in this ledger's schema; columns it lacks (a build made by an older ffx)

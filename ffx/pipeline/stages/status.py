@@ -27,6 +27,7 @@ class StageStatus:
     merged: bool
     videos: int  # distinct videos with rows
     currency: Currency | None = None  # None for the index
+    damaged: int = 0  # ledger chunks that could not be read (set aside, or found so now)
 
 
 def build_status(build: Path | BuildDir) -> list[StageStatus]:
@@ -42,11 +43,12 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
         if not (build.table(name).is_file() or build.parts(name).exists()):
             continue
         merged = not build.parts(name).exists()
+        ledger = store.Ledger(build.root, name, stage.schema, stage.sort_by)
         if merged:  # the stages' own check, remembered while nothing it depends on changes
             currency = stage_currency(build, name)
             rows = store.read_table(build.table(name), f"`{stage.command}`", ["key", "status"])
         else:
-            rows = store.Ledger(build.root, name, stage.schema, stage.sort_by).rows()
+            rows = ledger.rows(set_aside=False)  # status changes nothing
             try:
                 currency = compare(stage.plan(build, load_recipe(build)), made_from_per_key(rows))
             except BuildError as error:
@@ -59,7 +61,8 @@ def build_status(build: Path | BuildDir) -> list[StageStatus]:
         for status, count in zip(pair_statuses, pairs.column("count_all").to_pylist()):
             row_counts[status] += count
         videos = pc.count_distinct(rows.column("key")).as_py()
-        statuses.append(StageStatus(name, dict(items), dict(row_counts), merged, videos, currency))
+        damaged = len(ledger.set_aside_chunks()) + len(ledger.unreadable)
+        statuses.append(StageStatus(name, dict(items), dict(row_counts), merged, videos, currency, damaged))
     samples = next((status for status in statuses if status.stage == "samples"), None)
     if samples is not None and samples.currency.ok:  # the shards follow the samples
         statuses.insert(statuses.index(samples) + 1, _shards_status(build))
