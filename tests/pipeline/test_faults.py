@@ -232,3 +232,16 @@ def test_a_damaged_ledger_chunk_is_set_aside_and_its_videos_made_again(tmp_path:
     )
     assert main(["status", str(build)]) == 0
     assert "damaged: 1 ledger chunks" in capsys.readouterr().out  # what was set aside stays listed
+
+
+def test_a_run_log_line_torn_by_a_full_disk_is_left_out(sharded_build: Path) -> None:
+    from ffx.pipeline.engine import store
+
+    log = sharded_build / "runs.jsonl"
+    whole = store.stage_seconds(sharded_build)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write('{"stage": "samples", "part": "part-00000-of-00001", "seco')  # a short append
+    store.log_run(sharded_build, "samples", Part(), 2.0, 1)  # glued to the torn line: lost too
+    store.log_run(sharded_build, "samples", Part(), 3.0, 1)
+    assert store.stage_seconds(sharded_build) == whole | {"samples": round(whole["samples"] + 3.0, 3)}
+    write_build_record(sharded_build)  # build.json is still written

@@ -261,10 +261,19 @@ def log_run(build: Path, stage: str, part: Part, seconds: float, items: int, dev
 
 
 def _runs(build: Path) -> list[dict]:
+    """The logged runs; a line torn by a full disk (a short append) is left out."""
     path = Path(build) / RUNS_LOG
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    runs = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            run = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(run, dict) and {"stage", "seconds"} <= set(run):
+            runs.append(run)
+    return runs
 
 
 def run_machines(build: Path) -> dict[str, list[dict]]:
