@@ -202,6 +202,8 @@ def test_a_lock_is_taken_over_once_its_holders_job_has_left_the_queue(tmp_path: 
     path.parent.mkdir()
     holder = {"host": "node-7", "pid": 4242, "slurm_job": job, "started": 0.0}
     path.write_text(json.dumps(holder), encoding="utf-8")
+    beat = time.time() - 3 * lock.HEARTBEAT_SECONDS  # it has missed heartbeats: squeue is asked
+    os.utime(path, (beat, beat))
     try:
         with lock.exclusive(path) as held:
             assert not held  # pending or running: its holder may be alive

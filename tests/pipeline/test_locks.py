@@ -9,6 +9,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -170,27 +171,64 @@ def test_a_fresh_lock_is_taken_over_only_when_its_slurm_job_has_ended(
     fake_squeue(tmp_path / "bin", monkeypatch, stdout, stderr, code)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     path = tmp_path / ".locks" / "faces.merge.lock"
-    write_holder(path, "node-7", age_seconds=5, job="81234")  # its heartbeat is fresh
+    write_holder(path, "node-7", age_seconds=5, job="81234")  # its heartbeat is fresh: alive,
+    with exclusive(path) as held:  # whatever squeue says (it may not see the job: PrivateData)
+        assert not held
+    write_holder(path, "node-7", age_seconds=3 * lock.HEARTBEAT_SECONDS, job="81234")  # beats missed
     with exclusive(path) as held:
         assert held is taken
 
 
-def test_a_lock_of_this_very_slurm_job_is_never_judged_by_squeue(tmp_path: Path, monkeypatch) -> None:
-    fake_squeue(tmp_path / "bin", monkeypatch, "COMPLETED\\n")  # whatever squeue says
+def test_a_lock_of_this_very_slurm_job_is_gone_only_if_an_earlier_run_of_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A requeued task keeps its job id: its earlier run's lock (another restart count) is gone,
+    whatever squeue says; a lock of this very run of the job is not."""
+    fake_squeue(tmp_path / "bin", monkeypatch, "RUNNING\\n")
     monkeypatch.setenv("SLURM_JOB_ID", "81234")
     path = tmp_path / "shards.lock"
-    write_holder(path, "node-7", age_seconds=5, job="81234")
+    write_holder(path, "node-7", age_seconds=3 * lock.HEARTBEAT_SECONDS, job="81234")  # restart 0
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     with exclusive(path) as held:
         assert not held
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with exclusive(path) as held:
+        assert held
+
+
+def test_a_lock_of_another_node_with_this_host_name_is_not_judged_by_pid(tmp_path: Path) -> None:
+    """Two nodes (or containers) may share a host name: a pid means a process on this very node
+    (boot id and pid namespace) only."""
+    path = tmp_path / "faces.merge.lock"
+    holder = {"host": socket.gethostname(), "node": "another-boot:1", "pid": 2**22 + 7, "started": 0.0}
+    path.write_text(json.dumps(holder))
+    with exclusive(path) as held:
+        assert not held  # its heartbeat is fresh
+    holder["node"] = lock._node()  # this node: that pid is no process here
+    path.write_text(json.dumps(holder))
+    with exclusive(path) as held:
+        assert held
+
+
+def test_a_run_stopped_past_the_limit_does_not_refresh_its_successors_lock(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    path = tmp_path / "shards.lock"
+    with exclusive(path) as held:
+        assert held
+        successor = write_holder(path, "node-7", age_seconds=500)  # took over while this run was stopped
+        time.sleep(0.3)
+        assert json.loads(path.read_text()) == successor
+        assert time.time() - path.stat().st_mtime > 400  # not refreshed by this run's heartbeat
+    assert json.loads(path.read_text()) == successor  # nor removed
 
 
 def test_the_recipe_is_written_back_one_run_at_a_time(tmp_path: Path) -> None:
     """A stage's changed option and `ffx index` wait for each other's recipe write."""
     from ffx.pipeline.engine.currency import load_recipe, write_recipe
-    from ffx.pipeline.recipe.manifest import load_manifest
 
     build = BuildDir(make_cropped_build(tmp_path, videos_per_label=1, frames=1, side=16))
-    recipe = load_manifest(build.manifest, assignments=["crop.size=64"])
     script = (
         "import sys, time; from pathlib import Path; from ffx.pipeline.engine.lock import exclusive\n"
         "with exclusive(Path(sys.argv[1])) as held:\n"
@@ -201,8 +239,12 @@ def test_the_recipe_is_written_back_one_run_at_a_time(tmp_path: Path) -> None:
     )
     assert holder.stdout.readline().strip() == "True"
     started = time.monotonic()
-    write_recipe(build, recipe)
+    recipe = write_recipe(build, {"crop.size": 64})
     assert time.monotonic() - started > 0.5  # it waited for the holder
     assert load_recipe(build).crop.size == 64
     assert json.loads(build.index.read_text())["manifest_sha256"] == recipe.digest()
+    # Two stages' options written one after the other: both kept (each is applied to the recipe
+    # as found under the lock, not as read before it).
+    write_recipe(build, {"extract.png_level": 3})
+    assert (load_recipe(build).crop.size, load_recipe(build).extract.png_level) == (64, 3)
     holder.wait(30)

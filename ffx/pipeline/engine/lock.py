@@ -5,9 +5,11 @@ on one node only. A lock file is written whole beside its final name and linked 
 like O_EXCL, fails when the name exists, on NFS and Lustre too), so it always names its holder:
 host, pid, Slurm job and start. While held, its modification time is refreshed every
 `HEARTBEAT_SECONDS`. A lock is taken over only when its holder is provably gone: the same host and
-its process no longer exists, or its heartbeat is older than `STALE_SECONDS` (a node that died), or
-its Slurm job has left the queue (squeue says so; a job cancelled or timed out takes its
-processes with it). Exactly one run breaks a gone holder's lock (it holds `{lock}.break`).
+its process no longer exists (the same boot and pid namespace too), or its heartbeat is older than
+`STALE_SECONDS` (a node that died), or it missed a heartbeat and its Slurm job has left the queue
+(squeue says so; a job cancelled or timed out takes its processes with it). Ages are measured on
+the file server's clock (a file's mtime), never a node's own. Exactly one run breaks a gone
+holder's lock (it holds `{lock}.break`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ffx.pipeline.engine.registry import command_of
 HEARTBEAT_SECONDS = 30.0  # how often a held lock's modification time is refreshed
 STALE_SECONDS = 600.0  # a lock not refreshed for this long belongs to a holder that is gone
 WAIT_POLL_SECONDS = 0.5  # how often a run that waits for a lock tries again
-BREAK_SECONDS = 60.0  # a break file older than this belongs to a run that died while breaking
+BREAK_SECONDS = 120.0  # a break file older than this belongs to a run that died while breaking
 SQUEUE_SECONDS = 30.0  # how long squeue's answer on a holder's job is reused (spare the controller)
 # Job states of a job whose processes have all ended (squeue lists a job so for a while after).
 ENDED_STATES = frozenset(
@@ -60,12 +62,13 @@ def hold_lock(build: BuildDir, stage: str, part: Part):
     with exclusive(path, part=part.name) as held:
         if not held:
             raise _held(build, stage, path, _read_lock(path))
+        now = path.stat().st_mtime  # ours, just linked: the file server's clock
         for other_path in sorted(path.parent.glob(f"{stage}.part-*.lock")):
             other = _read_lock(other_path)
             if (
                 other_path != path
                 and other
-                and not _is_gone(other_path, other)
+                and not _is_gone(other_path, other, now)
                 and _count(other_path) != part.count
             ):
                 raise _held(build, stage, other_path, other)
@@ -79,8 +82,11 @@ def exclusive(path: Path, wait: bool = False, **facts) -> Iterator[bool]:
     it. The lock is refreshed while held and removed after."""
     holder = {
         "host": socket.gethostname(),
+        "node": _node(),
         "pid": os.getpid(),
         "slurm_job": os.environ.get("SLURM_JOB_ID", ""),
+        "slurm_cluster": os.environ.get("SLURM_CLUSTER_NAME", ""),
+        "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),
         "started": time.time(),
         **facts,
     }
@@ -91,7 +97,7 @@ def exclusive(path: Path, wait: bool = False, **facts) -> Iterator[bool]:
         yield False
         return
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(path, stop), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(path, holder, stop), daemon=True)
     beat.start()
     try:
         yield True
@@ -113,14 +119,15 @@ def _take(path: Path, holder: dict) -> bool:
                 return True
             except FileExistsError:
                 other = _read_lock(path)
-                if other is not None and not (_is_gone(path, other) and _break(path, other)):
+                now = draft.stat().st_mtime  # the file server's clock, as the heartbeats'
+                if other is not None and not (_is_gone(path, other, now) and _break(path, other, now)):
                     return False
         return False
     finally:
         draft.unlink(missing_ok=True)
 
 
-def _break(path: Path, other: dict) -> bool:
+def _break(path: Path, other: dict, now: float) -> bool:
     """Remove a gone holder's lock, as the one run that holds `{lock}.break` (made with O_EXCL):
     runs that found it gone at once would otherwise each move aside the lock the first of them
     had taken meanwhile. False when another run is breaking it; a break file left by a run that
@@ -130,7 +137,7 @@ def _break(path: Path, other: dict) -> bool:
         os.close(os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     except FileExistsError:
         with contextlib.suppress(FileNotFoundError):
-            if time.time() - breaker.stat().st_mtime > BREAK_SECONDS:
+            if now - breaker.stat().st_mtime > BREAK_SECONDS:
                 breaker.unlink()
         return False
     try:
@@ -141,10 +148,25 @@ def _break(path: Path, other: dict) -> bool:
         breaker.unlink(missing_ok=True)
 
 
-def _heartbeat(path: Path, stop: threading.Event) -> None:
+def _heartbeat(path: Path, holder: dict, stop: threading.Event) -> None:
+    """Refresh the lock's time (the file server's: utime with no times) while it names `holder`;
+    a lock taken over meanwhile (this process was stopped longer than STALE_SECONDS) is never
+    refreshed, so the new holder's own death is not hidden."""
     while not stop.wait(HEARTBEAT_SECONDS):
+        if _read_lock(path) != holder:
+            return
         with contextlib.suppress(OSError):
             os.utime(path)
+
+
+def _node() -> str:
+    """This machine and process namespace: its boot id and pid namespace. A pid means a process
+    only on the same node (two nodes may share a host name; containers have their own pids)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="utf-8").strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def _move_aside(path: Path, other: dict) -> None:
@@ -187,23 +209,36 @@ def _read_lock(path: Path) -> dict | None:
         return {}  # a garbage file (not ffx's): held, the message says how to remove it
 
 
-def _is_gone(path: Path, holder: dict) -> bool:
-    """Whether a lock's holder is provably gone: it ran on this host and its process no longer
-    exists, or its heartbeat stopped more than STALE_SECONDS ago, or its Slurm job has ended."""
+def _is_gone(path: Path, holder: dict, now: float) -> bool:
+    """Whether a lock's holder is provably gone: its heartbeat stopped more than STALE_SECONDS
+    ago; or it ran on this very node (same host, boot and pid namespace) and its process no
+    longer exists; or it missed a heartbeat and its Slurm job (on this cluster) has ended or, a
+    requeued task, restarted. `now` is the file server's clock (a draft file's mtime)."""
     try:
-        if time.time() - path.stat().st_mtime > STALE_SECONDS:
-            return True
+        age = now - path.stat().st_mtime
     except FileNotFoundError:
         return True
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+    if age > STALE_SECONDS:
+        return True
+    node = _node()  # a lock written before ffx recorded nodes is taken as this node's
+    here = holder.get("host") == socket.gethostname() and holder.get("node", node) == node
+    if here and isinstance(holder.get("pid"), int):
         try:
             os.kill(holder["pid"], 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             pass
+    # squeue can miss a live job (PrivateData, a hidden partition, another cluster on the same
+    # file system): it is asked only about a holder that has missed a heartbeat.
     job = holder.get("slurm_job")
-    return bool(job) and isinstance(job, str) and job != os.environ.get("SLURM_JOB_ID") and _job_ended(job)
+    if not (job and isinstance(job, str) and age > 2 * HEARTBEAT_SECONDS):
+        return False
+    if holder.get("slurm_cluster", "") != os.environ.get("SLURM_CLUSTER_NAME", ""):
+        return False
+    if job == os.environ.get("SLURM_JOB_ID"):  # this job, requeued: was that an earlier run of it?
+        return str(holder.get("slurm_restart", "0")) != os.environ.get("SLURM_RESTART_COUNT", "0")
+    return _job_ended(job)
 
 
 def _job_ended(job: str) -> bool:
