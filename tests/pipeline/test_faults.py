@@ -245,3 +245,26 @@ def test_a_run_log_line_torn_by_a_full_disk_is_left_out(sharded_build: Path) -> 
     store.log_run(sharded_build, "samples", Part(), 3.0, 1)
     assert store.stage_seconds(sharded_build) == whole | {"samples": round(whole["samples"] + 3.0, 3)}
     write_build_record(sharded_build)  # build.json is still written
+
+
+def test_a_chunk_unreadable_for_a_moment_is_not_set_aside(tmp_path: Path, monkeypatch) -> None:
+    """An I/O error (NFS's ESTALE, EIO) on a sound chunk stops the run in one line; the chunk
+    stays, and the next run reads it."""
+    from ffx.pipeline.engine import store
+
+    build = make_cropped_build(tmp_path, videos_per_label=2, frames=1, side=16)
+    run_shard(build, part=Part(0, 2), workers=1, show_progress=False)
+    (chunk,) = (build / "samples.parts" / "part-00000-of-00002").glob("chunk-*.parquet")
+    sound = store._parse_parquet
+
+    def flaky(path, what, columns=None):
+        if Path(path) == chunk:
+            raise store.BuildError(f"{path} is not a readable table (IOError: Stale file handle)")
+        return sound(path, what, columns)
+
+    monkeypatch.setattr(store, "_parse_parquet", flaky)
+    with pytest.raises(store.BuildError, match="Stale file handle"):
+        run_shard(build, part=Part(1, 2), workers=1, show_progress=False)
+    assert chunk.is_file() and not (build / "damaged").exists()
+    monkeypatch.setattr(store, "_parse_parquet", sound)
+    assert run_shard(build, part=Part(1, 2), workers=1, show_progress=False).merged

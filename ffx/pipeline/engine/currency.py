@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -48,15 +49,17 @@ def load_recipe(build: BuildDir) -> Manifest:
     return load_manifest(build.manifest)
 
 
-def write_recipe(build: BuildDir, recipe: Manifest) -> None:
-    """Make `recipe` the build's effective recipe (BUILD/manifest.toml and its sha256 in
-    index.json); the stages then redo exactly the items the changed fields shape. Two runs that
-    write it at once (two stages on two nodes) write one after the other, each reading index.json
-    as the other left it."""
+def write_recipe(build: BuildDir, options: dict[str, Any]) -> Manifest:
+    """Apply a stage's options (recipe fields, `crop.size` = 128) to the build's effective recipe
+    (BUILD/manifest.toml and its sha256 in index.json) and return it; the stages then redo
+    exactly the items the changed fields shape. The recipe is read and written under its lock,
+    so two stages changing other fields at once (on two nodes) both keep their change."""
     with exclusive(build.recipe_lock, wait=True):
+        recipe = load_manifest(build.manifest, options)
         atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
         index = json.loads(build.index.read_text(encoding="utf-8"))
         atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
+    return recipe
 
 
 # --- currency ----------------------------------------------------------------------------------

@@ -330,8 +330,7 @@ def _run_stage(
     companion = stage.companion
     with hold_lock(build, stage.name, part), _maybe_lock(build, companion, part):
         if changes:
-            write_recipe(build, wanted)
-            recipe = wanted
+            recipe = write_recipe(build, options)
             state = chain_states(build, stage.name)
             plan = stage.plan(build, recipe)
         # The ledger may have moved on since the check above.

@@ -142,6 +142,8 @@ class Ledger:
             try:
                 pieces.append(self._read(path))
             except BuildError:
+                if not _damaged(path):
+                    raise  # a read error (EIO, ESTALE, a permission): the file may be sound
                 if set_aside:
                     self._set_aside(path)
                 else:
@@ -149,16 +151,21 @@ class Ledger:
         return latest_rows_per_item(pieces, self.schema)
 
     def _set_aside(self, chunk: Path) -> None:
-        """Move a chunk that cannot be read (truncated, overwritten) to BUILD/damaged/{stage}/, so
-        its items count as not done and are made again, and its part as unfinished; `ffx status`
-        lists what was set aside. Of runs that find it at once, one moves it."""
+        """Move a damaged chunk (truncated, overwritten) to BUILD/damaged/{stage}/, so its items
+        count as not done and are made again. Its part's marker goes, and the markers of every
+        other part count (whose parts may hold its items), so no part merges before they are made.
+        `ffx status` lists what was set aside. Of runs that find it at once, one moves it."""
         self.set_aside_dir.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(chunk, self.set_aside_dir / f"{chunk.parent.name}.{chunk.name}")
         except FileNotFoundError:
             return
-        for marker in self.parts_dir.glob(f"{chunk.parent.name}.*.done"):
-            marker.unlink(missing_ok=True)
+        folder = chunk.parent.name
+        count = folder.rsplit("-of-", 1)[1]
+        for marker in self.parts_dir.glob("*.done"):
+            part = marker.name.split(".", 1)[0]
+            if part == folder or not part.endswith(f"-of-{count}"):
+                marker.unlink(missing_ok=True)
 
     def set_aside_chunks(self) -> list[Path]:
         """The damaged chunks set aside so far."""
@@ -188,6 +195,18 @@ class Ledger:
         """Write `table` sorted as `{stage}.parquet` (the chunks are removed by the caller)."""
         table = table.take(pa.compute.sort_indices(table, [(name, "ascending") for name in self.sort_by]))
         write_table(self.table_path, table)
+
+
+def _damaged(path: Path) -> bool:
+    """Whether a file is not a parquet table (its bytes), as opposed to unreadable just now."""
+    try:
+        pq.read_metadata(path)
+        pq.read_table(path)
+    except pa.ArrowInvalid:
+        return True
+    except (pa.ArrowException, OSError):
+        return False
+    return False
 
 
 def latest_rows_per_item(pieces: list[pa.Table], schema: pa.Schema) -> pa.Table:
