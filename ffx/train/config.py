@@ -126,6 +126,18 @@ CLI_FLAGS = {  # settings that `ffx train` has an option for
 }  # fmt: skip
 
 
+def frozen_random_backbone(config: TrainConfig) -> str:
+    """A line when the run would freeze a randomly initialised backbone (no --pretrained or
+    --init-from, --freeze-epochs > 0): only the head learns for those epochs; "" otherwise."""
+    if config.freeze_epochs <= 0 or config.pretrained or config.init_from:
+        return ""
+    return (
+        "the backbone starts from random weights (no --pretrained or --init-from) and is frozen for "
+        f"the first {config.freeze_epochs} epochs (--freeze-epochs): only the head learns then; give "
+        "--pretrained FILE, or --freeze-epochs 0"
+    )
+
+
 def setting_name(name: str) -> str:
     """A setting as the user gives it: its `ffx train` option, else its config-file key."""
     return f"--{name.replace('_', '-')}" if name in CLI_FLAGS else f"setting {name!r}"

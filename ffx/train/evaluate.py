@@ -121,22 +121,30 @@ def checkpoint_classes(metadata: dict[str, str], classes: int, checkpoint: Path)
                 f"{checkpoint}: the class names in its metadata are unreadable or are not {classes} "
                 f"names; {EXPECTED_CHECKPOINT}"
             )
-    if names is None or are_placeholders(names):
-        why = (
-            "records no class names (written before ffx recorded them)"
-            if names is None
-            else "was trained on shards whose samples carry no label names"
-        )
-        note = f"the checkpoint {why}: class 0 is taken as real (pristine), fake score = 1 - p(class 0)"
-        return CheckpointClasses(names or placeholder_names(classes), (0,), (note,))
-    real = tuple(index for index, name in enumerate(names) if is_real_name(name))
-    if not real:
-        raise FfxError(
-            f"{checkpoint}: none of its classes ({', '.join(names)}) is named {_REAL_WORDS}, so its "
-            "fake score 1 - p(real) is undefined; evaluate a checkpoint trained on shards whose real "
-            "class is named real or pristine (the [labels] names of the recipe)"
-        )
-    return CheckpointClasses(names, real)
+    if names is not None and not are_placeholders(names):
+        real = model_real_classes(names)
+        if not real:
+            raise FfxError(
+                f"{checkpoint}: none of its classes ({', '.join(names)}) is named {_REAL_WORDS}, so its "
+                "fake score 1 - p(real) is undefined; evaluate a checkpoint trained on shards whose real "
+                "class is named real or pristine (the [labels] names of the recipe)"
+            )
+        return CheckpointClasses(names, real)
+    why = (
+        "records no class names (written before ffx recorded them)"
+        if names is None
+        else "was trained on shards whose samples carry no label names"
+    )
+    note = f"the checkpoint {why}: class 0 is taken as real (pristine), fake score = 1 - p(class 0)"
+    return CheckpointClasses(names or placeholder_names(classes), (0,), (note,))
+
+
+def model_real_classes(names: Sequence[str]) -> tuple[int, ...]:
+    """A model's real classes by its class names (index = class): those named real or pristine;
+    class 0 when the names are placeholders (unknown); () when named but none is real."""
+    if are_placeholders(names):
+        return (0,)
+    return tuple(index for index, name in enumerate(names) if is_real_name(name))
 
 
 def build_real_labels(names: dict[int, str | None], labels: Sequence[int], where: str) -> set[int]:

@@ -37,7 +37,7 @@ from ffx.model.checkpoint import Placement, data_recipe, load_weights, model_ima
 from ffx.model.mcx_api import MCXAPI, LinearHead, ModelConfig, pairwise_loss
 from ffx.pipeline.engine.workers import available_cores
 from ffx.train.batches import Short
-from ffx.train.config import TrainConfig
+from ffx.train.config import TrainConfig, frozen_random_backbone
 from ffx.train.logs import (
     LOG_EVERY,
     METRICS_FILE,
@@ -61,7 +61,7 @@ from ffx.train.state import (
     save_state,
 )
 from ffx.train.stream import Carried, check_run_shards, check_shards, collect_carries, epoch_batches
-from ffx.train.validate import best_score, one_class_warning, validate, validation_classes
+from ffx.train.validate import best_score, one_class_warning, validate, validation_classes, validation_real
 
 
 @dataclass
@@ -244,9 +244,13 @@ def setup_run(
     config = replace(config, colour_on=resolve_colour_on(config.colour_on, placement.device))
     classes, rarest = check_shards(config)
     val_classes = validation_classes(config)
+    if val_classes is not None:
+        validation_real(config.shards, config.val_split, classes)  # refused now, not after an epoch
     by_loss = val_classes is not None and len(val_classes) < 2  # AUC undefined: best by loss
     if by_loss and placement.main:
         warn(one_class_warning(config, val_classes))
+    if placement.main and not resume and (note := frozen_random_backbone(config)):
+        warn(note)
     model = build_model(config, classes, placement, folder / LAST if resume else None)
     # The normalisation resolved (pretrained backbone's, --init-from checkpoint's, or 0.5) is
     # written to config.json and every checkpoint.

@@ -8,13 +8,20 @@ from pathlib import Path
 import torch
 
 from ffx.data import open_shards, resolve_colour_on
-from ffx.errors import BuildError
+from ffx.errors import BuildError, FfxError
 from ffx.model.checkpoint import Placement
 from ffx.model.mcx_api import MCXAPI
 from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.train.config import TrainConfig
-from ffx.train.evaluate import score_split
-from ffx.train.metrics import detection_metrics, mark_rows, method_metrics, nan_to_none
+from ffx.train.evaluate import build_real_labels, model_real_classes, score_split
+from ffx.train.metrics import (
+    detection_metrics,
+    mark_rows,
+    method_metrics,
+    nan_to_none,
+    shard_class_names,
+    split_label_names,
+)
 
 
 def validation_classes(config: TrainConfig) -> list[int] | None:
@@ -27,6 +34,23 @@ def validation_classes(config: TrainConfig) -> list[int] | None:
     except BuildError:
         return None
     return sorted(label for label, count in shard_set.labels.items() if label >= 0 and count > 0)
+
+
+def validation_real(shards: str, split: str, classes: int) -> tuple[tuple[int, ...], set[int]]:
+    """The model's real classes (by the training split's label names, as its checkpoint records
+    them) and the validation split's real labels (by its own), as `ffx eval` reads them: class 0
+    only when the samples carry no names. Refused in one line when named but none is real."""
+    names = shard_class_names(shards, classes)
+    model_real = model_real_classes(names)
+    if not model_real:
+        raise FfxError(
+            f"{shards}: none of the training classes ({', '.join(names)}) is named real or pristine, "
+            "so validation cannot tell real from fake; index the build with its real class named "
+            "real or pristine (the [labels] names of the recipe)"
+        )
+    labels = sorted(label for label, count in open_shards(shards, split).labels.items() if count > 0)
+    named = split_label_names(shards, split, [label for label in labels if label >= 0])
+    return model_real, build_real_labels(named, labels, f"the {split} split in {shards}")
 
 
 def one_class_warning(config: TrainConfig, classes: list[int]) -> str:
@@ -63,15 +87,17 @@ def evaluate(
     workers: int = 2,
     colour_on: str = "auto",
 ) -> dict:
-    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs; class 0
-    real, any other class fake; unlabelled samples left out), the mean cross-entropy of its
-    labelled frames (`loss`), and `methods`: for each manipulation method, the metrics of the
-    split's reals against that method's fakes, as `ffx eval` reports them
+    """Frame- and video-level BOSC and AUC of `model` on a split (centre crops, no pairs; real and
+    fake read from the class names as `ffx eval` reads them, `validation_real`; unlabelled samples
+    left out), the mean cross-entropy of its labelled frames (`loss`), and `methods`: for each
+    manipulation method, the metrics of the split's reals against that method's fakes, as
+    `ffx eval` reports them
     (`ffx.train.metrics.method_metrics`). The samples are scored as `ffx eval` scores them, the
     colour spaces made where `colour_on` says (`auto`: on a GPU, on the device)."""
     colour_on = resolve_colour_on(colour_on, device)
-    rows = score_split(model, shards, split, crop, device, workers, real=(0,), colour_on=colour_on)
-    mark_rows(rows, {0})
+    model_real, split_real = validation_real(shards, split, model.config.num_classes)
+    rows = score_split(model, shards, split, crop, device, workers, real=model_real, colour_on=colour_on)
+    mark_rows(rows, split_real)
     labelled = [row for row in rows if row["fake"] is not None]
     losses = [row["nll"] for row in labelled if not math.isnan(row["nll"])]
     pooled = detection_metrics(
