@@ -38,6 +38,19 @@ def sigmoid(value: float) -> float:
     return 1 / (1 + math.exp(-value))
 
 
+def hand_attentive(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The identity head's four attentive features by the paper's equations, not by the head:
+    xm = first (its MLP passes the first of the pair through), gates sigmoid(xm * x), and
+    x_self = x + x * own gate, x_other = x + x * the partner's gate."""
+    gate_first, gate_second = torch.sigmoid(first * first), torch.sigmoid(first * second)
+    return (
+        first + first * gate_first,
+        first + first * gate_second,
+        second + second * gate_second,
+        second + second * gate_first,
+    )
+
+
 def test_gates_and_attentive_features_follow_the_equations() -> None:
     head = identity_head()
     x1, x2 = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 3.0]])
@@ -76,7 +89,7 @@ def test_loss_is_cross_entropy_of_the_four_plus_the_rank_hinge() -> None:
     # Only inter pairs exist (one image per class): pairs (0, 1) and (1, 0).
     cross_entropies, hinges = [], []
     for a, b in ((0, 1), (1, 0)):
-        attentive = head.attentive(features[a : a + 1], features[b : b + 1])
+        attentive = hand_attentive(features[a : a + 1], features[b : b + 1])
         targets = [labels[a], labels[a], labels[b], labels[b]]
         probabilities = [torch.softmax(x[0], 0)[t].item() for x, t in zip(attentive, targets)]
         cross_entropies += [-math.log(p) for p in probabilities]

@@ -27,8 +27,9 @@ from tests.test_shard_checks import png
 NAMES = {0: "Deepfakes", 1: "pristine", 2: "Face2Face"}
 
 
-def write_named_shards(folder: Path, names: dict[int, str]) -> Path:
-    """train and val shards of 3 videos per class, 2 frames each, every sample naming its label."""
+def write_named_shards(folder: Path, names: dict[int, str], videos_named: bool = True) -> Path:
+    """train and val shards of 3 videos per class, 2 frames each, every sample naming its label
+    (and its video, unless not `videos_named`: shards made by another tool)."""
     folder.mkdir(parents=True)
     entries, splits = [], {}
     for split in ("train", "val"):
@@ -39,6 +40,8 @@ def write_named_shards(folder: Path, names: dict[int, str]) -> Path:
                 for frame in range(2):
                     key = f"{video}_{frame}"
                     meta = {"video": video, "label": label, "label_name": names[label], "method": ""}
+                    if not videos_named:
+                        del meta["video"]
                     for suffix, data in (
                         ("cls", str(label).encode()),
                         ("json", json.dumps(meta).encode()),
@@ -119,3 +122,31 @@ def test_a_random_backbone_frozen_for_epochs_is_said_in_one_line() -> None:
     assert frozen_random_backbone(make_config(shards="s", run="r", freeze_epochs=0)) == ""
     assert frozen_random_backbone(make_config(shards="s", run="r", pretrained="resnet.safetensors")) == ""
     assert frozen_random_backbone(make_config(shards="s", run="r", init_from="run/best.safetensors")) == ""
+
+
+def test_samples_that_name_no_video_are_said_in_eval_and_validation(tmp_path: Path, capsys) -> None:
+    shards = write_named_shards(tmp_path / "shards", NAMES, videos_named=False)
+    model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb",), num_classes=3))
+    metrics = evaluate(model, str(shards), "val", 32, torch.device("cpu"), workers=0)
+    assert metrics["videos"] == metrics["frames"] == 18  # each sample its own video: said, below
+    said = capsys.readouterr().err
+    assert "18 of 18 samples name no video" in said and said.count("\n") == 1
+    save_run_checkpoint(
+        tmp_path / "run", "last.safetensors", model, TrainConfig(crop=32, shards=str(shards)), 0
+    )
+    out = tmp_path / "eval"
+    checkpoint = str(tmp_path / "run" / "last.safetensors")
+    arguments = [
+        "eval",
+        "--checkpoint",
+        checkpoint,
+        "--shards",
+        str(shards),
+        "--split",
+        "val",
+        "--out",
+        str(out),
+    ]
+    assert main([*arguments, "--workers", "1", "--crop", "32"]) == 0
+    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    assert any("18 of 18 samples name no video" in note for note in notes), notes

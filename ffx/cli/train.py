@@ -213,7 +213,9 @@ def evaluate(
             "(default: {checkpoint}.eval-{split}.json beside the checkpoint, metrics only).",
         ),
     ] = None,
-    crop: Annotated[int | None, typer.Option("--crop", help="Centre crop side (default: the run's).")] = None,
+    crop: Annotated[
+        int | None, typer.Option("--crop", min=8, help="Centre crop side (default: the run's).")
+    ] = None,
     colour_on: Annotated[
         str | None,
         typer.Option(

@@ -57,6 +57,7 @@ from ffx.pipeline.engine import atomic
 from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.store import write_table
 from ffx.pipeline.recipe.schema import REAL_NAMES, is_real_name
+from ffx.train.data_match import check_scored_data
 from ffx.train.metrics import (
     THRESHOLD,
     dataset_metrics,
@@ -222,6 +223,7 @@ def score_split(
                     {
                         "sample": key,
                         "video": str(meta.get("video", key)),
+                        "video_named": "video" in meta,  # else each sample is its own video
                         "frame_index": _integer(meta.get("frame_index")),
                         "track": _integer(meta.get("track")),
                         "label": label,
@@ -327,6 +329,10 @@ def evaluate_checkpoint(
     workers = 2 if workers is None else workers
 
     notes = list(classes.notes)
+    differences = {}
+    for build in builds:  # refused here, before any image is read, when the crops are too small
+        differences[build], said = check_scored_data(description["data_recipe"], build, crop)
+        notes += said
     datasets: dict[str, dict] = {}
     scored: dict[str, list[dict]] = {}
     for build in builds:
@@ -338,7 +344,7 @@ def evaluate_checkpoint(
         scored[name] = rows
     result = _summary(
         checkpoint, builds, split, crop, colour_on, classes, description, notes, datasets, scored
-    )
+    ) | {"data_differences": differences}
     if out is None:
         atomic.write_json(checkpoint.with_name(f"{checkpoint.stem}.eval-{split}.json"), result)
         return result
@@ -385,6 +391,8 @@ def _dataset_entry(
     labelled = [row for row in rows if row["fake"] is not None]
     if len(labelled) < len(rows):
         notes.append(f"{name}: {len(rows) - len(labelled)} unlabelled samples (label -1) left out")
+    if note := unnamed_videos_note(labelled, name):
+        notes.append(note)
     if not labelled:
         raise BuildError(f"the {split} split in {build} holds no labelled sample: nothing to score")
     return name, {
@@ -393,6 +401,18 @@ def _dataset_entry(
         "real_labels": sorted(real & set(names)),
         "loss": _loss(rows, names, classes),
     } | dataset_metrics(labelled, build)
+
+
+def unnamed_videos_note(rows: list[dict], where: str) -> str:
+    """A line when samples carry no `video` in their JSON (shards not made by ffx): each is then
+    its own video, and the video metrics are frame metrics for those; "" when all name one."""
+    unnamed = sum(1 for row in rows if not row["video_named"])
+    if not unnamed:
+        return ""
+    return (
+        f"{where}: {unnamed} of {len(rows)} samples name no video (no `video` in their JSON): each "
+        "counts as a video of its own, so their video metrics are frame metrics"
+    )
 
 
 def _summary(

@@ -13,7 +13,8 @@ from ffx.model.checkpoint import Placement
 from ffx.model.mcx_api import MCXAPI
 from ffx.pipeline.engine.builddir import SHARD_INDEX
 from ffx.train.config import TrainConfig
-from ffx.train.evaluate import build_real_labels, model_real_classes, score_split
+from ffx.train.evaluate import build_real_labels, model_real_classes, score_split, unnamed_videos_note
+from ffx.train.logs import print_warning
 from ffx.train.metrics import (
     detection_metrics,
     mark_rows,
@@ -22,6 +23,8 @@ from ffx.train.metrics import (
     shard_class_names,
     split_label_names,
 )
+
+_said: set[str] = set()  # warnings already printed by this process
 
 
 def validation_classes(config: TrainConfig) -> list[int] | None:
@@ -99,6 +102,10 @@ def evaluate(
     rows = score_split(model, shards, split, crop, device, workers, real=model_real, colour_on=colour_on)
     mark_rows(rows, split_real)
     labelled = [row for row in rows if row["fake"] is not None]
+    note = unnamed_videos_note(labelled, f"the {split} split in {shards}")
+    if note and note not in _said:  # once a run, not every epoch
+        _said.add(note)
+        print_warning(note)
     losses = [row["nll"] for row in labelled if not math.isnan(row["nll"])]
     pooled = detection_metrics(
         [int(row["fake"]) for row in labelled],

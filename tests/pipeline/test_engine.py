@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -254,17 +255,23 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(sharded_build: Path) -> Non
     assert not lock.exists()
 
 
-def test_two_extracts_started_together(tmp_path: Path) -> None:
-    build = indexed_clips(tmp_path, 4, 40, 160, 120)
+def test_a_second_extract_while_the_first_runs_exits_naming_it(tmp_path: Path) -> None:
+    """The second run starts once the first holds its lock, and ends while the first still runs:
+    it must exit 1 naming the holder (a broken lock would let both run and both exit 0)."""
+    build = indexed_clips(tmp_path, 8, 40, 320, 240)
     command = [sys.executable, "-m", "ffx.cli", "extract", str(build), "--workers", "1"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = sorted([(process.wait(), process.communicate()[1]) for process in (first, second)])
-    assert [code for code, _ in results] in ([0, 0], [0, 1])
-    if results[1][0] == 1:
-        assert "another ffx extract is running" in results[1][1] and "Traceback" not in results[1][1]
+    lock = build / ".locks" / "frames.part-00000-of-00001.lock"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first extract ended before the second: give it more work"
+    assert second.returncode == 1 and "another ffx extract is running" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr and f"pid {first.pid}" in second.stderr
+    assert first.wait(120) == 0
     rows = pq.read_table(build / "frames.parquet").to_pylist()
-    assert len(rows) == 4 * 30 and {row["status"] for row in rows} == {"ok"}
+    assert len(rows) == 8 * 30 and {row["status"] for row in rows} == {"ok"}
 
 
 # --- repairs: a deleted or damaged output is redone, alone -----------------------------------------

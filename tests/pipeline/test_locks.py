@@ -226,7 +226,7 @@ def test_a_run_stopped_past_the_limit_does_not_refresh_its_successors_lock(
 
 def test_the_recipe_is_written_back_one_run_at_a_time(tmp_path: Path) -> None:
     """A stage's changed option and `ffx index` wait for each other's recipe write."""
-    from ffx.pipeline.engine.currency import load_recipe, write_recipe
+    from ffx.pipeline.engine.currency import apply_options, load_recipe
 
     build = BuildDir(make_cropped_build(tmp_path, videos_per_label=1, frames=1, side=16))
     script = (
@@ -239,12 +239,12 @@ def test_the_recipe_is_written_back_one_run_at_a_time(tmp_path: Path) -> None:
     )
     assert holder.stdout.readline().strip() == "True"
     started = time.monotonic()
-    recipe = write_recipe(build, {"crop.size": 64})
+    recipe = apply_options(build, {"crop.size": 64})
     assert time.monotonic() - started > 0.5  # it waited for the holder
     assert load_recipe(build).crop.size == 64
     assert json.loads(build.index.read_text())["manifest_sha256"] == recipe.digest()
     # Two stages' options written one after the other: both kept (each is applied to the recipe
     # as found under the lock, not as read before it).
-    write_recipe(build, {"extract.png_level": 3})
+    apply_options(build, {"extract.png_level": 3})
     assert (load_recipe(build).crop.size, load_recipe(build).extract.png_level) == (64, 3)
     holder.wait(30)

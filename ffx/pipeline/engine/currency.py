@@ -49,17 +49,28 @@ def load_recipe(build: BuildDir) -> Manifest:
     return load_manifest(build.manifest)
 
 
-def write_recipe(build: BuildDir, options: dict[str, Any]) -> Manifest:
-    """Apply a stage's options (recipe fields, `crop.size` = 128) to the build's effective recipe
-    (BUILD/manifest.toml and its sha256 in index.json) and return it; the stages then redo
-    exactly the items the changed fields shape. The recipe is read and written under its lock,
-    so two stages changing other fields at once (on two nodes) both keep their change."""
+def write_recipe(build: BuildDir, recipe: Manifest) -> None:
+    """Make `recipe` the build's effective recipe (BUILD/manifest.toml and its sha256 in
+    index.json), under the recipe's lock; the stages then redo exactly the items the changed
+    fields shape."""
+    with exclusive(build.recipe_lock, wait=True):
+        _write_recipe(build, recipe)
+
+
+def apply_options(build: BuildDir, options: dict[str, Any]) -> Manifest:
+    """Apply a stage's options (recipe fields: `crop.size` = 128) to the build's recipe and return
+    it. The recipe is read and written under its lock, so two stages changing other fields at
+    once (on two nodes) both keep their change."""
     with exclusive(build.recipe_lock, wait=True):
         recipe = load_manifest(build.manifest, options)
-        atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
-        index = json.loads(build.index.read_text(encoding="utf-8"))
-        atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
+        _write_recipe(build, recipe)
     return recipe
+
+
+def _write_recipe(build: BuildDir, recipe: Manifest) -> None:
+    atomic.write_bytes(build.manifest, manifest_to_toml(recipe).encode())
+    index = json.loads(build.index.read_text(encoding="utf-8"))
+    atomic.write_json(build.index, index | {"manifest_sha256": recipe.digest()})
 
 
 # --- currency ----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.currency import (
     MADE_FROM,
     Plan,
+    apply_options,
     chain_files,
     chain_states,
     compare,
@@ -40,7 +41,6 @@ from ffx.pipeline.engine.currency import (
     load_recipe,
     made_from_per_key,
     remember_currency,
-    write_recipe,
 )
 from ffx.pipeline.engine.identity import digest
 from ffx.pipeline.engine.lock import exclusive, hold_lock
@@ -330,7 +330,7 @@ def _run_stage(
     companion = stage.companion
     with hold_lock(build, stage.name, part), _maybe_lock(build, companion, part):
         if changes:
-            recipe = write_recipe(build, options)
+            recipe = apply_options(build, options)
             state = chain_states(build, stage.name)
             plan = stage.plan(build, recipe)
         # The ledger may have moved on since the check above.
