@@ -73,16 +73,31 @@ def open_shards(shards: str | Path, split: str) -> ShardSet:
     """The shards of `split` in a shards folder (its index.json), or under a URL pattern."""
     folder = Path(shards)
     index_path = folder / SHARD_INDEX if folder.is_dir() else None
-    if index_path is None or not index_path.is_file():
+    if index_path is None:
         urls = _expand(str(shards))
         return ShardSet(urls, -1, {}, ())
+    if not index_path.is_file():  # a folder is no shard: a build, or a folder of tars
+        inside = folder / "shards" / SHARD_INDEX
+        hint = (
+            f"give --shards {folder / 'shards'}"
+            if inside.is_file()
+            else (
+                "give BUILD/shards (written by `ffx shard`), or a URL pattern of tar files "
+                f"({folder}/train-{{000000..000009}}.tar)"
+            )
+        )
+        raise BuildError(f"{folder} is a folder without {SHARD_INDEX}: {hint}")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except ValueError:
         index = None
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
-        hint = f"; the shards are in {folder / 'shards'}" if (folder / "shards").is_dir() else ""
-        raise BuildError(f"{index_path} is not a shards index{hint}: give --shards BUILD/shards")
+        if (folder / "shards").is_dir():  # BUILD given: its index.json is the build's
+            raise BuildError(f"{index_path} is not a shards index; give --shards {folder / 'shards'}")
+        raise BuildError(
+            f"{index_path} is not a readable shards index (damaged or not ffx's); write it again with "
+            f"`ffx shard {folder.parent}`"
+        )
     entries = [entry for entry in index["shards"] if entry["split"] == split]
     if not entries:
         present = ", ".join(sorted(index["splits"])) or "none"

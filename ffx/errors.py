@@ -44,7 +44,9 @@ def os_error_line(error: OSError) -> str:
     elif error.errno in _NOT_WRITABLE:
         hint = "make it writable (or copy the build to a folder you can write) and run the same command again"
     elif error.errno == errno.ENOENT:
-        hint = "it was removed while ffx ran; run the same command again"
+        hint = "a folder on its path does not exist (or was removed while ffx ran): check the path"
+    elif error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        hint = "a file stands where a folder is needed, or a folder where a file is: give another path"
     else:
         hint = "check the disk and run the same command again"
     return f"{where}: {reason}; {hint}"

@@ -78,7 +78,9 @@ def test_crops_smaller_than_the_input_are_refused_in_one_line(checkpoint, tmp_pa
     model, shards = checkpoint  # 48-px crops
     assert main(eval_args(model, shards, tmp_path / "eval", "--workers", "1", "--crop", "64")) == 1
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "its crops are 48 px, smaller than the 64 px input" in error, error
+    assert len(error.splitlines()) == 1 and "its crops are 48 px, smaller than the 64 px input" in error, (
+        error
+    )
 
 
 @pytest.mark.parametrize("crop", ["0", "-5"])

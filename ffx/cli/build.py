@@ -139,7 +139,7 @@ def crop(
         str | None, typer.Option("--preset", help="mcx-api | square-1.3 | aligned; sets `crop.preset`.")
     ] = None,
     size: Annotated[
-        int | None, typer.Option("--size", min=16, help="Output side in pixels; sets `crop.size`.")
+        int | None, typer.Option("--size", min=32, max=2048, help="Output side in pixels; sets `crop.size`.")
     ] = None,
     scale: Annotated[
         float | None,

@@ -9,6 +9,31 @@ import typer
 from rich.markup import escape
 
 from ffx.cli.common import BuildOpt, ManifestArg, RootOpt, SetOpt, SplitsOpt, console
+from ffx.errors import FfxError
+
+
+def checked_train_args(text: str, build: Path, run: Path) -> tuple[str, ...]:
+    """`--train-args` as the words the training job passes to `ffx train`, checked now the way
+    `ffx train` parses them (unknown options, bad values), not when the job starts hours later."""
+    import shlex
+
+    import typer.main
+    from typer.exceptions import TyperException
+
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as error:
+        raise FfxError(f"--train-args {text!r}: {error} (give the options as one quoted string)") from None
+    from ffx.cli import app  # here: the command group this module is part of
+
+    train = typer.main.get_command(app).commands["train"]
+    given = ["--shards", str(Path(build) / "shards"), "--run", str(run), *words]
+    try:
+        train.make_context("ffx train", given, resilient_parsing=False)
+    except TyperException as error:  # typer's own click: NoSuchOption, BadParameter, ...
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        raise FfxError(f"--train-args: {message}") from None
+    return words
 
 
 def slurm(
@@ -61,16 +86,16 @@ def slurm(
     ] = False,
 ) -> None:
     """Write the sbatch scripts of a build (an array job per stage) and of training; --submit sends them."""
-    import shlex
-
     from ffx.cluster.slurm import Resources, Training, parse_tasks, submit_jobs, write_slurm_jobs
 
     resources = Resources(cpus=cpus, mem=mem, time=time_limit)
     training = None
+    if train_args and run is None:
+        raise FfxError("--train-args needs --run (the folder the training job writes its run to)")
     if run is not None:
         training = Training(
             run=run,
-            args=tuple(shlex.split(train_args)),
+            args=checked_train_args(train_args, build, run),
             nodes=nodes,
             procs_per_node=procs_per_node,
             resources=Resources(cpus=train_cpus, mem=train_mem, time=train_time, gres=train_gres),

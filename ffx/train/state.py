@@ -8,6 +8,7 @@ one of its own, so a resumed run draws what it would have.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Collection
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -95,16 +96,36 @@ def restore_random_state(random_state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(random_state["cuda"], device)
 
 
+def _load_saved(path: Path) -> dict:
+    """A state file `ffx train` saved (plain tensors and numbers only), or one line: a file with
+    pickled code or objects (not ffx's), or one cut short, is refused without running it."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # weights_only's refusal (many lines), a cut archive, ...
+        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise FfxError(
+            f"{path} is not a state file written by `ffx train` ({first}); start the run anew or "
+            "from an earlier copy of its folder"
+        ) from None
+    if not isinstance(state, dict):
+        raise FfxError(f"{path} is not a state file written by `ffx train`; start the run anew")
+    return state
+
+
 def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:
     """The saved state and this rank's random state, checked to belong to the same step as the
     weights (a kill between two checkpoint writes would leave them apart)."""
-    state = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    state = _load_saved(run / STATE)
     rng_path = run / f"last.rng-{placement.rank}.pt"
     if not rng_path.is_file():
         raise FfxError(
             f"{rng_path} is missing: resume with as many processes as the run had ({state['world']})"
         )
-    random_state = torch.load(rng_path, map_location="cpu", weights_only=True)
+    random_state = _load_saved(rng_path)
     weights_step = int(checkpoint_metadata(run / LAST).get("step", -1))
     if not state["step"] == random_state["step"] == weights_step:
         raise FfxError(

@@ -322,12 +322,16 @@ def _format_errors(source: str, error: ValidationError, given: dict[str, str]) -
     the recipe file."""
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        parts = [str(part) for part in item["loc"]]
+        location = ".".join(parts) or "(top level)"
+        # A tagged union puts its tag in the location (`layout.folder.label_folders` for the
+        # `--set layout.label_folders=…`): the field's path is the location with one part left out.
+        paths = [location] + [".".join(parts[:i] + parts[i + 1 :]) for i in range(1, len(parts))]
         origin = next(
             (
                 given[name]
                 for name in sorted(given, key=len, reverse=True)
-                if f"{location}.".startswith(f"{name}.")
+                if any(f"{path}.".startswith(f"{name}.") for path in paths)
             ),
             source,
         )
