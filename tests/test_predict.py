@@ -112,6 +112,16 @@ def test_real_clips_and_photos_get_a_row_per_frame(demo, tmp_path: Path) -> None
         and by_input["single_face_obama.jpg"]["faces"] == 1
     )
     assert by_input["liveportrait_d18.mp4"]["faces"] >= 28
+    # A group photo: every face scored, a frames row each; the verdict is the main face's (track
+    # 0), the others are listed beside it, none dropped.
+    group = by_input["multi_face_insightface_t1.jpg"]
+    faces = [frame for frame in report.frames if frame["input"] == group["input"]]
+    assert group["tracks"] == len(faces) >= 4 and sorted(frame["track"] or 0 for frame in faces) == list(
+        range(len(faces))
+    )
+    main = next(frame for frame in faces if not frame["track"])
+    assert group["score"] == pytest.approx(main["score"]) and group["faces"] == 1
+    assert group["other_faces"].count(" over 1 frames") == len(faces) - 1
 
 
 def test_kept_crops_explain_links_cut_files_and_a_bad_out(demo, tmp_path: Path) -> None:

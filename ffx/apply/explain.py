@@ -259,6 +259,7 @@ def explain(
     threshold: float = 0.5,
     workers: int | None = None,
     show_progress: bool = True,
+    stall_seconds: float = 60.0,
 ) -> ExplainReport:
     """Maps and a contact sheet per class for the first `per_class` samples of each class of a
     split of `shards` (and the t-SNE of up to `tsne_per_class` per class), or maps and a sheet per
@@ -292,6 +293,7 @@ def explain(
             threshold=threshold,
             device=device,
             workers=workers,
+            stall_seconds=stall_seconds,
             show_progress=show_progress,
             crops_dir=out / "crops",
         )

@@ -37,7 +37,18 @@ from ffx.pipeline.workers.shard import sample_name
 
 FRAMES_FILE, INPUTS_FILE, PREDICTIONS_FILE = "frames.csv", "inputs.csv", "predictions.json"
 FRAME_FIELDS = ("input", "kind", "frame_index", "track", "status", "error", "face_prob", "score", "label")
-INPUT_FIELDS = ("input", "kind", "status", "error", "frames", "faces", "score", "label")
+INPUT_FIELDS = (
+    "input",
+    "kind",
+    "status",
+    "error",
+    "frames",
+    "faces",
+    "score",
+    "label",
+    "tracks",
+    "other_faces",
+)
 UNREADABLE = {status.value for status in FAILED if status != Status.PARTIAL}
 
 
@@ -68,7 +79,7 @@ def predict(
     device: str = "auto",
     workers: int | None = None,
     batch_size: int = 32,
-    stall_seconds: float = 300.0,
+    stall_seconds: float = 60.0,
     show_progress: bool = True,
     crops_dir: Path | None = None,
 ) -> PredictReport:
@@ -197,6 +208,9 @@ def checkpoint_recipe(description: dict):
     overrides = {"sampling": data["sampling"], "spaces": data["spaces"]}
     overrides |= {f"crop.{name}": value for name, value in data["crop"].items() if value is not None}
     overrides["crop.boxes_from_original"] = False  # an input has no original to borrow boxes from
+    # Every face is cropped and scored; the input's verdict is its main face's (track 0, as a build
+    # without all_faces keeps), the other faces are reported beside it, none dropped.
+    overrides["crop.all_faces"] = True
     return load_manifest("folder", overrides)
 
 
@@ -290,10 +304,21 @@ def _frame_rows(item: Input, extracted: Extracted, scores: dict, threshold: floa
 
 
 def _input_row(item: Input, frames: list[dict], threshold: float, video_status: tuple[str, str]) -> dict:
-    """An input's verdict: the mean score of its scored frames (the video score `ffx eval`
-    reports), or the commonest reason its frames have none."""
-    scored = [row["score"] for row in frames if row["score"] is not None]
+    """An input's verdict: the mean score of its main face's scored frames (the video score
+    `ffx eval` reports; the main face is the track a build keeps: the largest of the faces seen
+    in most frames), or the commonest reason its frames have none; `other_faces`: each other
+    face track's mean score and frames ("1: 0.812 over 30 frames; 2: ...")."""
+    by_track: dict[int, list[float]] = {}
+    for row in frames:
+        if row["score"] is not None:
+            by_track.setdefault(row["track"] or 0, []).append(row["score"])
+    scored = by_track.get(0, [])
     score = sum(scored) / len(scored) if scored else None
+    others = "; ".join(
+        f"{track}: {sum(values) / len(values):.3f} over {len(values)} frames"
+        for track, values in sorted(by_track.items())
+        if track != 0
+    )
     if scored:  # the video's own status (partial, short: a cut file) where it is not ok
         status, error = video_status
     else:
@@ -308,6 +333,8 @@ def _input_row(item: Input, frames: list[dict], threshold: float, video_status: 
         "faces": len(scored),
         "score": score,
         "label": _label(score, threshold),
+        "tracks": len(by_track),
+        "other_faces": others,
     }
 
 

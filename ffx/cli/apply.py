@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ffx.cli.common import CheckpointArg, DeviceOpt, SplitOpt, WorkersOpt, console
+from ffx.cli.common import CheckpointArg, DeviceOpt, SplitOpt, TimeoutOpt, WorkersOpt, console
 from ffx.cli.reports import print_predictions
 from ffx.errors import FfxError
 
@@ -24,6 +24,7 @@ def predict(
     ] = 0.5,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = None,
+    timeout: TimeoutOpt = 60.0,
     keep_crops: Annotated[
         bool, typer.Option("--keep-crops", help="Keep the face crops in OUT/crops/{input}/.")
     ] = False,
@@ -48,6 +49,7 @@ def predict(
             threshold=threshold,
             workers=workers,
             show_progress=console.is_terminal,
+            stall_seconds=timeout,
         )
         report = explained.prediction
     else:
@@ -58,6 +60,7 @@ def predict(
             threshold=threshold,
             device=device,
             workers=workers,
+            stall_seconds=timeout,
             show_progress=console.is_terminal,
             crops_dir=out / "crops" if keep_crops else None,
         )

@@ -20,6 +20,7 @@ from ffx.cli.common import (
     SetOpt,
     SplitsOpt,
     StrictOpt,
+    TimeoutOpt,
     WorkersOpt,
     console,
 )
@@ -92,10 +93,7 @@ def extract(
             "(true, except in a build made by `ffx build`).",
         ),
     ] = None,
-    timeout: Annotated[
-        float,
-        typer.Option("--timeout", help="Seconds without a decoded frame before a decoder counts as hung."),
-    ] = 60.0,
+    timeout: TimeoutOpt = 60.0,
     root: MovedRootOpt = None,
     retry_failed: Annotated[
         bool,

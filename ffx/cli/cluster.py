@@ -24,9 +24,11 @@ def checked_train_args(text: str, build: Path, run: Path) -> tuple[str, ...]:
         words = tuple(shlex.split(text))
     except ValueError as error:
         raise FfxError(f"--train-args {text!r}: {error} (give the options as one quoted string)") from None
-    from ffx.cli import app  # here: the command group this module is part of
+    from ffx.cli.train import train as train_command
 
-    train = typer.main.get_command(app).commands["train"]
+    alone = typer.Typer()
+    alone.command()(train_command)
+    train = typer.main.get_command(alone)  # one command: the command itself, as `ffx train` parses
     given = ["--shards", str(Path(build) / "shards"), "--run", str(run), *words]
     try:
         train.make_context("ffx train", given, resilient_parsing=False)

@@ -48,6 +48,10 @@ FailOpt = Annotated[
 ]
 CheckpointArg = Annotated[Path, typer.Argument(help="A .safetensors file written by ffx train.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=1, help="Seconds without a decoded frame before a decoder counts as hung."),
+]
 SplitOpt = Annotated[str, typer.Option("--split", help="train | val | test.")]
 
 

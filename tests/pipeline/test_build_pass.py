@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ffx.errors import BuildError
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
@@ -219,14 +219,35 @@ def test_samples_removed_after_the_layout_when_asked(clips: Path, staged: Path, 
         0,
     ]
     assert folder_bytes(build / "faces") <= 0.5 * folder_bytes(build / "shards")
-    # A shard to write again has no samples to come from: one line says how to get them back.
+    # A shard to write again: the samples of its videos are encoded again (the same bytes, each
+    # record checked against its sha256), the shard written, and samples/ removed again.
     damaged = sorted((build / "shards").glob("*.tar"))[0]
     damaged.write_bytes(damaged.read_bytes()[:-1024])
-    with pytest.raises(BuildError, match=r"was removed after the layout .* --keep-samples"):
-        run_shard(build, show_progress=False)
-    report = run_shard(build, keep_samples=True, show_progress=False)
+    report = run_shard(build, show_progress=False)
+    assert report.counts["shards written"] == 1 and shard_bytes(build) == shard_bytes(staged)
+    assert not (build / "samples").exists()
+    report = run_shard(build, keep_samples=True, show_progress=False)  # kept from now on
     assert report.redone == 4 and shard_bytes(build) == shard_bytes(staged)
     assert len(list((build / "samples").glob("*.tar"))) == 4
+
+
+def test_a_new_video_rewrites_only_the_shards_it_changes_without_samples(clips: Path, tmp_path: Path) -> None:
+    """Samples dropped: one more video re-writes the shards whose members change (its split's),
+    encoding again only their videos' samples; the other shards stay as they are, untouched."""
+    recipe = load_manifest("folder", RECIPE | {"shard.keep_samples": False})
+    more = tmp_path / "more"
+    shutil.copytree(clips, more)
+    build = tmp_path / "build"
+    run_build(recipe, clips, build, show_progress=False)
+    before = {path.name: path.stat().st_mtime_ns for path in (build / "shards").glob("*.tar")}
+    portrait_clip(more / "clip_4.mp4", 8, phase=3.7)
+    run_build(recipe, more, build, show_progress=False)
+    clean = tmp_path / "clean"
+    run_build(recipe, more, clean, show_progress=False)
+    assert shard_bytes(build) == shard_bytes(clean) and not (build / "samples").exists()
+    after = {path.name: path.stat().st_mtime_ns for path in (build / "shards").glob("*.tar")}
+    untouched = {name for name in before if after.get(name) == before[name]}
+    assert untouched and len(untouched) == len(before) - 1  # only the new video's split's shard
 
 
 def test_the_first_extract_pass_decides_whether_frames_are_kept(

@@ -16,6 +16,7 @@ those recorded when it was written for the same layout; anything else is written
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -38,7 +39,8 @@ from ffx.pipeline.engine.progress import stage_progress
 from ffx.pipeline.engine.registry import register_stage
 from ffx.pipeline.engine.rows import RowsByKey, rows_by_key
 from ffx.pipeline.engine.stage import OUTPUTS_SCHEMA, BuildOptions, Stage, StageReport, run_stage
-from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, Status
+from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, BadInput, Status
+from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, run_tasks
 from ffx.pipeline.media.tars import END_OF_ARCHIVE
 from ffx.pipeline.recipe.manifest import Manifest
 from ffx.pipeline.recipe.schema import FACES_SCHEMA, SAMPLES_SCHEMA
@@ -271,7 +273,7 @@ def run_shard(
             # waits and then finds them written.
             with exclusive(build.shards_lock, wait=True, part=(part or Part()).name):
                 started = time.monotonic()
-                index, written = write_shards(build, show_progress)
+                index, written = write_shards(build, show_progress, workers)
                 report.counts["shards written"] = written
                 if written:
                     store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
@@ -348,36 +350,44 @@ def _shuffle_key(seed: int, sample: str) -> bytes:
     return hashlib.sha256(f"{seed}/{sample}".encode()).digest()
 
 
-def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[dict, int]:
+def write_shards(
+    build: Path | BuildDir, show_progress: bool = True, workers: int | None = None
+) -> tuple[dict, int]:
     """Write every planned shard that is not already there byte for byte, then shards/index.json;
     the index and how many shards were written now.
 
-    A shard on disk counts as written only if its size and sha256 equal those recorded in
-    shards/.plan.json when it was written for this very layout: a truncated, altered or foreign
-    file is replaced, never hashed into the index."""
+    A shard on disk is kept only if its size and sha256 equal those recorded in shards/.plan.json
+    when it was written with the very same members (its samples' records, in order), whatever the
+    layout then: a new video re-writes the shards of its split that change, not the others. A
+    truncated, altered or foreign file is replaced, never hashed into the index. Where the samples
+    were dropped (`shard.keep_samples = false`), the videos of the shards to write are encoded
+    again first (the same bytes: each record is checked against its sha256)."""
     build = BuildDir(build)
     recipe = load_recipe(build)
     shards, layout = planned_shards(build, recipe)
     build.shards.mkdir(parents=True, exist_ok=True)
-    written_before = _written_shards(build, layout)
     names = {shard["name"] for shard in shards}
     for path in build.shards.glob("*.tar"):  # shards of an earlier layout
         if path.name not in names:
             path.unlink()
     for temp in build.shards.glob(".*.tmp"):  # left by a run killed while writing a shard
         temp.unlink()
+    done = _kept_shards(build, shards, layout)
+    if not recipe.shard.keep_samples:
+        _encode_dropped_samples(
+            build, recipe, [shard for shard in shards if shard["name"] not in done], workers
+        )
 
     entries, written = [], 0
-    done = {name: facts for name, facts in written_before.items() if name in names}
     total = sum(len(shard["rows"]) for shard in shards)
     recorded = time.monotonic()
     with stage_progress("pack", total, "samples", "shards", show_progress) as progress:
         for shard in shards:
             path = build.shards / shard["name"]
             facts = done.get(shard["name"])
-            if facts is None or not _file_matches(path, facts):
+            if facts is None:
                 sha256, size = _write_shard(build, path, shard["rows"])
-                facts = {"sha256": sha256, "bytes": size}
+                facts = {"sha256": sha256, "bytes": size, "members": _members(shard)}
                 written += 1
             done[shard["name"]] = facts | _file_identity(path)
             # What is written so far, every few seconds rather than after each shard (3 600 shards
@@ -403,6 +413,52 @@ def write_shards(build: Path | BuildDir, show_progress: bool = True) -> tuple[di
     atomic.write_json(build.shard_index, index)
     write_loader_files(build, index)
     return index, written
+
+
+def _members(shard: dict) -> str:
+    """What a shard's bytes are made of: its members' records (by their sha256), in order."""
+    return digest([row["sha256"] for row in shard["rows"]])
+
+
+def _kept_shards(build: BuildDir, shards: list[dict], layout: str) -> dict[str, dict]:
+    """The planned shards already on disk byte for byte: recorded with the same members (or,
+    recorded before members were, for this very layout) and holding the recorded bytes."""
+    try:
+        plan = json.loads(build.shard_plan.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        plan = {}
+    recorded = plan.get("written", {}) if isinstance(plan, dict) else {}
+    kept = {}
+    for shard in shards:
+        facts = recorded.get(shard["name"])
+        if not isinstance(facts, dict):
+            continue
+        same = facts.get("members") == _members(shard) if "members" in facts else plan.get("layout") == layout
+        if same and _file_matches(build.shards / shard["name"], facts):
+            kept[shard["name"]] = facts
+    return kept
+
+
+def _encode_dropped_samples(
+    build: BuildDir, recipe: Manifest, shards: list[dict], workers: int | None
+) -> None:
+    """Encode again the samples files, dropped after an earlier layout, that the shards to write
+    read; a video that cannot be encoded again stops the run in one line."""
+    keys = sorted({row["key"] for shard in shards for row in shard["rows"]})
+    gone = [key for key in keys if not build.samples_file(key).is_file()]
+    if not gone:
+        return
+    stage = SampleStage()
+    plan = stage.plan(build, recipe)
+    processes = stage.workers(workers, available_cores())
+    tasks = stage.tasks(plan, build, recipe, gone, SAMPLES_SCHEMA.empty_table(), processes)
+    function = functools.partial(call_guarded, encode_samples)
+    for task, result in run_tasks(function, tasks, processes, stall_seconds=300.0):
+        if isinstance(result, Stalled | BadInput):
+            raise BuildError(
+                f"{task.key}: its samples, dropped after an earlier layout, could not be encoded again "
+                f"({result}); run `ffx shard {build} --keep-samples`"
+            )
 
 
 def shards_in_place(build: BuildDir) -> dict | None:
