@@ -294,7 +294,5 @@ def test_a_build_folder_given_for_its_shards_is_one_line(tmp_path: Path) -> None
     """`--shards BUILD` instead of `BUILD/shards`: BUILD/index.json is `ffx index`'s, not a shards index."""
     (tmp_path / "shards").mkdir()
     (tmp_path / "index.json").write_text('{"root": "/data", "dataset": "folder"}')
-    with pytest.raises(
-        BuildError, match=r"is not a shards index; give --shards .*/shards"
-    ):
+    with pytest.raises(BuildError, match=r"is not a shards index; give --shards .*/shards"):
         open_shards(tmp_path, "test")

@@ -62,6 +62,17 @@ def write_named_shards(folder: Path, names: dict[int, str], videos_named: bool =
     return folder
 
 
+def ffx_eval(model: MCXAPI, shards: Path, folder: Path) -> dict:
+    """metrics.json of `ffx eval` on the val split, the model saved as a run's checkpoint."""
+    save_run_checkpoint(
+        folder / "run", "last.safetensors", model, TrainConfig(crop=32, shards=str(shards)), 0
+    )
+    checkpoint, out = folder / "run" / "last.safetensors", folder / "eval"
+    arguments = ["eval", "--checkpoint", str(checkpoint), "--shards", str(shards), "--split", "val"]
+    assert main([*arguments, "--out", str(out), "--workers", "1", "--crop", "32"]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
 def hand_auc(real: list[float], fake: list[float]) -> float:
     """P(a fake video scores above a real one), ties half: the Mann-Whitney count."""
     pairs = [(f > r) + 0.5 * (f == r) for f in fake for r in real]
@@ -85,24 +96,7 @@ def test_validation_reads_real_from_the_class_names(tmp_path: Path, capsys) -> N
     assert metrics["video_auc"] == pytest.approx(hand_auc(real, fake), abs=1e-12)
     assert sorted(metrics["methods"]) == ["Deepfakes", "Face2Face"]  # pristine is no method
     # ffx eval of the same weights says the same.
-    save_run_checkpoint(
-        tmp_path / "run", "last.safetensors", model, TrainConfig(crop=32, shards=str(shards)), 0
-    )
-    out = tmp_path / "eval"
-    checkpoint = str(tmp_path / "run" / "last.safetensors")
-    arguments = [
-        "eval",
-        "--checkpoint",
-        checkpoint,
-        "--shards",
-        str(shards),
-        "--split",
-        "val",
-        "--out",
-        str(out),
-    ]
-    assert main([*arguments, "--workers", "1", "--crop", "32"]) == 0
-    evaluated = json.loads((out / "metrics.json").read_text())
+    evaluated = ffx_eval(model, shards, tmp_path)
     assert evaluated["pooled"]["video"]["auc"] == pytest.approx(metrics["video_auc"], abs=1e-12)
 
 
@@ -131,22 +125,5 @@ def test_samples_that_name_no_video_are_said_in_eval_and_validation(tmp_path: Pa
     assert metrics["videos"] == metrics["frames"] == 18  # each sample its own video: said, below
     said = capsys.readouterr().err
     assert "18 of 18 samples name no video" in said and said.count("\n") == 1
-    save_run_checkpoint(
-        tmp_path / "run", "last.safetensors", model, TrainConfig(crop=32, shards=str(shards)), 0
-    )
-    out = tmp_path / "eval"
-    checkpoint = str(tmp_path / "run" / "last.safetensors")
-    arguments = [
-        "eval",
-        "--checkpoint",
-        checkpoint,
-        "--shards",
-        str(shards),
-        "--split",
-        "val",
-        "--out",
-        str(out),
-    ]
-    assert main([*arguments, "--workers", "1", "--crop", "32"]) == 0
-    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    notes = ffx_eval(model, shards, tmp_path)["notes"]
     assert any("18 of 18 samples name no video" in note for note in notes), notes

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +179,23 @@ def feature_width(backbone: nn.Module) -> int:
 WEIGHTS_HINT = "pass a timm/torch state dict saved with torch.save(state_dict) or a .safetensors file"
 
 
+def load_plain(path: Path, what: str, hint: str) -> Any:
+    """`torch.load` of plain tensors, numbers and containers only (weights_only: no code runs),
+    its pickle warnings hushed; anything else is one line, `{path} is not {what} (...); {hint}`:
+    pickled code or objects weights_only refuses, a cut zip archive, a truncated pickle."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError:  # its message is many lines of advice about trusting the file
+        raise FfxError(f"{path} is not {what}; {hint}") from None
+    except Exception as error:
+        reason = str(error).strip().split(". ")[0].splitlines()[0][:120] if str(error).strip() else ""
+        raise FfxError(f"{path} is not {what} ({reason or type(error).__name__}); {hint}") from None
+
+
 def check_backbone(name: str) -> None:
     """A timm registry name (an optional pretrained tag after a dot is fine: with pretrained=False
     it only picks a config), else one line. Hub ids and folders (`hf-hub:org/model`, `hf_hub:`,
@@ -224,19 +242,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             reason = str(error).removeprefix("Error while deserializing header: ")
             raise FfxError(f"{path} is not a readable .safetensors file ({reason}); {WEIGHTS_HINT}") from None
     else:
-        try:
-            with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
-                warnings.simplefilter("ignore")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except OSError:
-            raise
-        except pickle.UnpicklingError:  # code or objects weights_only refuses, or no pickle at all
-            raise FfxError(f"{path} is not a plain weights file; {WEIGHTS_HINT}") from None
-        except Exception as error:  # a cut zip archive, a truncated pickle, ...
-            reason = str(error).strip().split(". ")[0].splitlines()[0][:120] if str(error).strip() else ""
-            raise FfxError(
-                f"{path} is not a plain weights file ({reason or type(error).__name__}); {WEIGHTS_HINT}"
-            ) from None
+        state = load_plain(path, "a plain weights file", WEIGHTS_HINT)
     if isinstance(state, dict):
         for wrapper in ("state_dict", "model"):
             if isinstance(state.get(wrapper), dict):

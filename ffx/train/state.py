@@ -8,7 +8,6 @@ one of its own, so a resumed run draws what it would have.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Collection
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from ffx.model.checkpoint import (
     data_recipe,
     save_checkpoint,
 )
-from ffx.model.mcx_api import MCXAPI, ModelConfig
+from ffx.model.mcx_api import MCXAPI, ModelConfig, load_plain
 from ffx.pipeline.engine import atomic
 from ffx.train.config import LEGACY, RESUMABLE, TrainConfig, setting_name
 from ffx.train.metrics import shard_class_names
@@ -99,21 +98,13 @@ def restore_random_state(random_state: dict, device: torch.device) -> None:
 def _load_saved(path: Path) -> dict:
     """A state file `ffx train` saved (plain tensors and numbers only), or one line: a file with
     pickled code or objects (not ffx's), or one cut short, is refused without running it."""
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as error:  # weights_only's refusal (many lines), a cut archive, ...
-        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise FfxError(
-            f"{path} is not a state file written by `ffx train` ({first}); start the run anew or "
-            "from an earlier copy of its folder"
-        ) from None
+    state = load_plain(path, "a state file written by `ffx train`", RUN_STATE_HINT)
     if not isinstance(state, dict):
-        raise FfxError(f"{path} is not a state file written by `ffx train`; start the run anew")
+        raise FfxError(f"{path} is not a state file written by `ffx train`; {RUN_STATE_HINT}")
     return state
+
+
+RUN_STATE_HINT = "start the run anew, or from an earlier copy of its folder"
 
 
 def load_run_state(run: Path, placement: Placement) -> tuple[dict, dict]:

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ffx.pipeline.engine import lock
-from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.stages.shard import run_shard
 from tests import flockless_fs
 from tests.generated import make_cropped_build
-from tests.pipeline.test_locks import _try_once, write_holder
+from tests.pipeline.test_locks import contest_a_stale_lock, shard_two_parts_at_once
 
 
 @pytest.fixture
@@ -42,25 +40,11 @@ def flockless(tmp_path: Path):
         yield mount
 
 
-def _shard_part(build: str, index: int, barrier) -> None:
-    barrier.wait()  # both parts start (and so finish) together
-    run_shard(Path(build), part=Part(index, 2), workers=1, show_progress=False)
-
-
 def test_two_parts_finishing_together_on_a_flockless_mount_merge_once(
     flockless: Path, tmp_path: Path
 ) -> None:
     build = make_cropped_build(flockless / "parts", videos_per_label=4, frames=2, side=16)
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(2)
-    runs = [context.Process(target=_shard_part, args=(str(build), index, barrier)) for index in range(2)]
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join(180)
-    assert [run.exitcode for run in runs] == [0, 0]
-    report = run_shard(build, workers=1, show_progress=False)  # whichever merged, all is current
-    assert report.done_now == 0 and report.merged
+    shard_two_parts_at_once(build, multiprocessing.get_context("spawn"))
     whole = make_cropped_build(tmp_path / "whole", videos_per_label=4, frames=2, side=16)  # not on FUSE
     run_shard(whole, workers=1, show_progress=False)
     names = sorted(path.name for path in (whole / "shards").iterdir() if not path.name.startswith("."))
@@ -75,15 +59,4 @@ def test_two_parts_finishing_together_on_a_flockless_mount_merge_once(
 
 
 def test_a_stale_lock_of_another_host_on_a_flockless_mount_is_taken_over_once(flockless: Path) -> None:
-    path = flockless / ".locks" / "samples.merge.lock"
-    write_holder(path, "node-7", age_seconds=lock.STALE_SECONDS + 60)
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        results, barrier = manager.list(), manager.Barrier(4)
-        runs = [context.Process(target=_try_once, args=(str(path), barrier, results)) for _ in range(4)]
-        for run in runs:
-            run.start()
-        for run in runs:
-            run.join(60)
-        assert sorted(results) == [False, False, False, True]
-    assert not path.exists()
+    contest_a_stale_lock(flockless / ".locks" / "samples.merge.lock")

@@ -70,7 +70,11 @@ def _try_once(path: str, barrier, results) -> None:
 
 
 def test_a_stale_lock_of_another_host_is_taken_over_by_exactly_one_run(tmp_path: Path) -> None:
-    path = tmp_path / ".locks" / "faces.merge.lock"
+    contest_a_stale_lock(tmp_path / ".locks" / "faces.merge.lock")
+
+
+def contest_a_stale_lock(path: Path) -> None:
+    """Four runs at once try a lock another host left 10 minutes ago: exactly one holds it."""
     write_holder(path, "node-7", age_seconds=lock.STALE_SECONDS + 60)
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
@@ -110,8 +114,23 @@ def test_a_waiting_run_holds_the_lock_once_it_is_released(tmp_path: Path) -> Non
     holder.wait(30)
 
 
-def _shard_part(build: str, index: int) -> None:
+def _shard_part(build: str, index: int, barrier) -> None:
+    barrier.wait()  # both parts start (and so finish) together
     run_shard(Path(build), part=Part(index, 2), workers=1, show_progress=False)
+
+
+def shard_two_parts_at_once(build: Path, context) -> None:
+    """Two `ffx shard` parts started together: both succeed, and whichever merged, a rerun finds
+    everything current."""
+    barrier = context.Barrier(2)
+    runs = [context.Process(target=_shard_part, args=(str(build), index, barrier)) for index in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(180)
+    assert [run.exitcode for run in runs] == [0, 0]
+    report = run_shard(build, workers=1, show_progress=False)
+    assert report.done_now == 0 and report.merged
 
 
 def test_two_parts_finishing_together_merge_and_lay_out_once_without_flock(
@@ -126,15 +145,7 @@ def test_two_parts_finishing_together_merge_and_lay_out_once_without_flock(
     monkeypatch.setattr(fcntl, "flock", no_flock)
     monkeypatch.setattr(fcntl, "lockf", no_flock)
     build = make_cropped_build(tmp_path / "parts", videos_per_label=4, frames=2, side=16)
-    context = multiprocessing.get_context("fork")  # the children inherit the failing flock
-    runs = [context.Process(target=_shard_part, args=(str(build), index)) for index in range(2)]
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join(120)
-    assert [run.exitcode for run in runs] == [0, 0]
-    report = run_shard(build, workers=1, show_progress=False)  # whichever merged, all is current
-    assert report.done_now == 0 and report.merged
+    shard_two_parts_at_once(build, multiprocessing.get_context("fork"))  # they inherit the failing flock
     whole = make_cropped_build(tmp_path / "whole", videos_per_label=4, frames=2, side=16)
     run_shard(whole, workers=1, show_progress=False)
     for name in ("index.json", *(path.name for path in (whole / "shards").glob("*.tar"))):
