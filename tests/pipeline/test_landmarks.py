@@ -20,6 +20,7 @@ from ffx.pipeline.engine.identity import pixels_sha256
 from ffx.pipeline.media import landmarks as lm
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.crop import CropStage, run_crop
+from ffx.pipeline.stages.export import run_export
 from ffx.pipeline.stages.shard import run_shard
 from tests.conftest import SHARED_MEDIA
 from tests.pipeline.test_crop import build_folder, faces_by_key, portrait_clip
@@ -213,6 +214,10 @@ def test_portrait_landmarks_masks_and_samples(tmp_path: Path) -> None:
         assert np.abs(np.array(metadata["crop_landmarks"]) - expected).max() <= 1e-3
         assert members[f"{name}.mask.png"] == (build / row["mask_path"]).read_bytes()
         assert "crop_matrix" not in metadata
+    # The shards' card names every member a sample holds, the mask and the detector's floats too.
+    card = (build / "shards" / "README.md").read_text()
+    assert all(f"`{name.split('.', 1)[1]}`" in card for name in members), card
+    assert "`mask.png`: the face mask" in card and "box, prob, landmarks" in card
     # Turning them off again is a change of the recipe: the crops are redone without them.
     report = run_crop(build, workers=1, show_progress=False, landmarks="none", mask=False)
     assert report.redone == 2
@@ -220,6 +225,22 @@ def test_portrait_landmarks_masks_and_samples(tmp_path: Path) -> None:
         row["dense_landmarks"] is None and row["mask_path"] == "" for row in faces_by_key(build)["clip_0"]
     )
     assert not list(build.glob("faces/*/*.mask.png"))
+
+
+def test_lib_lists_folders_of_face_crops_only_when_masks_lie_beside_them(tmp_path: Path) -> None:
+    """LIB's reader takes every PNG of a listed folder for a face: `*.mask.png` must not be there."""
+    root = tmp_path / "clips"
+    for number, label in enumerate(("real", "fake")):
+        portrait_clip(root / label / f"clip_{number}.mp4", 3, phase=number * 1.3)
+    build = build_folder(root, tmp_path / "build", "first:3", 96)
+    run_crop(build, workers=1, show_progress=False, landmarks="dlib68", mask=True)
+    run_export(build, "lib", tmp_path / "lib")
+    lists = (tmp_path / "lib").rglob("*.txt")
+    listed = [line.split(",") for path in lists for line in path.read_text().splitlines()]
+    assert sum(int(count) for _, _, count in listed) == 6  # 2 clips x 3 frames, one face each
+    for _, folder, count in listed:
+        pngs = list(Path(folder).glob("*.png"))
+        assert len(pngs) == int(count) and not [path for path in pngs if path.name.endswith(".mask.png")]
 
 
 @pytest.mark.parametrize("size", [112, 192])

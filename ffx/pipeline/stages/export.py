@@ -87,7 +87,9 @@ def run_export(
         elif export_format == "lib":
             main_face = [row for row in crops if row["track"] == 0]
             folder = where.faces / key
-            if len(main_face) != len(crops):  # other faces' crops share the folder: link the main ones
+            # Other faces' crops or masks (`*.mask.png`) share the folder, and LIB's reader takes
+            # every PNG there for a face: link the main face's crops into a folder of their own.
+            if len(main_face) != len(crops) or any(row.get("mask_path") for row in crops):
                 folder = inside(out.resolve(), "faces", key)
                 link_crops(build, folder, key, main_face, copy)
             if any(character.isspace() or character == "," for character in str(folder)):
@@ -105,8 +107,11 @@ def run_export(
         report.crops[video["split"]] = report.crops.get(video["split"], 0) + len(crops)
     report.videos = dict(Counter(videos[key]["split"] for key in crops_of))
     if export_format == "mcx-api":
-        for split, lines in by_split.items():
-            atomic.write_bytes(inside(out, f"{split}.txt"), ("\n".join(lines) + "\n").encode())
+        for split in SPLITS:  # every list, an empty one too: MCX-API's train.py opens val.txt
+            lines = by_split.get(split, [])
+            atomic.write_bytes(inside(out, f"{split}.txt"), "".join(f"{line}\n" for line in lines).encode())
+            if not lines:
+                report.notes.append(f"{split}.txt is empty: the build's {split} split holds no labelled crop")
     elif export_format == "lib":
         for dataset in sorted({videos[key]["dataset"] for key in crops_of}):
             for split in SPLITS:

@@ -71,6 +71,13 @@ def dataset_card(index: dict, name: str) -> str:
         for split in splits
     )
     columns = [f"- `{space}.png`: {CHANNELS[space]}" for space in stored]
+    if index["settings"].get("masks"):
+        columns.append("- `mask.png`: the face mask (8-bit grey, 255 inside the landmarks' convex hull)")
+    floats = (
+        ", box, prob, landmarks (the detector's floats, `shard.detector_outputs`)"
+        if index["settings"].get("detector_outputs")
+        else ""
+    )
     text = [
         f"# {name}: face crops in WebDataset shards, written by ffx",
         "",
@@ -78,9 +85,10 @@ def dataset_card(index: dict, name: str) -> str:
         "same list in wids's format.",
         "",
         "Each sample: `cls` (the integer label), `json` (dataset, source, label, label_name, method,",
-        "split, group, video, frame_index, track, box, crop_box, prob) and one 8-bit PNG per stored",
-        "colour space, its three channels in this order (a PIL or `datasets` `Image` calls them R, G,",
-        "B whatever they hold; OpenCV's `imread` returns them reversed):",
+        f"split, group, video, frame_index, track, crop_box: the integer window cut{floats}) and",
+        "one 8-bit PNG per stored colour space, its three channels in this order (a PIL or",
+        "`datasets` `Image` calls them R, G, B whatever they hold; OpenCV's `imread` returns them",
+        "reversed):",
         "",
         *columns,
         "",

@@ -580,6 +580,7 @@ def _index(entries: list[dict], recipe: Manifest, layout: str) -> dict:
         # `spaces`: what a run may ask for; `stored`: the PNGs in each sample (the loader derives
         # the others from rgb.png).
         "settings": {"spaces": list(recipe.spaces), "stored": list(stored_spaces(recipe))}
+        | {"masks": recipe.crop.mask}
         | recipe.shard.model_dump(mode="json"),
         "layout_digest": layout,
         "shards": entries,
