@@ -29,3 +29,30 @@ def test_mcx_api_lists_every_split_an_empty_one_too(tmp_path: Path) -> None:
         empty = f"{split}.txt is empty: the build's {split} split holds no labelled crop"
         assert (empty in report.notes) == (crops[split] == 0)
     assert 0 in [crops[split] for split in ("train", "val", "test")]  # the case this test is for
+
+
+def test_an_animated_gif_is_a_video_and_skipped_files_are_counted(tmp_path: Path) -> None:
+    """An animated GIF is indexed, decoded and cropped as a video (PyAV reads it); files that are
+    no video by their extension are counted in the index's notes, by extension."""
+    from PIL import Image
+
+    from ffx.pipeline.recipe.manifest import load_manifest
+    from ffx.pipeline.stages.build import run_build
+    from ffx.synthetic import portrait_frames
+
+    root = tmp_path / "clips"
+    (root / "real").mkdir(parents=True)
+    frames = [Image.fromarray(frame) for frame in portrait_frames(6, phase=0.3, fake=False)]
+    frames[0].save(root / "real" / "clip.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    (root / "real" / "notes.txt").write_text("not a video")
+    (root / "real" / "still.jpg").write_bytes(b"")
+    build = tmp_path / "build"
+    report = run_build(
+        load_manifest("folder", {"sampling": "first:6", "crop.size": 96}), root, build, show_progress=False
+    )
+    index = report.index
+    assert index.videos == 1 and any(
+        "2 files left out" in note and ".txt 1" in note and ".jpg 1" in note for note in index.notes
+    ), index.notes
+    faces = [row for row in pq.read_table(build / "faces.parquet").to_pylist() if row["path"]]
+    assert len(faces) == 6  # every frame decoded, a face in each

@@ -101,7 +101,7 @@ class FolderLayout(_Strict):
 
     kind: Literal["folder"]
     label_folders: tuple[str, ...] = ("real", "fake")  # class index = position
-    extensions: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+    extensions: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 
     _safe_label_folders = field_validator("label_folders")(safe_label_folders)
 

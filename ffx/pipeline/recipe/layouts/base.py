@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ffx.errors import InputError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+# Animated GIFs are videos too (PyAV decodes them): face-swap clips are shared as GIFs.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,13 @@ def read_list_text(path: Path, encoding: str = "utf-8") -> str:
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
 
 
-def list_videos(directory: Path, root: Path, extensions=VIDEO_EXTENSIONS) -> list[str]:
+def list_videos(
+    directory: Path, root: Path, extensions=VIDEO_EXTENSIONS, skipped: Counter | None = None
+) -> list[str]:
     """Video files below `directory` (recursively), relative to `root`, sorted. Linked folders
     are followed (a method folder linked from another disk), except a link back to a folder
-    above it, which would loop; the paths stay those below `root`."""
+    above it, which would loop; the paths stay those below `root`. Files left out for their
+    extension are counted in `skipped` by extension, where given (hidden files are not)."""
     top = os.fspath(directory)
     chains = {top: frozenset({os.path.realpath(top)})}  # real paths of each folder's ancestors
     suffixes = tuple(extension.lower() for extension in extensions)
@@ -138,6 +143,21 @@ def list_videos(directory: Path, root: Path, extensions=VIDEO_EXTENSIONS) -> lis
                 chains[os.path.join(dirpath, name)] = chain | {real}
         dirnames[:] = kept
         for name in filenames:
-            if name.lower().endswith(suffixes) and not name.startswith("."):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(suffixes):
                 found.append((Path(dirpath) / name).relative_to(root).as_posix())
+            elif skipped is not None:
+                skipped[Path(name).suffix.lower() or "(none)"] += 1
     return sorted(found)
+
+
+def skipped_note(skipped: Counter, extensions) -> list[str]:
+    """A line naming the files an index left out, by extension (none: no line)."""
+    if not skipped:
+        return []
+    counts = ", ".join(f"{extension} {count}" for extension, count in skipped.most_common())
+    return [
+        f"{sum(skipped.values())} files left out, not videos by their extension ({counts}); the "
+        f"layout takes {' '.join(extensions)} (`layout.extensions`)"
+    ]
