@@ -14,7 +14,12 @@ from ffx.cli.common import BuildArg, BuildOpt, console
 def export(
     build: BuildArg,
     export_format: Annotated[
-        str, typer.Option("--format", help="mcx-api (path label) | lib (label,folder,nframes) | imagefolder.")
+        str,
+        typer.Option(
+            "--format",
+            help="mcx-api (path label) | lib (label,folder,nframes) | imagefolder | deepfakebench "
+            "(its dataset JSON, crops, landmarks, masks).",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the lists or the image folders.")],
     copy: Annotated[
@@ -24,11 +29,22 @@ def export(
         Path | None,
         typer.Option("--dfb-root", help="deepfakebench: the folder DeepfakeBench runs from (default: here)."),
     ] = None,
+    dfb_resolution: Annotated[
+        int,
+        typer.Option(
+            "--dfb-resolution",
+            min=8,
+            help="deepfakebench: its `resolution` (the side its loader resizes images to); the "
+            "landmarks are written for it.",
+        ),
+    ] = 256,
 ) -> None:
     """Datalists, image folders or a DeepfakeBench dataset JSON over the face crops."""
     from ffx.pipeline.stages.export import run_export
 
-    report = run_export(build, export_format, out, copy=copy, dfb_root=dfb_root)
+    report = run_export(
+        build, export_format, out, copy=copy, dfb_root=dfb_root, dfb_resolution=dfb_resolution
+    )
     per_split = ", ".join(f"{split} {count}" for split, count in sorted(report.crops.items()))
     console.print(f"export ({report.export_format}): {escape(per_split)} crops in {escape(str(report.out))}")
     if report.unlabelled:

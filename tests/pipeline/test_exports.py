@@ -56,3 +56,18 @@ def test_an_animated_gif_is_a_video_and_skipped_files_are_counted(tmp_path: Path
     ), index.notes
     faces = [row for row in pq.read_table(build / "faces.parquet").to_pylist() if row["path"]]
     assert len(faces) == 6  # every frame decoded, a face in each
+
+
+def test_export_help_lists_every_format() -> None:
+    import subprocess
+    import sys
+
+    from ffx.pipeline.stages.export import FORMATS
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ffx.cli", "export", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "300"},
+    )
+    assert all(name in done.stdout for name in FORMATS), done.stdout

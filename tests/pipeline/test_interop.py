@@ -375,6 +375,8 @@ def test_deepfakebench_export_writes_landmarks_where_its_loader_looks(tmp_path: 
     write_stamped(build, "faces", [{k: v for k, v in row.items() if k != "made_from"} for row in faces])
     report = run_export(build, "deepfakebench", tmp_path / "dfb", dfb_root=tmp_path)
     assert not any("no landmark" in note for note in report.notes)
+    config = yaml.safe_load((tmp_path / "dfb" / "deepfakebench.yaml").read_text())
+    assert (config["resolution"], config["with_landmark"], config["with_mask"]) == (256, True, True)
     info = json.loads((tmp_path / "dfb/dataset_json/ffx-folder.json").read_text())
     monkeypatch.chdir(tmp_path)
     checked = 0
@@ -384,9 +386,14 @@ def test_deepfakebench_export_writes_landmarks_where_its_loader_looks(tmp_path: 
                 for frame in video["frames"]:
                     # abstract_dataset.py: image_path.replace('frames', 'landmarks').replace('.png', '.npy')
                     points = np.load(frame.replace("frames", "landmarks").replace(".png", ".npy"))
-                    scale = 512 / 32  # recipe crop size over the crop box's side
+                    # Its loader: the image resized to `resolution`, the landmarks as written.
+                    resolution = config["resolution"]
+                    image = cv2.resize(cv2.imread(frame), (resolution, resolution))
+                    scale = resolution / 32  # the resolution over the crop box's side
                     expected = (np.array([[4, 6], [16, 16], [30.5, 2]]) + 0.5) * scale - 0.5
                     assert points.shape == (3, 2) and np.allclose(points, expected)
+                    height, width = image.shape[:2]  # albumentations' check: every keypoint inside
+                    assert ((points >= 0) & (points <= [width, height])).all()
                     assert Path(frame.replace("frames", "masks")).is_file()
                     checked += 1
     assert checked == 2 * FRAMES

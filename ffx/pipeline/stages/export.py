@@ -49,7 +49,12 @@ class ExportReport:
 
 
 def run_export(
-    build: Path, export_format: str, out: Path, copy: bool = False, dfb_root: Path | None = None
+    build: Path,
+    export_format: str,
+    out: Path,
+    copy: bool = False,
+    dfb_root: Path | None = None,
+    dfb_resolution: int = 256,
 ) -> ExportReport:
     """Write the export in `export_format` for every labelled crop of the build under `out`.
 
@@ -75,7 +80,7 @@ def run_export(
     if export_format == "deepfakebench":
         from ffx.pipeline.stages.export_dfb import export_deepfakebench
 
-        return export_deepfakebench(where, videos, crops_of, out, copy, dfb_root, report)
+        return export_deepfakebench(where, videos, crops_of, out, copy, dfb_root, report, dfb_resolution)
     by_split: dict[str, list[str]] = {}
     lib_lines: dict[tuple[str, str, str], list[str]] = {}
     for key in sorted(crops_of):

@@ -18,9 +18,15 @@ What its loader does, and what the export does about it:
   `frames` in the path with `landmarks` (`.npy`) or `masks`, so they go to
   `OUT/{name}/landmarks/...` and `OUT/{name}/masks/...` when the build has them.
 - `lmdb: false` (the JSON paths are files, not LMDB keys).
-- Landmarks (`ffx crop --landmarks`, faces.parquet `dense_landmarks`, full-frame pixels) are
-  written in crop pixels as `(N, 2)` float32 `.npy`; DeepfakeBench's own are 81 points from its
-  preprocessing (`load_landmark` falls back to zeros of (81, 2) when a file is missing).
+- Its loader resizes each image to `resolution` (256 in its configs) and leaves the landmarks as
+  written, and with augmentation (albumentations) refuses a keypoint outside the image. So
+  landmarks (`ffx crop --landmarks`, faces.parquet `dense_landmarks`, full-frame pixels) are
+  written in the pixels of the image it uses (`--dfb-resolution`, written into the config as
+  `resolution`), pixel centres kept, clipped into it: `(N, 2)` float32 `.npy`. DeepfakeBench's own
+  are 81 points from its preprocessing (`load_landmark` falls back to zeros of (81, 2) when a file
+  is missing). Masks are images it resizes itself.
+- Its config keys must go into `train_config.yaml` and `test_config.yaml`: they override a
+  detector's yaml (a dataset set only there is "not exist").
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ def export_deepfakebench(
     copy: bool,
     dfb_root: Path | None,
     report,
+    resolution: int = 256,
 ):
     """Write OUT/dataset_json/{name}.json, the crop tree and OUT/deepfakebench.yaml; fills `report`."""
     recipe = load_recipe(where)
@@ -98,7 +105,7 @@ def export_deepfakebench(
     out = Path(out).resolve()
     base = Path(dfb_root or os.getcwd()).resolve()
     compression = recipe.layout.compression if name in FFPP_FAMILY else None
-    landmarks = _landmarks(where, recipe.crop.size)
+    landmarks = _landmarks(where, recipe.crop.size, resolution)
     tree: dict[str, dict] = {}
     labels: dict[str, int] = {}
     most_frames = 0
@@ -157,13 +164,16 @@ def export_deepfakebench(
             f"faces.parquet has no {LANDMARKS_COLUMN} column: no landmark files written "
             "(keep with_landmark: false and with_mask: false)"
         )
-    report.config = _config(json_folder, base, name, files, compression, labels, most_frames, bool(landmarks))
+    masked = any(row.get("mask_path") for crops in crops_of.values() for row in crops)
+    image = (resolution, bool(landmarks), masked)
+    report.config = _config(json_folder, base, name, files, compression, labels, most_frames, image)
     atomic.write_bytes(out / "deepfakebench.yaml", report.config.encode())
     return report
 
 
-def _landmarks(where: BuildDir, size: int) -> dict[tuple[str, int], np.ndarray]:
-    """(key, frame) -> the main face's landmarks in crop pixels, when faces.parquet has them."""
+def _landmarks(where: BuildDir, size: int, resolution: int) -> dict[tuple[str, int], np.ndarray]:
+    """(key, frame) -> the main face's landmarks in the pixels of the crop resized to
+    `resolution` (pixel centres kept), clipped into it, when faces.parquet has them."""
     import pyarrow.parquet as pq
 
     if LANDMARKS_COLUMN not in pq.read_schema(where.table("faces")).names:
@@ -172,7 +182,8 @@ def _landmarks(where: BuildDir, size: int) -> dict[tuple[str, int], np.ndarray]:
     for row in pq.read_table(where.table("faces")).to_pylist():
         points = face_crop_landmarks(row, size) if row["track"] == 0 else None
         if points is not None:
-            found[(row["key"], row["frame_index"])] = points
+            resized = (np.asarray(points, np.float64) + 0.5) * resolution / size - 0.5
+            found[(row["key"], row["frame_index"])] = np.clip(resized, 0, resolution - 1)
     return found
 
 
@@ -196,12 +207,14 @@ def _config(
     compression: str | None,
     labels: dict[str, int],
     most_frames: int,
-    landmarks: bool,
+    image: tuple[int, bool, bool],
 ) -> str:
-    """The DeepfakeBench config lines to set (YAML; strings written as JSON, which YAML reads)."""
+    """The DeepfakeBench config lines to set (YAML; strings written as JSON, which YAML reads);
+    `image`: the resolution the landmarks are written for, and whether landmarks and masks are."""
+    resolution, landmarks, masks = image
     lines = [
         f"# DeepfakeBench ({COMMIT[:12]}): set these in training/config/train_config.yaml and",
-        "# test_config.yaml (or your detector's yaml), and run DeepfakeBench from:",
+        "# test_config.yaml (they override a detector's yaml), and run DeepfakeBench from:",
         f"#   {base}",
         f"# (the frame paths in the JSON start with ./ and are relative to it). Datasets: {', '.join(files)}",
         "lmdb: false",
@@ -213,8 +226,8 @@ def _config(
         lines.append(f"compression: {compression}")
     # With fewer than a video's frames the loader keeps only its first frame_num frames.
     lines.append(f"frame_num: {{'train': {most_frames}, 'test': {most_frames}}}")
-    if not landmarks:
-        lines += ["with_landmark: false", "with_mask: false"]
+    lines.append(f"resolution: {resolution}  # the landmarks are in the pixels of the image resized to it")
+    lines += [f"with_landmark: {str(landmarks).lower()}", f"with_mask: {str(masks).lower()}"]
     lines.append("label_dict:")
     lines += [f"  {json.dumps(label)}: {value}" for label, value in sorted(labels.items())]
     return "\n".join(lines) + "\n"
