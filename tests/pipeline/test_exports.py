@@ -71,3 +71,40 @@ def test_export_help_lists_every_format() -> None:
         env={"COLUMNS": "300"},
     )
     assert all(name in done.stdout for name in FORMATS), done.stdout
+
+
+def test_a_folder_listed_twice_in_a_deepfakebench_json_is_refused_unless_val_and_test(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from ffx.errors import InputError
+    from ffx.pipeline.recipe.layouts.crops import crop_videos
+    from ffx.pipeline.recipe.manifest import CropsLayout
+
+    for number in range(3):
+        (tmp_path / "crops" / f"v{number}").mkdir(parents=True)
+        (tmp_path / "crops" / f"v{number}" / "000.png").write_bytes(b"")
+
+    def listed(entries: dict) -> CropsLayout:
+        info = {
+            "ds": {
+                label: {
+                    split: {name: {"label": label, "frames": [f"crops/{name}/000.png"]} for name in names}
+                    for split, names in splits.items()
+                }
+                for label, splits in entries.items()
+            }
+        }
+        (tmp_path / "ds.json").write_text(json.dumps(info))
+        return CropsLayout(kind="crops", format="deepfakebench", json_file="ds.json")
+
+    # DeepfakeBench's own Celeb-DF listing: test videos under val too, one label: kept as test.
+    videos, _ = crop_videos(tmp_path, listed({"real": {"val": ["v0"], "test": ["v0"], "train": ["v1"]}}))
+    assert (videos["crops/v0"]["split"], videos["crops/v1"]["split"]) == ("test", "train")
+    with pytest.raises(
+        InputError, match=r"ds.json: real/val/v0 and .*ds.json: real/train/v0 list the same folder"
+    ):
+        crop_videos(tmp_path, listed({"real": {"train": ["v0"], "val": ["v0"]}}))
+    with pytest.raises(InputError, match=r"fake/train/v2 and .*real/train/v2 list the same folder crops/v2"):
+        crop_videos(tmp_path, listed({"real": {"train": ["v2"]}, "fake": {"train": ["v2"]}}))

@@ -6,8 +6,9 @@
   `name -> label -> train|val|test -> [compression ->] video -> {label, frames}`; frame paths
   (backslashes read as slashes) relative to the root or absolute below it; a label name ending
   in `real` (any case) is real, every other fake, and becomes the video's method. A video listed
-  in several splits (DeepfakeBench lists Celeb-DF's test videos under val too) goes to the
-  last of train, val, test that lists it.
+  under val and test with one label (DeepfakeBench lists Celeb-DF's test videos under val too)
+  goes to test; listed under two labels, or under train and another split, it is refused in one
+  line naming both entries (merging them would drop one silently).
 
 A video's frame index is its file's integer stem (`012.png` is frame 12) when every stem is an
 integer and they are distinct, else its position in name order. `ffx import-crops` reads the
@@ -127,8 +128,24 @@ def _from_json(root: Path, layout: CropsLayout) -> dict[str, dict]:
                 if any(PurePosixPath(file).parent.as_posix() != folder for file in files):
                     raise InputError(f"{origin}: frames in more than one folder")
                 kind = "real" if str(video.get("label", label)).lower().endswith("real") else "fake"
+                _check_listed_once(found.get(folder), label, split, origin, folder)
                 found[folder] = {"label_name": kind, "method": label, "split": split, "files": files}
+                found[folder]["origin"] = origin
+    for video in found.values():
+        video.pop("origin")
     return found
+
+
+def _check_listed_once(earlier: dict | None, label: str, split: str, origin: str, folder: str) -> None:
+    """Refuse a folder listed twice, but for DeepfakeBench's own val-and-test listing."""
+    if earlier is None:
+        return
+    if earlier["method"] == label and {earlier["split"], split} == {"val", "test"}:
+        return
+    raise InputError(
+        f"{origin} and {earlier['origin']} list the same folder {folder}: a video has one label "
+        "and one split; remove one of the entries"
+    )
 
 
 def _videos_of(path: Path, label: str, split: str, level: dict, compression: str) -> dict:
