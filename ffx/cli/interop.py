@@ -69,11 +69,21 @@ def import_crops(
         str, typer.Option("--compression", help="deepfakebench, FF++ family: raw | c23 | c40.")
     ] = "c23",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split where none is given.")] = 0,
+    dfb_resolution: Annotated[
+        int,
+        typer.Option(
+            "--dfb-resolution",
+            min=8,
+            help="deepfakebench: the `resolution` its landmarks are in (its config's; an ffx export's).",
+        ),
+    ] = 256,
 ) -> None:
     """Face crops made elsewhere as a build that starts at `ffx shard` (no video needed)."""
     from ffx.pipeline.stages.import_crops import run_import
 
-    report = run_import(source, build, source_format, json_file, compression, seed=seed)
+    report = run_import(
+        source, build, source_format, json_file, compression, seed=seed, resolution=dfb_resolution
+    )
     rows = ", ".join(f"{status} {count}" for status, count in sorted(report.rows_by_status.items()))
     splits = ", ".join(f"{split} {count}" for split, count in report.index.by_split.items())
     console.print(

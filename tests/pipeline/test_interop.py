@@ -397,3 +397,23 @@ def test_deepfakebench_export_writes_landmarks_where_its_loader_looks(tmp_path: 
                     assert Path(frame.replace("frames", "masks")).is_file()
                     checked += 1
     assert checked == 2 * FRAMES
+    # Imported back, what the export wrote is kept: the keys, the dataset, the landmarks (in the
+    # crop's own pixels again) and the masks.
+    again = tmp_path / "again"
+    run_import(tmp_path, again, "deepfakebench", tmp_path / "dfb/dataset_json/ffx-folder.json")
+    exported = {row["key"] for row in faces if row["status"] == "ok"}
+    assert {row["key"] for row in rows(again, "videos")} == exported  # not datasets__ffx__...
+    assert {row["dataset"] for row in rows(again, "videos")} == {"ffx-folder"}
+    imported = {
+        (row["key"], row["frame_index"]): row for row in rows(again, "faces") if row["status"] == "ok"
+    }
+    assert len(imported) == 2 * FRAMES
+    for row in faces:
+        if row["status"] != "ok":
+            continue
+        back = imported[(row["key"], row["frame_index"])]
+        side = back["crop_x2"]  # the imported crop is the whole image: the build's crop size
+        expected = (np.array([[4, 6], [16, 16], [30.5, 2]]) + 0.5) * side / 32 - 0.5
+        assert np.allclose(np.array(back["dense_landmarks"]).reshape(-1, 2), expected, atol=1e-3)
+        mask = cv2.imread(str(again / back["mask_path"]), cv2.IMREAD_UNCHANGED)
+        assert mask is not None and mask.shape == (side, side)

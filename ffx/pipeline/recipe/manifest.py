@@ -115,6 +115,8 @@ class CropsLayout(_Strict):
     label_folders: tuple[str, ...] = ("real", "fake")  # folders: class index = position
     json_file: str = ""  # deepfakebench: the dataset JSON, relative to the root
     compression: Literal["raw", "c23", "c40"] = "c23"  # deepfakebench: the FF++ family's level
+    # deepfakebench: the `resolution` its landmarks are in (its loader's image side; an ffx export's)
+    resolution: int = Field(256, ge=8)
 
     _safe_label_folders = field_validator("label_folders")(safe_label_folders)
 

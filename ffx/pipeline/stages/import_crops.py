@@ -60,11 +60,12 @@ def crops_recipe(
     compression: str = "c23",
     label_folders: tuple[str, ...] = ("real", "fake"),
     seed: int = 0,
+    resolution: int = 256,
 ) -> Manifest:
     """The recipe of an imported build: the `crops` layout, every image (`all`)."""
     layout: dict = {"kind": "crops", "format": source_format}
     if source_format == "deepfakebench":
-        layout |= {"json_file": json_file, "compression": compression}
+        layout |= {"json_file": json_file, "compression": compression, "resolution": resolution}
     else:
         layout["label_folders"] = list(label_folders)
     binary = source_format == "deepfakebench" or tuple(label_folders) == ("real", "fake")
@@ -117,9 +118,17 @@ class ImportStage(Stage):
     ) -> list:
         build.faces.mkdir(parents=True, exist_ok=True)
         source, settings = str(build.video_root()), CropStage.settings(recipe)
+        layout = recipe.layout
+        resolution = layout.resolution if layout.format == "deepfakebench" else 0
         return [
             ImportTask(
-                key, source, tuple(plan.files[plan.path_of[key]]), str(build), recipe.crop.png_level, settings
+                key,
+                source,
+                tuple(plan.files[plan.path_of[key]]),
+                str(build),
+                recipe.crop.png_level,
+                settings,
+                resolution,
             )
             for key in keys
         ]
@@ -164,6 +173,7 @@ def run_import(
     seed: int = 0,
     workers: int | None = None,
     show_progress: bool = True,
+    resolution: int = 256,
 ) -> ImportReport:
     """Index the crops under `source`, then write frames.parquet, faces.parquet and BUILD/faces/."""
     source = Path(source).resolve()
@@ -179,7 +189,7 @@ def run_import(
             raise InputError(
                 f"{json_file} is not under {source}: copy the dataset JSON below the crops root"
             ) from None
-    recipe = crops_recipe(source_format, listed, compression, label_folders, seed)
+    recipe = crops_recipe(source_format, listed, compression, label_folders, seed, resolution)
     where = BuildDir(build)
     index = run_index(recipe, source, where.root)
     every_status = [status.value for status in Status]  # every image is read again (see above)

@@ -140,7 +140,7 @@ def build_rows(
     """Index rows sorted by key; key collisions and duplicates are errors."""
     keys: dict[str, str] = {}
     for entry in scan_entries:
-        key = key_from_path(entry.path)
+        key = entry.key if entry.key and is_safe_key(entry.key) else key_from_path(entry.path)
         if key in keys:
             raise InputError(
                 f"key collision: {keys[key]} and {entry.path} both map to key {key!r}; rename one of them"

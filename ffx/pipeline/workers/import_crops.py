@@ -2,9 +2,14 @@
 as ffx's RGB PNG into the build's `faces/{key}/`, and give the folder's frames and faces rows.
 
 An image stands for its frame: its frames row carries `pixels_sha256` of the decoded RGB pixels,
-`path` "" (no full frame exists), backend `import`; its faces row is `ok` with the crop, and no
-boxes (none are known). An image that cannot be read gets `error` (or `missing`) with one line
-naming it. Cheap to import, like every worker module.
+`path` "" (no full frame exists), backend `import`; its faces row is `ok` with the crop, its crop
+window the whole image, and no detector box (none is known). An image that cannot be read gets
+`error` (or `missing`) with one line naming it.
+
+From a DeepfakeBench dataset (`dfb_resolution` set), what lies where its loader looks is kept: the
+landmarks (`frames` -> `landmarks` in the path, `.npy`, in the pixels of the image resized to its
+`resolution`) go into `dense_landmarks` in the image's own pixels, and the mask (`frames` ->
+`masks`) beside the crop as `{frame}.mask.png`. Cheap to import, like every worker module.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class ImportTask:
     build: str
     png_level: int
     crop_settings: dict  # the build's `[crop]` settings, which the crop rows' `made_from` digests
+    dfb_resolution: int = 0  # a DeepfakeBench dataset's `resolution` (its landmarks'); 0: not one
 
 
 def import_folder(task: ImportTask, report) -> Extracted:
@@ -56,7 +62,12 @@ def import_folder(task: ImportTask, report) -> Extracted:
             continue
         path = crop_file(task.key, frame_index, 0, False)
         (temp / Path(path).name).write_bytes(encode_png(rgb, task.png_level))
-        faces.append(_face_row(task.key, frame_index, path, Status.OK, ""))
+        row = _face_row(task.key, frame_index, path, Status.OK, "")
+        height, width = rgb.shape[:2]
+        row |= {"crop_x1": 0, "crop_y1": 0, "crop_x2": width, "crop_y2": height}
+        if task.dfb_resolution:
+            row |= _dfb_companions(Path(task.source), relative, (width, height), task, temp, path)
+        faces.append(row)
     got = sum(1 for row in frames if row["pixels_sha256"])
     for row in frames:
         row["frames_got"] = got
@@ -71,6 +82,25 @@ def import_folder(task: ImportTask, report) -> Extracted:
         publish.publish_dir(temp, faces_root, task.key)
     made_from = crop_made_from(task.crop_settings, frames_identity(frames), None)
     return Extracted(frames, [row | {"made_from": made_from} for row in faces])
+
+
+def _dfb_companions(source: Path, relative: str, size: tuple[int, int], task, temp: Path, path: str) -> dict:
+    """The landmarks and mask DeepfakeBench keeps for a frame (found as its loader finds them:
+    every `frames` in the path replaced), as faces-row fields; {} for those absent."""
+    found: dict = {}
+    landmarks = source / relative.replace("frames", "landmarks").replace(".png", ".npy")
+    if landmarks.is_file():
+        points = np.load(landmarks).astype(np.float64).reshape(-1, 2)
+        scale = np.array(size, np.float64) / task.dfb_resolution  # back to the image's own pixels
+        found["dense_landmarks"] = ((points + 0.5) * scale - 0.5).reshape(-1).tolist()
+    mask = source / relative.replace("frames", "masks")
+    if mask.is_file():
+        grey = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+        if grey is not None:
+            mask_path = path.replace(".png", ".mask.png")
+            (temp / Path(mask_path).name).write_bytes(encode_png(grey, task.png_level))
+            found["mask_path"] = mask_path
+    return found
 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, Status, str]:

@@ -26,6 +26,7 @@ class Entry:
     identities: tuple[str, ...] = ()  # people in the video; shared identities share a group
     original_path: str | None = None  # a fake's source video, relative to the root
     origin: str = ""  # where the entry came from, for error messages (file:line)
+    key: str | None = None  # the name its source gives it, kept as its key (else one from the path)
 
 
 @dataclass

@@ -32,19 +32,30 @@ LABEL_NAMES = {"real": 0, "fake": 1}
 
 
 def scan(root: Path, layout: CropsLayout, splits_dir: Path | None) -> Scan:
-    """One entry per folder of crops."""
+    """One entry per folder of crops. A DeepfakeBench JSON's video names are kept as the keys
+    where they are distinct (an ffx export's are its keys), and its dataset name as the dataset."""
     require_dir(root, "crops root")
     videos, notes = crop_videos(root, layout)
+    names = [video.get("name") for video in videos.values()]
+    keep_names = all(names) and len(set(names)) == len(names)
     entries = [
-        Entry(path, video["method"], video["label_name"], split=video["split"], identities=(f"video:{path}",))
+        Entry(
+            path,
+            video["method"],
+            video["label_name"],
+            split=video["split"],
+            identities=(f"video:{path}",),
+            key=video.get("name") if keep_names else None,
+        )
         for path, video in sorted(videos.items())
     ]
-    names = (
+    dataset = next((video["dataset"] for video in videos.values() if video.get("dataset")), None)
+    labels = (
         {name: index for index, name in enumerate(layout.label_folders)}
         if layout.format == "folders"
         else dict(LABEL_NAMES)
     )
-    return Scan(f"crops-{layout.format}", entries, names, notes)
+    return Scan(dataset or f"crops-{layout.format}", entries, labels, notes)
 
 
 def crop_files(root: Path, layout: CropsLayout) -> dict[str, list[tuple[int, str]]]:
@@ -115,6 +126,7 @@ def _from_json(root: Path, layout: CropsLayout) -> dict[str, dict]:
     if not isinstance(info, dict) or len(info) != 1 or not isinstance(next(iter(info.values())), dict):
         raise InputError(f"{path}: expected {{dataset name: {{label: {{train|val|test: ...}}}}}}")
     found: dict[str, dict] = {}
+    dataset = next(iter(info))
     for label, splits in next(iter(info.values())).items():
         for split in SPLIT_ORDER:
             videos = _videos_of(path, label, split, (splits or {}).get(split, {}), layout.compression)
@@ -130,7 +142,7 @@ def _from_json(root: Path, layout: CropsLayout) -> dict[str, dict]:
                 kind = "real" if str(video.get("label", label)).lower().endswith("real") else "fake"
                 _check_listed_once(found.get(folder), label, split, origin, folder)
                 found[folder] = {"label_name": kind, "method": label, "split": split, "files": files}
-                found[folder]["origin"] = origin
+                found[folder] |= {"origin": origin, "name": str(name), "dataset": str(dataset)}
     for video in found.values():
         video.pop("origin")
     return found
