@@ -87,3 +87,33 @@ def test_crops_smaller_than_the_input_are_refused_in_one_line(checkpoint, tmp_pa
 def test_a_crop_below_8_is_refused_by_the_command_line(checkpoint, tmp_path: Path, crop: str) -> None:
     model, shards = checkpoint
     assert main(eval_args(model, shards, tmp_path / "eval", "--crop", crop)) == 2
+
+
+def test_imported_crops_and_older_checkpoints_are_compared_on_what_both_record() -> None:
+    from ffx.train.data_match import recipe_differences
+
+    trained = {
+        "known": True,
+        "recipe": "ffpp-c23",
+        "sampling": "first:30",
+        "spaces": ["rgb"],
+        "crop": {"size": 320},
+    }
+    imported = {
+        "known": True,
+        "recipe": "crops-deepfakebench",
+        "sampling": "all",
+        "spaces": ["rgb"],
+        "crop": {"size": 512},
+    }
+    # The import's crop settings are defaults, not how its crops were cut: not compared.
+    assert recipe_differences(trained, imported) == [
+        {"field": "sampling", "trained": "first:30", "scored": "all"}
+    ]
+    older = {
+        "known": True,
+        "recipe": "ffpp-c23",
+        "spaces": ["rgb"],
+        "crop": {},
+    }  # recorded no sampling, no size
+    assert recipe_differences(older, trained) == []

@@ -321,6 +321,8 @@ def _input_row(item: Input, frames: list[dict], threshold: float, video_status: 
     )
     if scored:  # the video's own status (partial, short: a cut file) where it is not ok
         status, error = video_status
+    elif by_track:  # other faces were scored, the main one was not: no verdict, said so
+        status, error = "error", "the main face (track 0) has no scored frame; see other_faces"
     else:
         (status, error), _count = Counter((row["status"], row["error"]) for row in frames).most_common(1)[0]
     counted = {row["frame_index"] for row in frames if row["frame_index"] is not None}

@@ -74,7 +74,8 @@ def import_crops(
         typer.Option(
             "--dfb-resolution",
             min=8,
-            help="deepfakebench: the `resolution` its landmarks are in (its config's; an ffx export's).",
+            help="deepfakebench: the image side its landmarks were saved for (its preprocessing's "
+            "crops, 256; an ffx export's --dfb-resolution).",
         ),
     ] = 256,
 ) -> None:

@@ -21,15 +21,20 @@ COMPARED = ("sampling", "spaces", "labels")  # besides every crop field
 
 def recipe_differences(trained: dict, scored: dict) -> list[dict[str, Any]]:
     """The recipe fields that differ between the training build and a scored one, each as
-    {field, trained, scored}; [] when they agree or either is unknown."""
+    {field, trained, scored}; [] when they agree or either is unknown. Only fields both record
+    are compared (a checkpoint written before a field existed says nothing of it), and no crop
+    field of a build of imported crops (`ffx import-crops`: its recipe's crop settings are
+    defaults, not how its crops were cut)."""
     if not (trained.get("known") and scored.get("known")):
         return []
     differences = []
     for name in COMPARED:
-        if trained.get(name) != scored.get(name):
-            differences.append({"field": name, "trained": trained.get(name), "scored": scored.get(name)})
+        if name in trained and name in scored and trained[name] != scored[name]:
+            differences.append({"field": name, "trained": trained[name], "scored": scored[name]})
+    if _imported(trained) or _imported(scored):
+        return differences
     crops = trained.get("crop", {}), scored.get("crop", {})
-    for name in sorted(set(crops[0]) | set(crops[1])):
+    for name in sorted(set(crops[0]) & set(crops[1])):
         if crops[0].get(name) != crops[1].get(name):
             differences.append(
                 {"field": f"crop.{name}", "trained": crops[0].get(name), "scored": crops[1].get(name)}
@@ -37,11 +42,16 @@ def recipe_differences(trained: dict, scored: dict) -> list[dict[str, Any]]:
     return differences
 
 
+def _imported(recipe: dict) -> bool:
+    """Whether a data recipe is that of a build of imported crops (`crops-folders`, ...)."""
+    return str(recipe.get("recipe", "")).startswith("crops-")
+
+
 def check_scored_data(trained: dict, build: str, crop: int) -> tuple[list[dict[str, Any]], list[str]]:
     """The differences between the checkpoint's training recipe and the scored build's, and the
     notes that say them; refuses a build whose crops are smaller than the model's input `crop`."""
     scored = data_recipe(build)
-    size = scored.get("crop", {}).get("size") if scored.get("known") else None
+    size = scored.get("crop", {}).get("size") if scored.get("known") and not _imported(scored) else None
     if isinstance(size, int) and size < crop:
         raise FfxError(
             f"{build}: its crops are {size} px, smaller than the {crop} px input (--crop, by default "

@@ -171,7 +171,7 @@ def fake_squeue(folder: Path, monkeypatch, stdout: str, stderr: str = "", code: 
         ("PENDING\\n", "", 0, False),
         ("CANCELLED\\n", "", 0, True),
         ("TIMEOUT\\n", "", 0, True),
-        ("", "", 0, True),  # no longer listed
+        ("", "", 0, False),  # not listed: no proof (PrivateData hides other users' jobs)
         ("", "slurm_load_jobs error: Invalid job id specified\\n", 1, True),  # forgotten
         ("", "slurm_load_jobs error: Unable to contact slurm controller\\n", 1, False),  # cannot say
     ],

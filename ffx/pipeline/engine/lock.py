@@ -252,7 +252,7 @@ def _job_ended(job: str) -> bool:
         return False
     try:
         done = subprocess.run(
-            [squeue, "--noheader", "--states=all", f"--jobs={job}", "--format=%T"],
+            [squeue, "--noheader", "--all", "--states=all", f"--jobs={job}", "--format=%T"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -262,7 +262,9 @@ def _job_ended(job: str) -> bool:
         return False
     if done.returncode == 0:
         states = done.stdout.split()
-        ended = all(state in ENDED_STATES for state in states)  # none listed: it left the queue
+        # Listed and ended; none listed is no proof (PrivateData hides other users' jobs): Slurm
+        # answers "Invalid job id" once it has forgotten a job.
+        ended = bool(states) and all(state in ENDED_STATES for state in states)
     else:
         ended = "Invalid job id" in done.stderr  # Slurm forgot it (MinJobAge passed)
     _squeue_answers[job] = (time.monotonic(), ended)

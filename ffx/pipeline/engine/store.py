@@ -142,6 +142,8 @@ class Ledger:
             try:
                 pieces.append(self._read(path))
             except BuildError:
+                if not path.exists():  # set aside by another run, or merged, while listed
+                    continue
                 if not _damaged(path):
                     raise  # a read error (EIO, ESTALE, a permission): the file may be sound
                 if set_aside:
@@ -198,14 +200,18 @@ class Ledger:
 
 
 def _damaged(path: Path) -> bool:
-    """Whether a file is not a parquet table (its bytes), as opposed to unreadable just now."""
+    """Whether a file's bytes are not a parquet table (truncated, overwritten, a flipped byte), as
+    opposed to a file that could not be read just now: the bytes are read by Python (a real read
+    error keeps its errno, EIO, ESTALE: not damage), then parsed in memory, where any failure is
+    the bytes' own."""
     try:
-        pq.read_metadata(path)
-        pq.read_table(path)
-    except pa.ArrowInvalid:
-        return True
-    except (pa.ArrowException, OSError):
+        data = Path(path).read_bytes()
+    except OSError:
         return False
+    try:
+        pq.read_table(pa.BufferReader(data))
+    except Exception:  # pyarrow says "ZSTD decompression failed" and the like as OSError too
+        return True
     return False
 
 

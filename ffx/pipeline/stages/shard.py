@@ -277,8 +277,9 @@ def run_shard(
                 report.counts["shards written"] = written
                 if written:
                     store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
-        if not load_recipe(build).shard.keep_samples and build.samples.exists():
-            shutil.rmtree(build.samples)  # the shards are written and current: samples/ has served
+        with exclusive(build.shards_lock, wait=True, part=(part or Part()).name):
+            if not load_recipe(build).shard.keep_samples and build.samples.exists():
+                shutil.rmtree(build.samples)  # the shards are written and current: samples/ has served
         write_loader_files(build, index)  # wids indexes and dataset card; unchanged bytes: no write
         report.extra = {"index": index}
     return report
@@ -435,7 +436,7 @@ def _kept_shards(build: BuildDir, shards: list[dict], layout: str) -> dict[str, 
             continue
         same = facts.get("members") == _members(shard) if "members" in facts else plan.get("layout") == layout
         if same and _file_matches(build.shards / shard["name"], facts):
-            kept[shard["name"]] = facts
+            kept[shard["name"]] = facts | {"members": _members(shard)}
     return kept
 
 
@@ -452,12 +453,19 @@ def _encode_dropped_samples(
     plan = stage.plan(build, recipe)
     processes = stage.workers(workers, available_cores())
     tasks = stage.tasks(plan, build, recipe, gone, SAMPLES_SCHEMA.empty_table(), processes)
+    recorded = {row["sample"]: row["sha256"] for shard in shards for row in shard["rows"]}
     function = functools.partial(call_guarded, encode_samples)
     for task, result in run_tasks(function, tasks, processes, stall_seconds=300.0):
         if isinstance(result, Stalled | BadInput):
             raise BuildError(
                 f"{task.key}: its samples, dropped after an earlier layout, could not be encoded again "
                 f"({result}); run `ffx shard {build} --keep-samples`"
+            )
+        if any(recorded.get(row["sample"], row["sha256"]) != row["sha256"] for row in result):
+            raise BuildError(
+                f"{task.key}: its samples, encoded again here, differ from those the shards were laid "
+                "out with (another OpenCV, zlib or CPU than the first encoding); run "
+                f"`ffx shard {build} --keep-samples` to encode every sample again on this machine"
             )
 
 
