@@ -277,9 +277,11 @@ def run_shard(
                 report.counts["shards written"] = written
                 if written:
                     store.log_run(build.root, "shards", part or Part(), time.monotonic() - started, written)
-        with exclusive(build.shards_lock, wait=True, part=(part or Part()).name):
-            if not load_recipe(build).shard.keep_samples and build.samples.exists():
-                shutil.rmtree(build.samples)  # the shards are written and current: samples/ has served
+        if not load_recipe(build).shard.keep_samples and build.samples.exists():
+            # The shards are written and current: samples/ has served. Removed under the layout's
+            # lock (a run re-encoding dropped samples reads them there); no lock when nothing is.
+            with exclusive(build.shards_lock, wait=True, part=(part or Part()).name):
+                shutil.rmtree(build.samples, ignore_errors=True)
         write_loader_files(build, index)  # wids indexes and dataset card; unchanged bytes: no write
         report.extra = {"index": index}
     return report
