@@ -11,7 +11,7 @@ import pytest
 
 from ffx.cli import main
 from ffx.pipeline.recipe.manifest import ManifestError, load_manifest
-from tests.test_train_errors import fails_in_one_line
+from tests.assertions import fails_in_one_line
 
 SLURM = ["slurm", "demo", "--root", "data", "--build", "build"]
 

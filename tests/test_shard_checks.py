@@ -27,6 +27,7 @@ from ffx.train.config import TrainConfig, make_config
 from ffx.train.loop import train
 from ffx.train.state import save_run_checkpoint
 from ffx.train.validate import evaluate
+from tests.assertions import one_error_line
 from tests.generated import shard_entry
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}
@@ -121,13 +122,6 @@ def train_args(shards: Path, run: Path, *more: str) -> list[str]:
     arguments = ["train", "--shards", str(shards), "--run", str(run), "--device", "cpu", "--workers", "1"]
     arguments += ["--backbone", "test_convnext", "--crop", "32", "--epochs", "1", "--steps-per-epoch", "1"]
     return [*arguments, "--classes-per-batch", "2", "--images-per-class", "2", "--freeze-epochs", "0", *more]
-
-
-def one_error_line(capfd) -> str:
-    """The only line on stderr, read at the descriptor: OpenCV and loader workers write there too."""
-    lines = capfd.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_a_changed_shard_stops_train_and_eval_unless_no_verify(tmp_path: Path, capfd) -> None:

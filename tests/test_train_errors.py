@@ -19,25 +19,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ffx.cli import main
+from tests.assertions import fails_in_one_line
 from tests.test_shard_checks import (
     LAYOUT,
     eval_args,
     make_checkpoint,
     make_shards,
-    one_error_line,
     train_args,
 )
 
 EXPECTED = "a checkpoint written by `ffx train`"
 WEIGHTS = "pass a timm/torch state dict saved with torch.save(state_dict) or a .safetensors file"
-
-
-def fails_in_one_line(arguments: list[str], capfd) -> str:
-    """Exit 1 and a single stderr line (no traceback): that line."""
-    assert main(arguments) == 1
-    line = one_error_line(capfd)
-    assert "Traceback" not in line and line.startswith("ffx: error:")
-    return line
 
 
 @pytest.fixture

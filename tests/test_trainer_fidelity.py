@@ -26,8 +26,9 @@ from ffx.train.config import TrainConfig, make_config
 from ffx.train.loop import TrainStep, train
 from ffx.train.state import LAST, save_run_checkpoint
 from ffx.train.stream import epoch_batches
+from tests.assertions import fails_in_one_line
 from tests.generated import make_cropped_build
-from tests.test_shard_checks import make_shards, one_error_line, train_args
+from tests.test_shard_checks import make_shards, train_args
 
 CPU = Placement(0, 1, torch.device("cpu"))
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}
@@ -41,13 +42,6 @@ FIVE = {
     ]
     for number in range(5)
 } | {"val-000000.tar": [("real_v_0", 0), ("real_v_1", 0), ("fake_w_0", 1), ("fake_w_1", 1)]}
-
-
-def fails_in_one_line(arguments: list[str], capfd) -> str:
-    assert main(arguments) == 1
-    line = one_error_line(capfd)
-    assert "Traceback" not in line and line.startswith("ffx: error:")
-    return line
 
 
 @pytest.fixture(scope="module")

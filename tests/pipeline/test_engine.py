@@ -28,6 +28,7 @@ from ffx.pipeline.stages.shard import run_shard
 from ffx.pipeline.stages.status import build_status
 from ffx.pipeline.stages.verify import verify_shards
 from ffx.synthetic import portrait_frames, write_h264_index_video, write_h264_video
+from tests.assertions import one_error_line
 from tests.conftest import touch
 from tests.generated import indexed_clips, make_cropped_build
 
@@ -52,12 +53,6 @@ def sample_keys(build: Path) -> set[str]:
         with tarfile.open(path) as archive:
             keys |= {member.name.split(".")[0] for member in archive}
     return keys
-
-
-def one_error_line(capsys) -> str:
-    error = capsys.readouterr().err
-    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error, error
-    return error
 
 
 # --- 1. a damaged shard is written again, never hashed into the index -----------------------------

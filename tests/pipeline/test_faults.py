@@ -21,14 +21,10 @@ from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.record import write_build_record
 from ffx.pipeline.stages.shard import run_shard
 from ffx.synthetic import write_h264_index_video
+from tests.assertions import error_line
 from tests.generated import indexed_clips, make_cropped_build
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def one_error_line(text: str) -> str:
-    assert len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
-    return text
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def on_a_full_disk(command: str, build: Path) -> str:
         [sys.executable, "-c", script, command, str(build)], capture_output=True, text=True, cwd=REPO
     )
     assert done.returncode == 1
-    error = one_error_line(done.stderr)
+    error = error_line(done.stderr)
     assert "File too large" in error and "free space" in error and f"{build}/" in error
     return error
 
@@ -116,7 +112,7 @@ def test_a_damaged_table_names_itself_and_the_command_that_rebuilds_it(sharded_b
     frames.write_bytes(frames.read_bytes()[:100])
     for command in ("crop", "shard", "status", "extract"):
         assert main([command, str(sharded_build)]) == 1, command
-        error = one_error_line(capsys.readouterr().err)
+        error = error_line(capsys.readouterr().err)
         assert f"{frames} is not a readable table" in error and "delete it and run `ffx extract`" in error
 
 
@@ -126,7 +122,7 @@ def test_a_broken_or_empty_shard_index_and_missing_shards(sharded_build: Path, c
     for broken in ("{not json", "{}", "[]"):
         index.write_text(broken)
         assert main(["verify", str(sharded_build)]) == 1
-        assert f"{index} is not a shard index: run `ffx shard" in one_error_line(capsys.readouterr().err)
+        assert f"{index} is not a shard index: run `ffx shard" in error_line(capsys.readouterr().err)
     index.write_text(good)
     for shard in (sharded_build / "shards").glob("*.tar"):
         shard.unlink()
@@ -147,14 +143,14 @@ def test_markup_and_emoji_codes_in_names_stay_text(tmp_path: Path, capsys) -> No
     out = capsys.readouterr().out
     assert f"indexed 2 videos into {build}" in out and "decode_error fake__-__x-" in out
     assert main(["extract", str(build), "--sample", "bad[/x]"]) == 1
-    assert "bad[/x]" in one_error_line(capsys.readouterr().err)
+    assert "bad[/x]" in error_line(capsys.readouterr().err)
 
 
 def test_an_invalid_set_is_blamed_on_the_set(tmp_path: Path, capsys) -> None:
     (tmp_path / "data" / "real").mkdir(parents=True)
     arguments = ["index", "folder", "--root", str(tmp_path / "data"), "--build", str(tmp_path / "b")]
     assert main([*arguments, "--set", "crop.foo=1"]) == 1
-    error = one_error_line(capsys.readouterr().err)
+    error = error_line(capsys.readouterr().err)
     assert "--set crop.foo=1: crop.foo: unknown field" in error and "folder.toml" not in error
 
 

@@ -18,6 +18,7 @@ from ffx.pipeline.recipe.layouts import Entry, Scan
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.export import run_export
 from ffx.pipeline.stages.index import run_index
+from tests.assertions import one_error_line
 from tests.conftest import touch
 from tests.generated import make_cropped_build
 
@@ -26,14 +27,6 @@ SECRET = "TOPSECRET first line of a file outside the root"
 
 def read_rows(build: Path) -> dict[str, dict]:
     return {row["path"]: row for row in pq.read_table(build / "videos.parquet").to_pylist()}
-
-
-def one_error_line(capsys) -> str:
-    """The CLI's stderr: exactly one line, no traceback."""
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
 
 
 def recipe(tmp_path: Path, body: str) -> Path:
