@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 
+def help_text(*command: str) -> str:
+    """What `ffx COMMAND --help` prints, in a terminal wide enough that no option wraps."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ffx.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "300"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def error_line(text: str) -> str:
     """The one line of an error output (stderr of the CLI or of a subprocess), no traceback."""
     lines = text.strip().splitlines()

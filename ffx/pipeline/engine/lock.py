@@ -15,6 +15,7 @@ holder's lock (it holds `{lock}.break`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -159,6 +160,7 @@ def _heartbeat(path: Path, holder: dict, stop: threading.Event) -> None:
             os.utime(path)
 
 
+@functools.cache
 def _node() -> str:
     """This machine and process namespace: its boot id and pid namespace. A pid means a process
     only on the same node (two nodes may share a host name; containers have their own pids)."""

@@ -426,19 +426,17 @@ def _members(shard: dict) -> str:
 def _kept_shards(build: BuildDir, shards: list[dict], layout: str) -> dict[str, dict]:
     """The planned shards already on disk byte for byte: recorded with the same members (or,
     recorded before members were, for this very layout) and holding the recorded bytes."""
-    try:
-        plan = json.loads(build.shard_plan.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        plan = {}
-    recorded = plan.get("written", {}) if isinstance(plan, dict) else {}
+    plan = _shard_plan(build)
+    recorded = plan.get("written", {})
     kept = {}
     for shard in shards:
         facts = recorded.get(shard["name"])
         if not isinstance(facts, dict):
             continue
-        same = facts.get("members") == _members(shard) if "members" in facts else plan.get("layout") == layout
+        members = _members(shard)
+        same = facts["members"] == members if "members" in facts else plan.get("layout") == layout
         if same and _file_matches(build.shards / shard["name"], facts):
-            kept[shard["name"]] = facts | {"members": _members(shard)}
+            kept[shard["name"]] = facts | {"members": members}
     return kept
 
 
@@ -503,11 +501,18 @@ def shards_in_place(build: BuildDir) -> dict | None:
 
 def _written_shards(build: BuildDir, layout: str) -> dict[str, dict]:
     """Shards recorded as written for `layout` (name -> sha256, bytes and file identity)."""
+    plan = _shard_plan(build)
+    return plan.get("written", {}) if plan.get("layout") == layout else {}
+
+
+def _shard_plan(build: BuildDir) -> dict:
+    """shards/.plan.json: the layout written last and the shards written; {} when there is none
+    or it is not one (cut short, foreign)."""
     try:
         plan = json.loads(build.shard_plan.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return plan.get("written", {}) if plan.get("layout") == layout else {}
+    return plan if isinstance(plan, dict) and isinstance(plan.get("written", {}), dict) else {}
 
 
 def _file_identity(path: Path) -> dict:
