@@ -482,7 +482,8 @@ def shards_in_place(build: BuildDir) -> dict | None:
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         return None
     layout = shards_layout(build, load_recipe(build))
-    written = _written_shards(build, layout)
+    plan = _shard_plan(build)  # the shards recorded as written for this layout
+    written = plan.get("written", {}) if plan.get("layout") == layout else {}
     names = {entry["name"] for entry in index.get("shards", [])}
     if index.get("layout_digest") != layout or any(name not in written for name in names):
         return None
@@ -497,12 +498,6 @@ def shards_in_place(build: BuildDir) -> dict | None:
         with contextlib.suppress(OSError):  # a read-only copy: checked again next time
             atomic.write_json(build.shard_plan, {"layout": layout, "written": written})
     return index
-
-
-def _written_shards(build: BuildDir, layout: str) -> dict[str, dict]:
-    """Shards recorded as written for `layout` (name -> sha256, bytes and file identity)."""
-    plan = _shard_plan(build)
-    return plan.get("written", {}) if plan.get("layout") == layout else {}
 
 
 def _shard_plan(build: BuildDir) -> dict:
