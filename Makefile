@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint docs bench clean-venv
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/ffx demo
@@ -13,6 +13,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check ffx tests bench
 	$(VENV)/bin/python -m pytest -q
+
+# The docs site (mkdocs.yml, docs/) into site/; --strict fails on any warning: a broken link or anchor, a
+# page left out of the nav, a command without help text (scripts/mkdocs_hooks.py). Not --quiet: it hides
+# the warnings, and --strict then has none to fail on.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check ffx tests bench

@@ -1,4 +1,4 @@
-"""The Slurm recipe of the README ("Running on Slurm") on a real Slurm: the demo build as 3-task
+"""The Slurm recipe of the docs (docs/slurm.md) on a real Slurm: the demo build as 3-task
 arrays per stage and a 2-process gloo training, submitted with `ffx slurm --submit`, checked
 against a single-process build. Needs a cluster (`bash scripts/slurm-cluster.sh up`); without
 `sbatch` it is skipped, except under CI=true, where a missing cluster is a failure."""
@@ -26,10 +26,10 @@ from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.status import build_status
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SLURM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "slurm.md"
 TASKS = 3
 ARRAYS = ("extract", "crop", "shard")
-# The README's command, folders apart: 3 one-core tasks a stage, then 2 gloo processes training a
+# The docs' command, folders apart: 3 one-core tasks a stage, then 2 gloo processes training a
 # tiny timm test network for 2 steps (the check is the recipe, not the detector).
 OPTIONS = [
     *("--tasks", str(TASKS), "--cpus", "1", "--mem", "2G", "--time", "00:10:00"),
@@ -86,14 +86,13 @@ def _digests(shards: Path) -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(shards.glob("*.tar"))}
 
 
-def test_readme_runs_this_command() -> None:
-    """The README's Slurm section shows the command this file submits, option for option."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### Running on Slurm") :]
-    readme_command = "ffx " + shlex.join(
+def test_the_docs_run_this_command() -> None:
+    """The docs' Slurm page shows the command this file submits, option for option."""
+    section = SLURM_PAGE.read_text(encoding="utf-8")
+    docs_command = "ffx " + shlex.join(
         _command("slurm-demo/data", "slurm-demo/build", "slurm-demo/jobs", "slurm-demo/run")
     )
-    assert readme_command in section.replace("\\\n  ", "")
+    assert docs_command in section.replace("\\\n  ", "")
 
 
 @pytest.mark.slurm

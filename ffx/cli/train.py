@@ -36,7 +36,9 @@ def train(
     spaces: Annotated[
         str | None, typer.Option("--spaces", help="Colour spaces of the input, e.g. rgb,ycbcr.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help=f"Epochs to train ({default_of('epochs')}).")
+    ] = None,
     steps_per_epoch: Annotated[
         int | None, typer.Option("--steps-per-epoch", min=1, help="Default: from index.json class counts.")
     ] = None,
@@ -104,7 +106,12 @@ def train(
     ] = None,
     workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help=f"Seed of the shard order, crops, flips and pairs ({default_of('seed')})."
+        ),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (resume later).")
     ] = None,

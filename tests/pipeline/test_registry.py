@@ -1,6 +1,6 @@
 """Issue 22: stages plug in through one registry. The engine, `ffx build`, `ffx status` and
 `ffx slurm` read the stages from it; adding a stage is one module (`example_stage.py`, the
-README's worked example) and its registration."""
+worked example of the docs' development page) and its registration."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ffx.pipeline.stages.status import build_status
 from tests.conftest import touch
 from tests.generated import FACELESS_KEY, make_cropped_build
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DEVELOPMENT_PAGE = Path(__file__).resolve().parents[2] / "docs" / "development.md"
 
 
 def test_the_registry_holds_the_pipeline() -> None:
@@ -128,7 +128,7 @@ def test_ffx_build_and_ffx_slurm_take_their_steps_from_the_registry(
     )
 
 
-def test_the_readme_shows_the_example_stage_as_it_is_tested() -> None:
+def test_the_docs_show_the_example_stage_as_it_is_tested() -> None:
     code = (Path(__file__).parent / "example_stage.py").read_text(encoding="utf-8")
     body = code.split('"""', 2)[2].strip()  # without its docstring
-    assert body in README.read_text(encoding="utf-8")
+    assert body in DEVELOPMENT_PAGE.read_text(encoding="utf-8")
