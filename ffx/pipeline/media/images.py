@@ -9,13 +9,14 @@ import numpy as np
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine.statuses import BadInput, Status
+from ffx.pipeline.media.png import isal_png
 
 
 def png_params(level: int) -> list[int]:
     """PNG settings: the Up filter, and at level 1 (the default) zlib's RLE strategy.
 
-    Measured on the 1080p clips of ../shared/media: 38 ms and 1.60 MB per frame, against 54 ms and
-    2.89 MB with OpenCV's defaults (see bench/extract.py). zlib ignores the level under RLE, so
+    Measured on the 1080p media clips: 38 ms and 1.60 MB per frame, against 54 ms and 2.89 MB with
+    OpenCV's defaults (see bench/extract.py). zlib ignores the level under RLE, so
     levels 2-9 use its default strategy: smaller files, slower writes."""
     strategy = cv2.IMWRITE_PNG_STRATEGY_RLE if level == 1 else cv2.IMWRITE_PNG_STRATEGY_DEFAULT
     return [
@@ -28,8 +29,11 @@ def png_params(level: int) -> list[int]:
     ]
 
 
-def encode_png(rgb: np.ndarray, level: int) -> bytes:
-    """PNG bytes of an RGB (or grayscale) uint8 image."""
+def encode_png(rgb: np.ndarray, level: int, encoder: str = "opencv") -> bytes:
+    """PNG bytes of an RGB (or grayscale) uint8 image, by the recipe's `png_encoder`: `opencv`
+    (libpng and zlib, `png_params`) or `isal` (`isal_png`)."""
+    if encoder == "isal":
+        return isal_png(rgb, level)
     pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     ok, png = cv2.imencode(".png", pixels, png_params(level))
     if not ok:

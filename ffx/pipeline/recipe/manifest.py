@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ffx.errors import ManifestError
 from ffx.pipeline.media.color import SPACES
@@ -253,6 +261,10 @@ class Manifest(_Strict):
     crop: Crop = Crop()
     shard: Shard = Shard()
     seed: int = 0
+    # The encoder of every PNG the build writes (frames, crops, masks, samples): "isal" (ISA-L's
+    # deflate, every bundled recipe: about 3x faster, levels 0-2) or "opencv" (libpng and zlib:
+    # the encoder of builds made before this field, hence the default of a recipe that says none).
+    png_encoder: Literal["isal", "opencv"] = "opencv"
 
     @field_validator("sampling")
     @classmethod
@@ -263,6 +275,17 @@ class Manifest(_Strict):
                 f"(e.g. first:30, stride:10:1:301); got {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _levels_fit_the_encoder(self) -> Manifest:
+        if self.png_encoder == "isal":
+            for section in ("extract", "crop", "shard"):
+                if getattr(self, section).png_level > 2:
+                    raise ValueError(
+                        f"{section}.png_level {getattr(self, section).png_level} is above 2, the highest "
+                        'level of png_encoder "isal" (or set png_encoder = "opencv")'
+                    )
+        return self
 
     @field_validator("spaces")
     @classmethod
@@ -344,6 +367,12 @@ def _format_errors(source: str, error: ValidationError, given: dict[str, str]) -
             message = f"{message}; got {item.get('input')!r}"
         lines.append(f"{origin}: {location}: {message}")
     return "; ".join(lines)
+
+
+def png_encoder_setting(recipe: Manifest) -> dict[str, str]:
+    """`png_encoder` as a stage's settings digest holds it: absent at "opencv", so the items of
+    builds made before the field keep their `made_from`."""
+    return {} if recipe.png_encoder == "opencv" else {"png_encoder": recipe.png_encoder}
 
 
 def load_manifest(

@@ -30,7 +30,7 @@ from ffx.pipeline.engine.stage import BuildOptions, Stage, StageReport, run_stag
 from ffx.pipeline.engine.statuses import NO_FRAME, Status
 from ffx.pipeline.media.detect import DetectorSettings, resolve_device
 from ffx.pipeline.media.landmarks import DLIB68, NONE, model_file, model_sha256
-from ffx.pipeline.recipe.manifest import Manifest
+from ffx.pipeline.recipe.manifest import Manifest, png_encoder_setting
 from ffx.pipeline.recipe.schema import FACES_SCHEMA, FRAMES_SCHEMA
 from ffx.pipeline.workers.crop import (
     BOX_ORIGINAL,
@@ -82,7 +82,7 @@ class CropStage(Stage):
         settings = crop.model_dump(mode="json", exclude={"boxes_from_original", *unset})
         if crop.landmarks not in (NONE, DLIB68):
             settings["landmarks_sha256"] = model_sha256(str(model_file(crop.landmarks)))
-        return settings
+        return settings | png_encoder_setting(recipe)
 
     def files_read(self, recipe: Manifest) -> list[Path]:
         landmarks = recipe.crop.landmarks
@@ -108,6 +108,7 @@ class CropStage(Stage):
             crop.track_min_prob,
             str(model_file(crop.landmarks)) if crop.landmarks != NONE else "",
             crop.mask,
+            recipe.png_encoder,
         )
         batch_size = self.batch_size or (
             32 if self.device.startswith("cuda") else 8

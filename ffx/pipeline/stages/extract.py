@@ -29,7 +29,7 @@ from ffx.pipeline.engine.stage import BuildOptions, Stage, StageReport, run_stag
 from ffx.pipeline.engine.statuses import FAILED, Status
 from ffx.pipeline.engine.workers import Stalled, available_cores
 from ffx.pipeline.media.detect import resolve_device
-from ffx.pipeline.recipe.manifest import Manifest
+from ffx.pipeline.recipe.manifest import Manifest, png_encoder_setting
 from ffx.pipeline.recipe.schema import FRAMES_SCHEMA
 from ffx.pipeline.stages.crop import CropStage, family_of, main_faces
 from ffx.pipeline.workers.crop import BOX_ORIGINAL, CropJob
@@ -76,7 +76,7 @@ class ExtractStage(Stage):
             "backends": list(recipe.extract.backends),
             "png_level": recipe.extract.png_level,
             "keep_frames": recipe.extract.keep_frames,
-        }
+        } | png_encoder_setting(recipe)
 
     def plan(self, build: BuildDir, recipe: Manifest) -> ExtractPlan:
         columns = ["key", "path", "size_bytes", "resolved", "original_key"]
@@ -237,6 +237,7 @@ def video_task(
         threads,
         bool(extract.keep_frames),
         crop,
+        png_encoder=recipe.png_encoder,
     )
 
 

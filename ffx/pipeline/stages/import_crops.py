@@ -129,6 +129,7 @@ class ImportStage(Stage):
                 recipe.crop.png_level,
                 settings,
                 resolution,
+                recipe.png_encoder,
             )
             for key in keys
         ]

@@ -42,7 +42,7 @@ from ffx.pipeline.engine.stage import OUTPUTS_SCHEMA, BuildOptions, Stage, Stage
 from ffx.pipeline.engine.statuses import NO_FRAME, NO_TRACK, BadInput, Status
 from ffx.pipeline.engine.workers import Stalled, available_cores, call_guarded, run_tasks
 from ffx.pipeline.media.tars import END_OF_ARCHIVE
-from ffx.pipeline.recipe.manifest import Manifest
+from ffx.pipeline.recipe.manifest import Manifest, png_encoder_setting
 from ffx.pipeline.recipe.schema import FACES_SCHEMA, SAMPLES_SCHEMA
 from ffx.pipeline.stages.loaders import write_loader_files
 from ffx.pipeline.workers.shard import FaceCrop, SampleTask, encode_samples, sample_row
@@ -113,7 +113,7 @@ class SampleStage(Stage):
                 "spaces": list(recipe.spaces),
                 "png_level": recipe.shard.png_level,
                 "detector_outputs": recipe.shard.detector_outputs,  # the JSON's floats, or not
-            }
+            } | png_encoder_setting(recipe)
             if recipe.shard.stored_spaces != "all":  # absent when "all": builds made before it stay current
                 settings["stored_spaces"] = recipe.shard.stored_spaces
             if not recipe.shard.keep_samples:
@@ -164,6 +164,7 @@ class SampleStage(Stage):
                 stored_spaces(recipe),
                 recipe.shard.png_level,
                 recipe.shard.detector_outputs,
+                recipe.png_encoder,
             )
             for key in keys
         ]

@@ -40,6 +40,11 @@ class CropSettings:
     track_min_prob: float | None = None  # a track continues through faces this probable
     landmarks_model: str = ""  # the dlib shape model file; "" for no dense landmarks
     mask: bool = False  # a convex-hull mask of the landmarks beside each crop
+    png_encoder: str = "opencv"  # the recipe's `png_encoder`
+
+    def png(self, pixels: np.ndarray) -> bytes:
+        """A crop's (or mask's) PNG bytes."""
+        return encode_png(pixels, self.png_level, self.png_encoder)
 
 
 # A reused face: box, prob, landmarks (10 values) and the original frame's face count.
@@ -225,13 +230,13 @@ def crop_faces(
                 continue
             if pixels is None:
                 pixels = _resize(image, cut, settings.size)
-            atomic.write_file(temp / Path(path).name, encode_png(pixels, settings.png_level))
+            atomic.write_file(temp / Path(path).name, settings.png(pixels))
             if predictor is not None:
                 points = predictor.predict(image, detection.box)  # on the full frame, MTCNN's box
                 row["dense_landmarks"] = [float(value) for value in points.reshape(-1)]
                 if settings.mask:
                     mask = hull_mask(crop_points(points, cut, settings.size, matrix), settings.size)
-                    atomic.write_file(temp / Path(mask_file(path)).name, encode_png(mask, settings.png_level))
+                    atomic.write_file(temp / Path(mask_file(path)).name, settings.png(mask))
                     row["mask_path"] = mask_file(path)
             rows.append(row | dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), cut)) | {"path": path})
     publish.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, key)

@@ -40,6 +40,7 @@ class VideoTask:
     crop: CropJob | None = None  # crop the decoded frames' faces in the same pass (`ffx build`)
     failures: tuple[str, ...] = ()  # backends that hung or crashed on this video, with why
     hung: bool = False  # whether one of those failures was a hang rather than a crash
+    png_encoder: str = "opencv"  # the recipe's `png_encoder`
 
 
 @dataclass
@@ -177,7 +178,7 @@ def _decode_with(
             break
         height, width = frame.rgb.shape[:2]
         if task.keep_frames:
-            png = encode_png(frame.rgb, task.png_level)
+            png = encode_png(frame.rgb, task.png_level, task.png_encoder)
             atomic.write_file(attempt.temp_dir / f"{frame.frame_index:06d}.png", png)
         if keep_images:
             attempt.images.append(frame.rgb)

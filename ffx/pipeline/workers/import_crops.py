@@ -43,6 +43,7 @@ class ImportTask:
     png_level: int
     crop_settings: dict  # the build's `[crop]` settings, which the crop rows' `made_from` digests
     dfb_resolution: int = 0  # a DeepfakeBench dataset's `resolution` (its landmarks'); 0: not one
+    png_encoder: str = "opencv"  # the recipe's `png_encoder`
 
 
 def import_folder(task: ImportTask, report) -> Extracted:
@@ -61,7 +62,7 @@ def import_folder(task: ImportTask, report) -> Extracted:
             faces.append(_face_row(task.key, frame_index, "", status, error))
             continue
         path = crop_file(task.key, frame_index, 0, False)
-        (temp / Path(path).name).write_bytes(encode_png(rgb, task.png_level))
+        (temp / Path(path).name).write_bytes(encode_png(rgb, task.png_level, task.png_encoder))
         row = _face_row(task.key, frame_index, path, Status.OK, "")
         height, width = rgb.shape[:2]
         row |= {"crop_x1": 0, "crop_y1": 0, "crop_x2": width, "crop_y2": height}
@@ -98,7 +99,7 @@ def _dfb_companions(source: Path, relative: str, size: tuple[int, int], task, te
         grey = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
         if grey is not None:
             mask_path = path.replace(".png", ".mask.png")
-            (temp / Path(mask_path).name).write_bytes(encode_png(grey, task.png_level))
+            (temp / Path(mask_path).name).write_bytes(encode_png(grey, task.png_level, task.png_encoder))
             found["mask_path"] = mask_path
     return found
 

@@ -48,6 +48,7 @@ class SampleTask:
     spaces: tuple[str, ...]  # those stored: the build's, or rgb alone (`[shard] stored_spaces`)
     png_level: int
     detector_outputs: bool = False  # the detector's floats in the JSON too (`[shard] detector_outputs`)
+    png_encoder: str = "opencv"  # the recipe's `png_encoder`
 
 
 def sample_name(key: str, frame_index: int, track: int) -> str:
@@ -107,8 +108,11 @@ def encode_samples(task: SampleTask, report) -> list[dict]:
         ]
         for space in task.spaces:
             # The crop file already is the RGB PNG: copied, not encoded again.
-            data = rgb_png if space == "rgb" else encode_png(convert(rgb, space), task.png_level)
-            members.append((f"{name}.{space}.png", data))
+            if space == "rgb":
+                members.append((f"{name}.rgb.png", rgb_png))
+            else:
+                data = encode_png(convert(rgb, space), task.png_level, task.png_encoder)
+                members.append((f"{name}.{space}.png", data))
         if crop.mask_path:
             try:
                 members.append((f"{name}.mask.png", (build / crop.mask_path).read_bytes()))
