@@ -84,6 +84,12 @@ class BuildDir:
     def samples_file(self, key: str) -> Path:
         return self.root / samples_name(key)
 
+    @property
+    def premade_samples(self) -> Path:
+        """Samples made by `ffx build`'s pass from the crops' pixels in memory, until `ffx shard`
+        takes them (`premade_file`)."""
+        return self.samples / ".premade"
+
     # Shards and the build's record.
     @property
     def shards(self) -> Path:
@@ -128,6 +134,13 @@ class BuildDir:
 def samples_name(key: str) -> str:
     """A video's samples file relative to the build."""
     return f"samples/{key}.tar"
+
+
+def premade_file(samples_file: Path | str) -> Path:
+    """Where `ffx build`'s pass leaves a video's samples file (and its `.json` beside it) for
+    `ffx shard` to take: samples/.premade/{key}.tar."""
+    samples_file = Path(samples_file)
+    return samples_file.parent / ".premade" / samples_file.name
 
 
 def frame_file(key: str, frame_index: int) -> str:

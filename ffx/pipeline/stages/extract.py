@@ -32,8 +32,10 @@ from ffx.pipeline.media.detect import resolve_device
 from ffx.pipeline.recipe.manifest import Manifest, png_encoder_setting
 from ffx.pipeline.recipe.schema import FRAMES_SCHEMA
 from ffx.pipeline.stages.crop import CropStage, family_of, main_faces
+from ffx.pipeline.stages.shard import sample_task
 from ffx.pipeline.workers.crop import BOX_ORIGINAL, CropJob
 from ffx.pipeline.workers.extract import Extracted, VideoTask, extract_video, rows_without_frames
+from ffx.pipeline.workers.shard import video_facts
 
 
 def _file_size(path: str) -> int:
@@ -54,6 +56,7 @@ class ExtractPlan(Plan):
     waiting: dict[str, list[str]] = field(default_factory=dict)
     task_for: Callable[[str, CropJob | None], VideoTask] | None = None
     recipe: Manifest | None = None
+    facts_of: dict[str, dict] = field(default_factory=dict)  # each video's samples' JSON fields
 
 
 @register_stage
@@ -80,6 +83,8 @@ class ExtractStage(Stage):
 
     def plan(self, build: BuildDir, recipe: Manifest) -> ExtractPlan:
         columns = ["key", "path", "size_bytes", "resolved", "original_key"]
+        if self.companion is not None:  # the pass makes the samples too: their JSON's video fields
+            columns += ["dataset", "label", "label_name", "method", "split", "group"]
         videos = current_table(build, "videos").select(columns).to_pydict()
         path_of = dict(zip(videos["key"], videos["path"]))
         original_of = dict(zip(videos["key"], videos["original_key"]))
@@ -90,7 +95,13 @@ class ExtractStage(Stage):
             made_from = {key: digest(settings, path, size, resolved) for key, path, size, resolved in facts}
         # Cropping in the same pass, a fake lands in its original's part (it may reuse its boxes).
         group_of = family_of(original_of) if self.companion else None
-        return ExtractPlan(made_from, group_of=group_of, path_of=path_of, original_of=original_of)
+        facts_of = {}
+        if self.companion is not None:
+            rows = (dict(zip(videos, values)) for values in zip(*videos.values()))
+            facts_of = {row["key"]: video_facts(row) for row in rows}
+        return ExtractPlan(
+            made_from, group_of=group_of, path_of=path_of, original_of=original_of, facts_of=facts_of
+        )
 
     def workers(self, requested: int | None, cores: int) -> int:
         if self.companion is not None:
@@ -114,6 +125,8 @@ class ExtractStage(Stage):
         build.frames.mkdir(parents=True, exist_ok=True)
 
         def task_for(key: str, crop: CropJob | None) -> VideoTask:
+            if crop is not None:  # its samples are made from the crops' pixels in the same pass
+                crop = replace(crop, samples=sample_task(recipe, build, key, plan.facts_of[key]))
             return video_task(
                 key, Path(root) / path_of[key], build.frames, build.faces, recipe, threads, crop
             )

@@ -45,7 +45,7 @@ from ffx.pipeline.media.tars import END_OF_ARCHIVE
 from ffx.pipeline.recipe.manifest import Manifest, png_encoder_setting
 from ffx.pipeline.recipe.schema import FACES_SCHEMA, SAMPLES_SCHEMA
 from ffx.pipeline.stages.loaders import write_loader_files
-from ffx.pipeline.workers.shard import FaceCrop, SampleTask, encode_samples, sample_row
+from ffx.pipeline.workers.shard import SampleTask, encode_samples, face_crop, sample_row, video_facts
 
 INDEX_FORMAT = 1
 # Option names of `run_shard` -> recipe fields.
@@ -66,17 +66,20 @@ def stored_spaces(recipe: Manifest) -> tuple[str, ...]:
     return tuple(recipe.spaces) if recipe.shard.stored_spaces == "all" else ("rgb",)
 
 
-def video_facts(video: dict) -> dict:
-    """The video-level fields of every sample's JSON."""
-    return {
-        "dataset": video["dataset"],
-        "source": video["path"],
-        "label": video["label"],
-        "label_name": video["label_name"],
-        "method": video["method"],
-        "split": video["split"],
-        "group": video["group"],
-    }
+def sample_task(recipe: Manifest, build: BuildDir, key: str, video: dict, crops=()) -> SampleTask:
+    """How a video's samples are made (`crops` sorted by frame and track; none yet in the task
+    that `ffx build`'s pass fills in from the crops it makes)."""
+    return SampleTask(
+        key,
+        str(build),
+        str(build.samples_file(key)),
+        tuple(crops),
+        video,
+        stored_spaces(recipe),
+        recipe.shard.png_level,
+        recipe.shard.detector_outputs,
+        recipe.png_encoder,
+    )
 
 
 PLAN_RECORD_SECONDS = 2.0  # how often write_shards records the shards written so far
@@ -150,21 +153,15 @@ class SampleStage(Stage):
     ) -> list:
         faces_of = plan.faces_of
         return [
-            SampleTask(
+            sample_task(
+                recipe,
+                build,
                 key,
-                str(build),
-                str(build.samples_file(key)),
-                tuple(
-                    sorted(
-                        (_crop(row) for row in faces_of[key] if _is_crop(row)),
-                        key=lambda c: (c.frame_index, c.track),
-                    )
-                ),
                 plan.videos[key],
-                stored_spaces(recipe),
-                recipe.shard.png_level,
-                recipe.shard.detector_outputs,
-                recipe.png_encoder,
+                sorted(
+                    (face_crop(row) for row in faces_of[key] if _is_crop(row)),
+                    key=lambda c: (c.frame_index, c.track),
+                ),
             )
             for key in keys
         ]
@@ -219,22 +216,6 @@ def _digested(row: dict) -> dict:
     return {name: value for name, value in row.items() if value or name not in CROP_EXTRAS}
 
 
-def _crop(row: dict) -> FaceCrop:
-    box = (row["x1"], row["y1"], row["x2"], row["y2"])
-    crop_box = (row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"])
-    return FaceCrop(
-        row["frame_index"],
-        row["track"],
-        row["path"],
-        box,
-        crop_box,
-        row["prob"],
-        tuple(row["dense_landmarks"] or ()),
-        tuple(row["crop_matrix"] or ()),
-        row["mask_path"] or "",
-    )
-
-
 def run_shard(
     build: Path,
     *,
@@ -268,6 +249,8 @@ def run_shard(
         flush_seconds=flush_seconds,
     )
     if report.merged:
+        if build.premade_samples.exists():  # what `ffx build`'s pass made and no task took: stale
+            shutil.rmtree(build.premade_samples, ignore_errors=True)
         index = shards_in_place(build)
         if index is None:
             # Two parts can both find the samples complete; one lays the shards out, the other

@@ -21,6 +21,7 @@ from ffx.pipeline.media.detect import DetectorSettings
 from ffx.pipeline.media.faces import BOX_TRACK, Detection, crop_box, select_faces
 from ffx.pipeline.media.images import encode_png, read_rgb
 from ffx.pipeline.media.landmarks import aligned_crop, aligned_matrix, crop_points, hull_mask
+from ffx.pipeline.workers.shard import SampleTask, face_crop, write_premade
 
 BOX_DETECTED, BOX_ORIGINAL = "detected", "original"
 ALIGNED = "aligned"  # the preset whose crop is a similarity warp, not a box (`crop_matrix`)
@@ -62,6 +63,8 @@ class CropJob:
     batch_size: int
     original: str | None = None  # the original's frames identity, "detected", or None (no original)
     original_faces: dict[int, ReusedFace] = field(default_factory=dict)
+    # `ffx build`'s pass: how the video's samples are made, to make them from the crops' pixels.
+    samples: SampleTask | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ def crop_faces(
     temp = publish.item_temp_dir(faces_root, key, "crop")
     temp.mkdir(parents=True)
     rows = []
+    made: list[tuple] = []  # each crop's row, PNG, pixels and mask PNG, for its sample
     for position, frame_index in enumerate(frame_indices):
         image = images[position]
         faces, n_faces = _frame_faces(position, reused[position], confident, continued, kept)
@@ -215,33 +219,47 @@ def crop_faces(
         for track_number, detection, source in faces:
             path = crop_file(key, frame_index, track_number, settings.all_faces)
             row = _face_row(key, frame_index, track_number, detection, n_faces, source)
-            matrix = pixels = None
-            if settings.preset == ALIGNED:
-                matrix = aligned_matrix(detection.landmarks, settings.size)
-                pixels, cut = aligned_crop(image, matrix, settings.size)
+            pixels, cut, matrix = _cut(image, detection, settings)
+            if matrix is not None:
                 row["crop_matrix"] = [float(value) for value in matrix.reshape(-1)]
-            else:
-                height, width = image.shape[:2]
-                cut = crop_box(settings.preset, detection.box, width, height, settings.size, settings.scale)
-            if cut[2] - cut[0] < 2 or cut[3] - cut[1] < 2:
+            if pixels is None:
                 rows.append(
                     row | {"status": Status.NO_FACE.value, "error": "the face box lies outside the frame"}
                 )
                 continue
-            if pixels is None:
-                pixels = _resize(image, cut, settings.size)
-            atomic.write_file(temp / Path(path).name, settings.png(pixels))
+            png, mask_png = settings.png(pixels), None
+            atomic.write_file(temp / Path(path).name, png)
             if predictor is not None:
                 points = predictor.predict(image, detection.box)  # on the full frame, MTCNN's box
                 row["dense_landmarks"] = [float(value) for value in points.reshape(-1)]
                 if settings.mask:
-                    mask = hull_mask(crop_points(points, cut, settings.size, matrix), settings.size)
-                    atomic.write_file(temp / Path(mask_file(path)).name, settings.png(mask))
+                    mask_png = settings.png(
+                        hull_mask(crop_points(points, cut, settings.size, matrix), settings.size)
+                    )
+                    atomic.write_file(temp / Path(mask_file(path)).name, mask_png)
                     row["mask_path"] = mask_file(path)
             rows.append(row | dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), cut)) | {"path": path})
+            made.append((rows[-1], png, pixels, mask_png))
     publish.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, key)
     publish.remove_item_temps(faces_root, key)
+    if job.samples is not None and made:  # `ffx build`'s pass: the samples too, from these pixels
+        write_premade(job.samples, [(face_crop(row), png, pixels, mask) for row, png, pixels, mask in made])
     return rows, len(to_detect)
+
+
+def _cut(image: np.ndarray, detection: Detection, settings: CropSettings):
+    """A face's crop pixels (None when its box lies outside the frame), the frame box they are
+    cut from, and the aligned preset's matrix (None for the box presets)."""
+    if settings.preset == ALIGNED:
+        matrix = aligned_matrix(detection.landmarks, settings.size)
+        pixels, cut = aligned_crop(image, matrix, settings.size)
+    else:
+        height, width = image.shape[:2]
+        cut = crop_box(settings.preset, detection.box, width, height, settings.size, settings.scale)
+        matrix, pixels = None, None
+    if cut[2] - cut[0] < 2 or cut[3] - cut[1] < 2:
+        return None, cut, matrix
+    return (pixels if pixels is not None else _resize(image, cut, settings.size)), cut, matrix
 
 
 def _frame_faces(position: int, reused, confident, continued, kept) -> tuple[list[tuple], int]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ffx.pipeline.engine import atomic
+from ffx.pipeline.engine.builddir import premade_file
 from ffx.pipeline.engine.statuses import BadInput, Status
 from ffx.pipeline.media.color import convert
 from ffx.pipeline.media.images import encode_png
@@ -74,60 +76,149 @@ def sample_row(key: str, sample: str, frame_index: int, track: int, video: dict)
     }
 
 
-def encode_samples(task: SampleTask, report) -> list[dict]:
-    """Worker entry point: write the video's samples file and return one row per crop."""
-    build = Path(task.build)
-    target = Path(task.samples_file)
-    for temp in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed worker
-        temp.unlink()
-    blocks: list[bytes] = []
-    rows = []
-    offset = 0
-    for crop in task.crops:
+def video_facts(video: dict) -> dict:
+    """The video-level fields of every sample's JSON, from its videos.parquet row."""
+    return {
+        "dataset": video["dataset"],
+        "source": video["path"],
+        "label": video["label"],
+        "label_name": video["label_name"],
+        "method": video["method"],
+        "split": video["split"],
+        "group": video["group"],
+    }
+
+
+def face_crop(row: dict) -> FaceCrop:
+    """The crop of a faces row. Its floats are taken as faces.parquet stores them (float32), so a
+    row still in a worker's hands gives the very crop that the row read back from the table gives."""
+    box = tuple(float(np.float32(row[name])) for name in ("x1", "y1", "x2", "y2"))
+    crop_box = tuple(int(row[name]) for name in ("crop_x1", "crop_y1", "crop_x2", "crop_y2"))
+    return FaceCrop(
+        int(row["frame_index"]),
+        int(row["track"]),
+        row["path"],
+        box,  # type: ignore[arg-type]
+        crop_box,  # type: ignore[arg-type]
+        float(np.float32(row["prob"])),
+        tuple(float(value) for value in np.asarray(row.get("dense_landmarks") or (), np.float32)),
+        tuple(float(value) for value in row.get("crop_matrix") or ()),
+        row.get("mask_path") or "",
+    )
+
+
+def sample_identity(task: SampleTask) -> str:
+    """Everything a video's samples are made from but its crop files' bytes (and where files lie)."""
+    facts = [task.key, [astuple(crop) for crop in task.crops], task.video, task.spaces]
+    facts += [task.png_level, task.detector_outputs, task.png_encoder]
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def sample_block(
+    task: SampleTask, crop: FaceCrop, rgb_png: bytes, rgb: np.ndarray, mask_png: bytes | None
+) -> bytes:
+    """One crop's tar records: its label, its JSON and a PNG per stored space (the crop file's own
+    bytes as `rgb.png`), and its mask."""
+    name = sample_name(task.key, crop.frame_index, crop.track)
+    metadata = task.video | {
+        "video": task.key,
+        "frame_index": crop.frame_index,
+        "track": crop.track,
+        "crop_box": list(crop.crop_box),
+    }
+    if task.detector_outputs:
+        metadata |= detector_outputs(crop, rgb.shape[1])
+    members = [
+        (f"{name}.cls", str(task.video["label"]).encode()),
+        (f"{name}.json", json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()),
+    ]
+    for space in task.spaces:
+        png = rgb_png if space == "rgb" else encode_png(convert(rgb, space), task.png_level, task.png_encoder)
+        members.append((f"{name}.{space}.png", png))
+    if mask_png is not None:
+        members.append((f"{name}.mask.png", mask_png))
+    return tar_records(members)
+
+
+def write_samples(task: SampleTask, blocks: list[bytes], target: Path) -> list[dict]:
+    """Write a video's samples file from its crops' blocks (in `task.crops` order); its rows."""
+    rows, offset = [], 0
+    for crop, block in zip(task.crops, blocks):
         name = sample_name(task.key, crop.frame_index, crop.track)
-        path = build / crop.path
-        try:
-            rgb_png = path.read_bytes()
-        except FileNotFoundError:
-            raise BadInput(f"{path} not found (deleted after `ffx crop`?)") from None
-        bgr = cv2.imdecode(np.frombuffer(rgb_png, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise BadInput(f"{path} is not a readable PNG", Status.ERROR)
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        metadata = task.video | {
-            "video": task.key,
-            "frame_index": crop.frame_index,
-            "track": crop.track,
-            "crop_box": list(crop.crop_box),
-        }
-        if task.detector_outputs:
-            metadata |= detector_outputs(crop, rgb.shape[1])
-        members = [
-            (f"{name}.cls", str(task.video["label"]).encode()),
-            (f"{name}.json", json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()),
-        ]
-        for space in task.spaces:
-            # The crop file already is the RGB PNG: copied, not encoded again.
-            if space == "rgb":
-                members.append((f"{name}.rgb.png", rgb_png))
-            else:
-                data = encode_png(convert(rgb, space), task.png_level, task.png_encoder)
-                members.append((f"{name}.{space}.png", data))
-        if crop.mask_path:
-            try:
-                members.append((f"{name}.mask.png", (build / crop.mask_path).read_bytes()))
-            except FileNotFoundError:
-                raise BadInput(f"{build / crop.mask_path} not found (deleted after `ffx crop`?)") from None
-        block = tar_records(members)
-        blocks.append(block)
         rows.append(
             sample_row(task.key, name, crop.frame_index, crop.track, task.video)
             | {"offset": offset, "length": len(block), "sha256": hashlib.sha256(block).hexdigest()}
         )
         offset += len(block)
-        report(crop.frame_index)
     atomic.write_bytes(target, b"".join(blocks) + END_OF_ARCHIVE)
     return rows
+
+
+def encode_samples(task: SampleTask, report) -> list[dict]:
+    """Worker entry point: write the video's samples file and return one row per crop. Samples
+    that `ffx build`'s pass made from the same crops are taken as they are (`take_premade`)."""
+    build = Path(task.build)
+    target = Path(task.samples_file)
+    for temp in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed worker
+        temp.unlink()
+    premade = take_premade(task)
+    if premade is not None:
+        report(len(premade))
+        return premade
+    blocks: list[bytes] = []
+    for crop in task.crops:
+        rgb_png = _read(build / crop.path)
+        bgr = cv2.imdecode(np.frombuffer(rgb_png, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise BadInput(f"{build / crop.path} is not a readable PNG", Status.ERROR)
+        mask_png = _read(build / crop.mask_path) if crop.mask_path else None
+        blocks.append(sample_block(task, crop, rgb_png, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask_png))
+        report(crop.frame_index)
+    return write_samples(task, blocks, target)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"{path} not found (deleted after `ffx crop`?)") from None
+
+
+def write_premade(task: SampleTask, made: list[tuple[FaceCrop, bytes, np.ndarray, bytes | None]]) -> None:
+    """In `ffx build`'s pass: a video's samples from its crops' pixels still in memory, left at
+    `premade_file` with what they were made from, for `ffx shard` to take (no crop decoded again)."""
+    made = sorted(made, key=lambda item: (item[0].frame_index, item[0].track))
+    task = replace(task, crops=tuple(crop for crop, *_ in made))
+    tar = premade_file(task.samples_file)
+    blocks = [sample_block(task, crop, png, rgb, mask) for crop, png, rgb, mask in made]
+    rows = write_samples(task, blocks, tar)
+    files = {crop.path: hashlib.sha256(png).hexdigest() for crop, png, _, _ in made}
+    files |= {
+        crop.mask_path: hashlib.sha256(mask).hexdigest() for crop, _, _, mask in made if mask is not None
+    }
+    facts = {"identity": sample_identity(task), "files": files, "rows": rows}
+    atomic.write_bytes(tar.with_suffix(".json"), json.dumps(facts, sort_keys=True).encode())
+
+
+def take_premade(task: SampleTask) -> list[dict] | None:
+    """The rows of the samples `ffx build`'s pass made for this very task, its file moved into
+    place; None (and the premade files removed) when there are none, or when they were made from
+    other crops or settings, or a crop or mask file no longer holds the bytes they were made from."""
+    tar = premade_file(task.samples_file)
+    facts_file = tar.with_suffix(".json")
+    try:
+        facts = json.loads(facts_file.read_bytes())
+        current = facts["identity"] == sample_identity(task) and all(
+            hashlib.sha256((Path(task.build) / path).read_bytes()).hexdigest() == sha
+            for path, sha in facts["files"].items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        current = False
+    if current:
+        os.replace(tar, task.samples_file)
+    facts_file.unlink(missing_ok=True)
+    tar.unlink(missing_ok=True)
+    return facts["rows"] if current else None
 
 
 def detector_outputs(crop: FaceCrop, side: int) -> dict:
