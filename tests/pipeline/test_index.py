@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import FFPP_METHODS, FFPP_PAIRS, touch
 
 from ffx.errors import BuildError, InputError
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.recipe.schema import is_safe_key, key_from_path
 from ffx.pipeline.recipe.split import SPLIT_METHOD
 from ffx.pipeline.stages.index import run_index
+from tests.conftest import FFPP_METHODS, FFPP_PAIRS, touch
 
 
 def read_rows(build: Path) -> list[dict]:
