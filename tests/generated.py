@@ -1,10 +1,20 @@
-"""Generated builds for the stages after crop: videos.parquet from a tree of empty files, then
-frames.parquet, faces.parquet and crop PNGs written directly (the tables are the contract between
-stages), each row stamped with the `made_from` its stage's plan gives, as a real run would."""
+"""Generated inputs for the tests. Builds for the stages after crop: videos.parquet from a tree of
+empty files, then frames.parquet, faces.parquet and crop PNGs written directly (the tables are the
+contract between stages), each row stamped with the `made_from` its stage's plan gives, as a real
+run would. Clips of the bundled demo portrait, and folder builds of them. Lock files of another
+node's run. Shards written with tarfile (no pipeline), a checkpoint of a tiny model, and the
+`ffx train` / `ffx eval` arguments that read them."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+import zlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +28,9 @@ from ffx.pipeline.engine.registry import make_stage
 from ffx.pipeline.engine.statuses import NO_TRACK, Status
 from ffx.pipeline.media.images import encode_png
 from ffx.pipeline.recipe.manifest import load_manifest
+from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
+from ffx.synthetic import portrait_frames, write_h264_index_video, write_h264_video
 from tests.conftest import touch
 
 CROP_SIDE = 48
@@ -120,8 +132,6 @@ def face_row(key: str, frame: int, path: str, side: int) -> dict:
 def indexed_clips(tmp_path: Path, count: int, frames: int, width: int, height: int) -> Path:
     """`count` index videos (`clip{n}.mp4`) under tmp_path/data/real, indexed with the folder
     recipe into tmp_path/build; returns the build."""
-    from ffx.synthetic import write_h264_index_video
-
     for number in range(count):
         write_h264_index_video(tmp_path / "data" / "real" / f"clip{number}.mp4", frames, width, height)
     build = tmp_path / "build"
@@ -139,3 +149,109 @@ def shard_entry(name: str, samples: int, data: bytes, labels: dict[str, int]) ->
         "sha256": hashlib.sha256(data).hexdigest(),
         "labels": labels,
     }
+
+
+def portrait_clip(path: Path, frames: int, phase: float, fake: bool = False) -> Path:
+    """A clip of the bundled demo portrait (a public-domain face), panned from `phase`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_h264_video(path, portrait_frames(frames, phase=phase, fake=fake))
+    return path
+
+
+def index_folder(root: Path, build: Path, sampling: str = "first:30", size: int = 512) -> Path:
+    """The clips under `root` indexed with the folder recipe into `build`."""
+    run_index(load_manifest("folder", {"sampling": sampling, "crop.size": size}), root, build)
+    return build
+
+
+def build_folder(root: Path, build: Path, sampling: str = "first:30", size: int = 512) -> Path:
+    """The clips under `root` indexed with the folder recipe and extracted into `build`."""
+    run_extract(index_folder(root, build, sampling, size), show_progress=False)
+    return build
+
+
+def write_holder(path: Path, host: str, age_seconds: float, job: str = "") -> dict:
+    """A lock file as another node's run leaves it, its heartbeat `age_seconds` old."""
+    holder = {"host": host, "pid": 4242, "slurm_job": job, "started": time.time() - age_seconds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(holder), encoding="utf-8")
+    beat = time.time() - age_seconds
+    os.utime(path, (beat, beat))
+    return holder
+
+
+# Four samples per shard, two per class: a 2 x 2 batch takes a whole shard.
+LAYOUT = {
+    "train-000000.tar": [("real_a_0", 0), ("real_a_1", 0), ("fake_b_0", 1), ("fake_b_1", 1)],
+    "train-000001.tar": [("real_c_0", 0), ("real_c_1", 0), ("fake_d_0", 1), ("fake_d_1", 1)],
+    "val-000000.tar": [("real_e_0", 0), ("real_e_1", 0), ("fake_f_0", 1), ("fake_f_1", 1)],
+}
+
+
+def png(key: str, side: int = 40) -> bytes:
+    """A PNG of noise seeded by `key`."""
+    pixels = np.random.default_rng(zlib.crc32(key.encode())).integers(0, 256, (side, side, 3), np.uint8)
+    return cv2.imencode(".png", pixels)[1].tobytes()
+
+
+def tar_bytes(samples: list[tuple[str, int]], pngs: dict[str, bytes]) -> bytes:
+    """A shard as `ffx shard` lays it out: {key}.cls, {key}.json, {key}.rgb.png per sample."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for key, label in samples:
+            members = {
+                "cls": str(label).encode(),
+                "json": json.dumps({"video": key.rsplit("_", 1)[0]}).encode(),
+                "rgb.png": pngs.get(key) or png(key),
+            }
+            for suffix, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size, info.mtime = len(data), 0
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def make_shards(
+    folder: Path,
+    layout: dict[str, list[tuple[str, int]]] = LAYOUT,
+    pngs: dict[str, bytes] | None = None,
+    cut: dict[str, int] | None = None,
+) -> Path:
+    """BUILD/shards with index.json; `pngs` replaces images, `cut` truncates a shard to N bytes.
+    The index describes the files as written (damage included): only reading finds the damage."""
+    folder.mkdir(parents=True)
+    entries, splits = [], {}
+    for name, samples in layout.items():
+        data = tar_bytes(samples, pngs or {})[: (cut or {}).get(name)]
+        (folder / name).write_bytes(data)
+        labels = dict(sorted(Counter(str(label) for _, label in samples).items()))
+        entries.append(shard_entry(name, len(samples), data, labels))
+        totals = splits.setdefault(entries[-1]["split"], {"samples": 0, "labels": Counter()})
+        totals["samples"] += len(samples)
+        totals["labels"].update(labels)
+    index = {"settings": {"spaces": ["rgb"]}, "shards": entries, "splits": splits}
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+def make_checkpoint(run: Path) -> Path:
+    """RUN/last.safetensors of an untrained tiny model (timm's test_convnext, 32 px, rgb)."""
+    from ffx.model.mcx_api import MCXAPI, ModelConfig
+    from ffx.train.config import TrainConfig
+    from ffx.train.state import save_run_checkpoint
+
+    model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb",), num_classes=2))
+    save_run_checkpoint(run, "last.safetensors", model, TrainConfig(crop=32), 0)
+    return run / "last.safetensors"
+
+
+def train_args(shards: Path, run: Path, *more: str) -> list[str]:
+    """`ffx train` of the tiny model on SHARDS for one step, on the CPU."""
+    arguments = ["train", "--shards", str(shards), "--run", str(run), "--device", "cpu", "--workers", "1"]
+    arguments += ["--backbone", "test_convnext", "--crop", "32", "--epochs", "1", "--steps-per-epoch", "1"]
+    return [*arguments, "--classes-per-batch", "2", "--images-per-class", "2", "--freeze-epochs", "0", *more]
+
+
+def eval_args(checkpoint: Path, shards: Path, *more: str) -> list[str]:
+    """`ffx eval` of CHECKPOINT on the val split of SHARDS."""
+    return ["eval", "--checkpoint", str(checkpoint), "--shards", str(shards), "--split", "val", *more]

@@ -34,10 +34,8 @@ from ffx.train.evaluate import (
 from ffx.train.loop import train
 from ffx.train.metrics import detection_metrics, nan_to_none
 from ffx.train.state import save_run_checkpoint
-from tests.assertions import one_error_line
-from tests.generated import shard_entry
-from tests.test_metrics import pair_auc
-from tests.test_shard_checks import make_shards, png
+from tests.assertions import one_error_line, pair_auc
+from tests.generated import make_shards, png, shard_entry
 
 FFPP_NAMES = ["pristine", "Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}

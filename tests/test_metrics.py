@@ -1,7 +1,7 @@
 """BOSC, AUC, ACC, EER and AP: by hand on tiny score sets, and on random ones against independent
-computations written here (ffx's metrics call scikit-learn, so comparing them with the same
-scikit-learn calls would test nothing): AUC as the Mann-Whitney pair count, BOSC and ACC as
-counts, AP as the mean precision at each fake's rank."""
+computations written for the tests (ffx's metrics call scikit-learn, so comparing them with the
+same scikit-learn calls would test nothing): AUC as the Mann-Whitney pair count (tests/assertions.py),
+BOSC and ACC as counts, AP as the mean precision at each fake's rank."""
 
 from __future__ import annotations
 
@@ -12,13 +12,7 @@ import pytest
 
 from ffx.errors import FfxError
 from ffx.train.metrics import binary_metrics, bosc, detection_metrics, equal_error_rate, roc_auc, video_scores
-
-
-def pair_auc(labels, scores) -> float:
-    """P(a fake scores above a real), ties half: every (fake, real) pair counted."""
-    labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
-    fake, real = scores[labels][:, None], scores[~labels][None, :]
-    return float(((fake > real) + 0.5 * (fake == real)).mean())
+from tests.assertions import pair_auc
 
 
 def counted_bosc(labels, predicted) -> float:

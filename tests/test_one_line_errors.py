@@ -10,6 +10,7 @@ import pytest
 from ffx.cli import main
 from ffx.pipeline.recipe.manifest import ManifestError, load_manifest
 from tests.assertions import fails_in_one_line, help_text
+from tests.generated import make_shards, train_args
 
 SLURM = ["slurm", "demo", "--root", "data", "--build", "build"]
 
@@ -99,8 +100,6 @@ def test_a_damaged_shards_index_is_not_blamed_on_the_shards_given(tmp_path: Path
 @pytest.mark.parametrize("name", ["last.state.pt", "last.rng-0.pt"])
 def test_a_state_file_holding_pickled_objects_is_one_line(tmp_path: Path, capfd, name: str) -> None:
     import torch
-
-    from tests.test_shard_checks import make_shards, train_args
 
     shards = make_shards(tmp_path / "build" / "shards")
     run = tmp_path / "run"

@@ -1,20 +1,14 @@
 """`ffx train` and `ffx eval` check shards against index.json before reading them, and stop with
-one line on a damaged shard or record. Shards are written here with tarfile (no pipeline)."""
+one line on a damaged shard or record. Shards are written with tarfile (tests/generated.py, no pipeline)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import stat
-import tarfile
-import zlib
-from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
@@ -23,68 +17,16 @@ from ffx.data import SHARD_CHECKS, RecordError, check_shard_files, open_shards, 
 from ffx.errors import BuildError, FfxError
 from ffx.model.mcx_api import MCXAPI, ModelConfig
 from ffx.pipeline.engine import atomic
-from ffx.train.config import TrainConfig, make_config
+from ffx.train.config import make_config
 from ffx.train.loop import train
-from ffx.train.state import save_run_checkpoint
 from ffx.train.validate import evaluate
 from tests.assertions import one_error_line
-from tests.generated import shard_entry
+from tests.generated import LAYOUT, eval_args, make_checkpoint, make_shards, tar_bytes, train_args
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}
 # One step of one epoch (then validation on the val shard): enough to read every kind of shard.
 SHORT = {"epochs": 1, "steps_per_epoch": 1, "freeze_epochs": 0, "workers": 0}
-# Four samples per shard, two per class: a 2 x 2 batch takes a whole shard.
-LAYOUT = {
-    "train-000000.tar": [("real_a_0", 0), ("real_a_1", 0), ("fake_b_0", 1), ("fake_b_1", 1)],
-    "train-000001.tar": [("real_c_0", 0), ("real_c_1", 0), ("fake_d_0", 1), ("fake_d_1", 1)],
-    "val-000000.tar": [("real_e_0", 0), ("real_e_1", 0), ("fake_f_0", 1), ("fake_f_1", 1)],
-}
 NOT_A_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00garbled" * 20
-
-
-def png(key: str, side: int = 40) -> bytes:
-    pixels = np.random.default_rng(zlib.crc32(key.encode())).integers(0, 256, (side, side, 3), np.uint8)
-    return cv2.imencode(".png", pixels)[1].tobytes()
-
-
-def tar_bytes(samples: list[tuple[str, int]], pngs: dict[str, bytes]) -> bytes:
-    """A shard as `ffx shard` lays it out: {key}.cls, {key}.json, {key}.rgb.png per sample."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for key, label in samples:
-            members = {
-                "cls": str(label).encode(),
-                "json": json.dumps({"video": key.rsplit("_", 1)[0]}).encode(),
-                "rgb.png": pngs.get(key) or png(key),
-            }
-            for suffix, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size, info.mtime = len(data), 0
-                archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def make_shards(
-    folder: Path,
-    layout: dict[str, list[tuple[str, int]]] = LAYOUT,
-    pngs: dict[str, bytes] | None = None,
-    cut: dict[str, int] | None = None,
-) -> Path:
-    """BUILD/shards with index.json; `pngs` replaces images, `cut` truncates a shard to N bytes.
-    The index describes the files as written (damage included): only reading finds the damage."""
-    folder.mkdir(parents=True)
-    entries, splits = [], {}
-    for name, samples in layout.items():
-        data = tar_bytes(samples, pngs or {})[: (cut or {}).get(name)]
-        (folder / name).write_bytes(data)
-        labels = dict(sorted(Counter(str(label) for _, label in samples).items()))
-        entries.append(shard_entry(name, len(samples), data, labels))
-        totals = splits.setdefault(entries[-1]["split"], {"samples": 0, "labels": Counter()})
-        totals["samples"] += len(samples)
-        totals["labels"].update(labels)
-    index = {"settings": {"spaces": ["rgb"]}, "shards": entries, "splits": splits}
-    (folder / "index.json").write_text(json.dumps(index))
-    return folder
 
 
 def flip_last_byte(path: Path) -> None:
@@ -92,12 +34,6 @@ def flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def make_checkpoint(run: Path) -> Path:
-    model = MCXAPI(ModelConfig(backbone="test_convnext", spaces=("rgb",), num_classes=2))
-    save_run_checkpoint(run, "last.safetensors", model, TrainConfig(crop=32), 0)
-    return run / "last.safetensors"
 
 
 @pytest.fixture
@@ -112,16 +48,6 @@ def hashed(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(atomic, "file_sha256", counting)
     return names
-
-
-def eval_args(checkpoint: Path, shards: Path, *more: str) -> list[str]:
-    return ["eval", "--checkpoint", str(checkpoint), "--shards", str(shards), "--split", "val", *more]
-
-
-def train_args(shards: Path, run: Path, *more: str) -> list[str]:
-    arguments = ["train", "--shards", str(shards), "--run", str(run), "--device", "cpu", "--workers", "1"]
-    arguments += ["--backbone", "test_convnext", "--crop", "32", "--epochs", "1", "--steps-per-epoch", "1"]
-    return [*arguments, "--classes-per-batch", "2", "--images-per-class", "2", "--freeze-epochs", "0", *more]
 
 
 def test_a_changed_shard_stops_train_and_eval_unless_no_verify(tmp_path: Path, capfd) -> None:

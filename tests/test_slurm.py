@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from ffx.model.checkpoint import load_model
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.status import build_status
+from tests.assertions import require_cluster
 
 SLURM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "slurm.md"
 TASKS = 3
@@ -45,26 +45,6 @@ TIMEOUT = 300  # seconds for every job; about 100 on 2 cores
 
 def _command(data: str, build: str, out: str, run: str) -> list[str]:
     return ["slurm", "demo", "--root", data, "--build", build, "--out", out, "--run", run, *OPTIONS]
-
-
-def _require_cluster() -> None:
-    """Skip without a Slurm that takes jobs, saying why; under CI=true that is a failure."""
-    reason = None
-    if shutil.which("sbatch") is None:
-        reason = "no sbatch on PATH: bring up a test cluster with `bash scripts/slurm-cluster.sh up` (root)"
-    else:
-        done = subprocess.run(
-            ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, check=False, timeout=30
-        )
-        states = done.stdout.split()
-        if done.returncode != 0 or not {"idle", "mixed", "allocated"} & set(states):
-            said = done.stderr.strip() or f"node states {states}"
-            reason = f"Slurm does not take jobs ({said}): run `bash scripts/slurm-cluster.sh up`"
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
 
 
 def _submit_and_wait(command: list[str], capsys) -> tuple[dict[str, str], dict[str, str]]:
@@ -98,7 +78,7 @@ def test_the_docs_run_this_command() -> None:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_demo_build_and_training_through_slurm(tmp_path: Path, capsys) -> None:
-    _require_cluster()
+    require_cluster()
     data = make_demo_data(tmp_path / "data")
     reference = run_build(load_manifest("demo"), data, tmp_path / "reference", show_progress=False)
     assert not reference.waiting
@@ -164,7 +144,7 @@ def test_demo_build_and_training_through_slurm(tmp_path: Path, capsys) -> None:
 def test_a_failed_stage_cancels_the_jobs_after_it(tmp_path: Path, capsys) -> None:
     """The index of a missing dataset fails; the arrays and the training behind it are cancelled
     (--kill-on-invalid-dep) instead of pending forever."""
-    _require_cluster()
+    require_cluster()
     missing = tmp_path / "no-such-data"
     command = _command(str(missing), str(tmp_path / "build"), str(tmp_path / "jobs"), str(tmp_path / "run"))
     states, ids = _submit_and_wait(command, capsys)
@@ -182,7 +162,7 @@ def test_a_failed_stage_cancels_the_jobs_after_it(tmp_path: Path, capsys) -> Non
 def test_a_lock_is_taken_over_once_its_holders_job_has_left_the_queue(tmp_path: Path, monkeypatch) -> None:
     """A lock of another node's run, its heartbeat fresh: respected while that run's Slurm job is
     in the queue, taken over once the job is cancelled (its processes went with it)."""
-    _require_cluster()
+    require_cluster()
     from ffx.pipeline.engine import lock
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)

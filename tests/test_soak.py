@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_slurm import _require_cluster
+from tests.assertions import require_cluster
 
 SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
 LIMIT_SECONDS = 180  # the limit for the CI variant, tree and clean build included
@@ -23,7 +23,7 @@ LIMIT_SECONDS = 180  # the issue's limit for the CI variant, tree and clean buil
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_the_ci_soak_survives_every_fault_and_matches_a_clean_build(tmp_path: Path) -> None:
-    _require_cluster()
+    require_cluster()
     if os.geteuid() != 0:
         reason = "the soak needs root (its build lives on a tmpfs of its own)"
         if os.environ.get("CI") == "true":

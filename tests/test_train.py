@@ -22,8 +22,7 @@ from ffx.pipeline.stages.shard import run_shard
 from ffx.train.config import make_config
 from ffx.train.loop import train
 from ffx.train.validate import evaluate
-from tests.generated import crop_pixels, make_cropped_build
-from tests.test_shard_checks import LAYOUT, make_shards
+from tests.generated import LAYOUT, crop_pixels, make_cropped_build, make_shards
 
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 4, "workers": 0}
 

@@ -20,13 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from ffx.cli import main
 from tests.assertions import fails_in_one_line
-from tests.test_shard_checks import (
-    LAYOUT,
-    eval_args,
-    make_checkpoint,
-    make_shards,
-    train_args,
-)
+from tests.generated import LAYOUT, eval_args, make_checkpoint, make_shards, train_args
 
 EXPECTED = "a checkpoint written by `ffx train`"
 WEIGHTS = "pass a timm/torch state dict saved with torch.save(state_dict) or a .safetensors file"

@@ -27,8 +27,7 @@ from ffx.train.loop import TrainStep, train
 from ffx.train.state import LAST, save_run_checkpoint
 from ffx.train.stream import epoch_batches
 from tests.assertions import fails_in_one_line
-from tests.generated import make_cropped_build
-from tests.test_shard_checks import make_shards, train_args
+from tests.generated import make_cropped_build, make_shards, train_args
 
 CPU = Placement(0, 1, torch.device("cpu"))
 TINY = {"backbone": "test_convnext", "crop": 32, "classes_per_batch": 2, "images_per_class": 2}

@@ -21,8 +21,7 @@ from ffx.train.config import TrainConfig
 from ffx.train.evaluate import score_split
 from ffx.train.state import save_run_checkpoint
 from ffx.train.validate import evaluate, validation_real
-from tests.generated import shard_entry
-from tests.test_shard_checks import png
+from tests.generated import png, shard_entry
 
 NAMES = {0: "Deepfakes", 1: "pristine", 2: "Face2Face"}
 

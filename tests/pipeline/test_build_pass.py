@@ -25,7 +25,8 @@ from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.shard import run_shard
-from tests.pipeline.test_crop import crops_digest, faces_by_key, index_folder, portrait_clip
+from tests.assertions import crops_digest, faces_by_key
+from tests.generated import index_folder, portrait_clip
 
 RECIPE = {"sampling": "first:6", "crop.size": 128}
 

@@ -4,7 +4,6 @@ after kill -9, partitions and worker counts."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from ffx.cli import main
@@ -26,8 +24,10 @@ from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.shard import run_shard
-from ffx.synthetic import dusk_frames, portrait_frames, write_h264_video
+from ffx.synthetic import dusk_frames, write_h264_video
+from tests.assertions import crops_digest, faces_by_key
 from tests.conftest import SHARED_MEDIA
+from tests.generated import build_folder, index_folder, portrait_clip
 
 needs_media = pytest.mark.skipif(not (SHARED_MEDIA / "videos").is_dir(), reason="../shared/media not present")
 VIDEOS = SHARED_MEDIA / "videos"
@@ -36,28 +36,6 @@ VIDEOS = SHARED_MEDIA / "videos"
 def read_video(path: Path, frames: int) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     return [cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB) for _ in range(frames)]
-
-
-def faces_by_key(build: Path) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = {}
-    for row in pq.read_table(build / "faces.parquet").to_pylist():
-        grouped.setdefault(row["key"], []).append(row)
-    return grouped
-
-
-def crops_digest(build: Path) -> dict[str, str]:
-    files = [*sorted(build.glob("faces/**/*.png")), build / "faces.parquet"]
-    return {str(path.relative_to(build)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
-
-
-def index_folder(root: Path, build: Path, sampling: str = "first:30", size: int = 512) -> Path:
-    run_index(load_manifest("folder", {"sampling": sampling, "crop.size": size}), root, build)
-    return build
-
-
-def build_folder(root: Path, build: Path, sampling: str = "first:30", size: int = 512) -> Path:
-    run_extract(index_folder(root, build, sampling, size), show_progress=False)
-    return build
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +125,6 @@ def test_status_and_qa_show_the_crop_stage(media_build: Path, capsys) -> None:
     assert sheets == ["coffee.png", "face_recognition_short_hamilton_clip.png"]  # most faceless first
     sheet = cv2.imread(str(media_build / "qa" / "coffee.png"))
     assert sheet.shape == (112, 10 * 112, 3)
-
-
-def portrait_clip(path: Path, frames: int, phase: float, fake: bool = False) -> Path:
-    """A clip of the bundled demo portrait (a public-domain face), panned from `phase`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_h264_video(path, portrait_frames(frames, phase=phase, fake=fake))
-    return path
 
 
 def test_fakes_reuse_their_originals_boxes(tmp_path: Path) -> None:

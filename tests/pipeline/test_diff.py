@@ -14,7 +14,7 @@ from ffx.cli import main
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.diff import diff_builds
-from tests.pipeline.test_crop import portrait_clip
+from tests.generated import portrait_clip
 
 RECIPE = {"sampling": "first:3", "crop.size": 96}
 

@@ -16,8 +16,8 @@ import pytest
 
 from ffx.pipeline.stages.shard import run_shard
 from tests import flockless_fs
+from tests.assertions import contest_a_stale_lock, shard_two_parts_at_once
 from tests.generated import make_cropped_build
-from tests.pipeline.test_locks import contest_a_stale_lock, shard_two_parts_at_once
 
 
 @pytest.fixture

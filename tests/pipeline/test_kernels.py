@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ffx.pipeline.stages.diff import diff_builds
-from tests.pipeline.test_crop import portrait_clip
+from tests.generated import portrait_clip
 
 BASELINE_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 BUILD = (

@@ -22,8 +22,9 @@ from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.crop import CropStage, run_crop
 from ffx.pipeline.stages.export import run_export
 from ffx.pipeline.stages.shard import run_shard
+from tests.assertions import faces_by_key
 from tests.conftest import SHARED_MEDIA
-from tests.pipeline.test_crop import build_folder, faces_by_key, portrait_clip
+from tests.generated import build_folder, portrait_clip
 
 HAVE_DLIB = True
 try:

@@ -23,7 +23,8 @@ from ffx.pipeline.engine.builddir import BuildDir
 from ffx.pipeline.engine.lock import exclusive, hold_lock
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.stages.shard import run_shard
-from tests.generated import make_cropped_build
+from tests.assertions import contest_a_stale_lock, shard_two_parts_at_once
+from tests.generated import make_cropped_build, write_holder
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ffx"
 
@@ -39,16 +40,6 @@ def test_no_flock_or_lockf_anywhere_in_ffx() -> None:
     assert found == []
 
 
-def write_holder(path: Path, host: str, age_seconds: float, job: str = "") -> dict:
-    """A lock file as another node's run leaves it, its heartbeat `age_seconds` old."""
-    holder = {"host": host, "pid": 4242, "slurm_job": job, "started": time.time() - age_seconds}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(holder), encoding="utf-8")
-    beat = time.time() - age_seconds
-    os.utime(path, (beat, beat))
-    return holder
-
-
 def test_a_live_lock_of_another_host_is_respected_and_named(tmp_path: Path, monkeypatch) -> None:
     fake_squeue(tmp_path / "bin", monkeypatch, "RUNNING\\n")
     build = BuildDir(tmp_path / "build")
@@ -62,30 +53,8 @@ def test_a_live_lock_of_another_host_is_respected_and_named(tmp_path: Path, monk
         assert not held
 
 
-def _try_once(path: str, barrier, results) -> None:
-    barrier.wait()
-    with exclusive(Path(path)) as held:
-        results.append(held)
-        time.sleep(0.5)  # still held while the others try
-
-
 def test_a_stale_lock_of_another_host_is_taken_over_by_exactly_one_run(tmp_path: Path) -> None:
     contest_a_stale_lock(tmp_path / ".locks" / "faces.merge.lock")
-
-
-def contest_a_stale_lock(path: Path) -> None:
-    """Four runs at once try a lock another host left 10 minutes ago: exactly one holds it."""
-    write_holder(path, "node-7", age_seconds=lock.STALE_SECONDS + 60)
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        results, barrier = manager.list(), manager.Barrier(4)
-        runs = [context.Process(target=_try_once, args=(str(path), barrier, results)) for _ in range(4)]
-        for run in runs:
-            run.start()
-        for run in runs:
-            run.join(60)
-        assert sorted(results) == [False, False, False, True]
-    assert not path.exists()  # released by its one holder
 
 
 def test_a_held_lock_is_refreshed_and_released(tmp_path: Path, monkeypatch) -> None:
@@ -112,25 +81,6 @@ def test_a_waiting_run_holds_the_lock_once_it_is_released(tmp_path: Path) -> Non
     with exclusive(path, wait=True) as held:
         assert held and time.monotonic() - started > 0.5  # it waited for the other run
     holder.wait(30)
-
-
-def _shard_part(build: str, index: int, barrier) -> None:
-    barrier.wait()  # both parts start (and so finish) together
-    run_shard(Path(build), part=Part(index, 2), workers=1, show_progress=False)
-
-
-def shard_two_parts_at_once(build: Path, context) -> None:
-    """Two `ffx shard` parts started together: both succeed, and whichever merged, a rerun finds
-    everything current."""
-    barrier = context.Barrier(2)
-    runs = [context.Process(target=_shard_part, args=(str(build), index, barrier)) for index in range(2)]
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join(180)
-    assert [run.exitcode for run in runs] == [0, 0]
-    report = run_shard(build, workers=1, show_progress=False)
-    assert report.done_now == 0 and report.merged
 
 
 def test_two_parts_finishing_together_merge_and_lay_out_once_without_flock(
