@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+REPO = Path(__file__).resolve().parents[1]  # the checkout, whose files tests read (README, ffx/, bench/)
+SHARED_MEDIA = REPO.parent / "shared" / "media"
 
 
 def touch(root: Path, relative: str, content: bytes = b"\0") -> Path:

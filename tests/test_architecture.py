@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ffx"
+from tests.conftest import REPO
+
+PACKAGE = REPO / "ffx"
 LONGEST_FUNCTION = 80  # body lines (a typer command's option declarations are its signature)
 LONGEST_MODULE = 600
 

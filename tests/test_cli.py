@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,8 +14,9 @@ from ffx import __version__
 from ffx.cli import app, main
 from ffx.pipeline.recipe.manifest import Extract, Manifest
 from ffx.train.config import TrainConfig
+from tests.conftest import REPO
 
-CLI = Path(__file__).resolve().parents[1] / "ffx" / "cli"
+CLI = REPO / "ffx" / "cli"
 
 
 def test_version_and_help(capsys):

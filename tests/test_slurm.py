@@ -25,8 +25,9 @@ from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.status import build_status
 from tests.assertions import require_cluster
+from tests.conftest import REPO
 
-SLURM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "slurm.md"
+SLURM_PAGE = REPO / "docs" / "slurm.md"
 TASKS = 3
 ARRAYS = ("extract", "crop", "shard")
 # The docs' command, folders apart: 3 one-core tasks a stage, then 2 gloo processes training a

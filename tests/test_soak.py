@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.assertions import require_cluster
+from tests.conftest import REPO
 
-SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
+SOAK = REPO / "bench" / "soak.py"
 LIMIT_SECONDS = 180  # the limit for the CI variant, tree and clean build included
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from ffx.pipeline.media import detect
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def random_boxes(generator: torch.Generator, count: int, integer: bool) -> torch.Tensor:
@@ -78,7 +76,7 @@ def test_detection_is_byte_identical_without_torchvision_package() -> None:
     for way in ("usual", "lean"):
         run = subprocess.run(
             [sys.executable, "-c", DETECT_DEMO_CLIPS, way],
-            cwd=ROOT,
+            cwd=REPO,
             capture_output=True,
             text=True,
             check=True,
@@ -102,5 +100,5 @@ def test_torchvision_imports_normally_after_the_stand_ins() -> None:
         "face = detect_face.extract_face(image, [5, 5, 30, 30], 16, 0)\n"
         "print(tuple(face.shape))"
     )
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "(3, 16, 16)"  # extract_face's F.to_tensor reached the real torchvision

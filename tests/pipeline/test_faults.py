@@ -22,9 +22,8 @@ from ffx.pipeline.stages.record import write_build_record
 from ffx.pipeline.stages.shard import run_shard
 from ffx.synthetic import write_h264_index_video
 from tests.assertions import error_line
+from tests.conftest import REPO
 from tests.generated import indexed_clips, make_cropped_build
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

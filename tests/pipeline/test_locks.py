@@ -24,9 +24,10 @@ from ffx.pipeline.engine.lock import exclusive, hold_lock
 from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.stages.shard import run_shard
 from tests.assertions import contest_a_stale_lock, shard_two_parts_at_once
+from tests.conftest import REPO
 from tests.generated import make_cropped_build, write_holder
 
-PACKAGE = Path(__file__).resolve().parents[2] / "ffx"
+PACKAGE = REPO / "ffx"
 
 
 def test_no_flock_or_lockf_anywhere_in_ffx() -> None:

@@ -22,10 +22,10 @@ from ffx.pipeline.engine.stage import StageReport, run_stage
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.status import build_status
-from tests.conftest import touch
+from tests.conftest import REPO, touch
 from tests.generated import FACELESS_KEY, make_cropped_build
 
-DEVELOPMENT_PAGE = Path(__file__).resolve().parents[2] / "docs" / "development.md"
+DEVELOPMENT_PAGE = REPO / "docs" / "development.md"
 
 
 def test_the_registry_holds_the_pipeline() -> None:
@@ -129,6 +129,6 @@ def test_ffx_build_and_ffx_slurm_take_their_steps_from_the_registry(
 
 
 def test_the_docs_show_the_example_stage_as_it_is_tested() -> None:
-    code = (Path(__file__).parent / "example_stage.py").read_text(encoding="utf-8")
+    code = (REPO / "tests" / "pipeline" / "example_stage.py").read_text(encoding="utf-8")
     body = code.split('"""', 2)[2].strip()  # without its docstring
     assert body in DEVELOPMENT_PAGE.read_text(encoding="utf-8")

@@ -28,7 +28,7 @@ from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.shard import run_shard
 from ffx.pipeline.stages.verify import verify_shards
-from tests.conftest import touch
+from tests.conftest import REPO, touch
 from tests.generated import CROP_SIDE, crop_pixels, make_cropped_build
 
 FRAMES = 5
@@ -288,7 +288,7 @@ def test_build_record_names_recipe_versions_inputs_and_shards(cropped_build: Pat
     assert record["shards"] == {entry["name"]: entry["sha256"] for entry in _index(cropped_build)["shards"]}
     assert record["stages"]["samples"]["rows"] == {"ok": 16 * FRAMES, "no_face": 1}
     assert record["libraries"]["webdataset"] != "absent" and record["inputs"]["files"] == 17
-    lock = Path(__file__).resolve().parents[2] / "requirements.lock"
+    lock = REPO / "requirements.lock"
     assert record["requirements_lock_sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
     assert [machine["cpu_kernels"] for machine in record["made_on"]["samples"]] in (
         ["avx512"],
