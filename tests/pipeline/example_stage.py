@@ -1,6 +1,6 @@
 """`ffx sharpness`: how sharp each face crop is (variance of its Laplacian), a stage added to ffx
 in one module. The docs' development page shows this file as its worked example
-(`test_registry.py` checks that they are the same)."""
+(`engine/test_registry.py` checks that they are the same)."""
 
 from __future__ import annotations
 

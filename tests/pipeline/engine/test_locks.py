@@ -105,7 +105,7 @@ def test_two_parts_finishing_together_merge_and_lay_out_once_without_flock(
 
 
 def fake_squeue(folder: Path, monkeypatch, stdout: str, stderr: str = "", code: int = 0) -> None:
-    """An `squeue` on PATH that answers as Slurm's does (the real one: tests/test_slurm.py)."""
+    """An `squeue` on PATH that answers as Slurm's does (the real one: tests/cluster/test_slurm.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "squeue"
     script.write_text(f"#!/bin/sh\nprintf '{stdout}'\nprintf '{stderr}' >&2\nexit {code}\n")
