@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ffx.cli import app
+from tests.conftest import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 

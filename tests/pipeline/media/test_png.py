@@ -22,8 +22,8 @@ from ffx.pipeline.media.color import convert
 from ffx.pipeline.media.images import encode_png
 from ffx.pipeline.media.png import isal_png
 from ffx.pipeline.recipe.manifest import load_manifest, manifest_changes
+from tests.conftest import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 PORTRAIT = ROOT / "ffx" / "assets" / "portrait.jpg"
 # Encodes the images of an .npy file with isal_png at levels 0-2 and prints one sha256 of them all;
 # it imports numpy, isal and ffx's png module only, so it starts in seconds under qemu.

@@ -21,7 +21,7 @@ from ffx.pipeline.media.color import convert
 from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.shard import run_shard
-from tests.pipeline.test_crop import index_folder, portrait_clip
+from tests.generated import index_folder, portrait_clip
 
 KEYS = [f"clip_{number}" for number in range(3)]
 
