@@ -1,153 +1,58 @@
-"""Benchmark of the `ffx extract` stage against a naive baseline and a decode-only floor.
+"""Benchmark of the `ffx extract` stage against a naive baseline and decode-only floors.
 
-On one set of clips (synthetic H.264 at 720p and 1080p, plus the real clips in
-../shared/media/videos when present), each sampled `first:N` (N = 30 by default), it times:
+On one set of clips (synthetic H.264 at 720p and 1080p, a camera panning over a texture with a
+little noise, plus the real clips in ../shared/media/videos when present), each sampled `first:N`
+(--first), timed in alternating rounds:
 
-- ffx: `run_extract` on a freshly indexed build, default workers (all cores), as the CLI runs it;
-- naive: the public MCX-API way, one process, `cv2.VideoCapture.read` then `cv2.imwrite`
-  with OpenCV's default PNG settings;
-- floor: decode only, one process, with each ffx backend (PyAV, ffx's first choice; decord; OpenCV);
-- PNG encoding: `cv2.imencode` with ffx's settings and with OpenCV's defaults on the decoded
-  frames, as a share of the naive run and of one ffx worker's decode + encode work.
+- ffx: `ffx extract BUILD --sample first:N` on a freshly indexed build, in its own process as a user
+  runs it, default workers (all cores); its own time is the stage's seconds in BUILD/runs.jsonl;
+- naive: the public MCX-API way, one process, `cv2.VideoCapture.read` then `cv2.imwrite` with
+  OpenCV's default PNG settings;
+- floor: decode only, one process, with each ffx backend (PyAV, ffx's first choice; decord; OpenCV).
 
-Each timed part also reports the CPU seconds it used (ffx's worker processes included) and
-the CPU seconds other processes used meanwhile: on a shared machine, a part with a large
-"others" figure was slowed by them (use --repeats to keep each part's fastest round).
-It also reports PNG bytes per frame and checks that ffx's PNGs hold exactly the pixels the
-decoder gave (and how they compare with OpenCV's decode of the same frame). Clip generation
-and indexing are not timed; every input file is read once before timing so that all timed
-parts find them in the page cache, and dirty pages are synced before each timed part.
-
-Run from the repository root:
+Also: PNG encoding (`cv2.imencode` with ffx's settings and OpenCV's defaults) as a share of the naive
+run and of one ffx worker's decode + encode; PNG bytes per frame; whether ffx's PNGs hold exactly
+the pixels the decoder gave, and how they compare with OpenCV's PNG of the same frame.
 
     .venv/bin/python bench/extract.py            # defaults: 4 clips per resolution, 60 frames
-    .venv/bin/python bench/extract.py --help
-
-The figures are printed and written to bench/results/extract-<timestamp>.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from common import (
+    FFX,
     MEDIA_DIR,
-    Column,
-    Stopwatch,
-    Timing,
-    add_workdir_options,
-    arguments_record,
     available_cores,
     environment,
     media_videos,
-    print_environment,
-    print_table,
-    print_timings,
-    run_and_report,
     texture_field,
     tree_bytes,
     warm_page_cache,
 )
+from common.harness import Bench, Column, Part, Stopwatch, print_comparison, print_table, process
 
-from ffx.pipeline.media.decode import DEFAULT_BACKENDS
-
-if TYPE_CHECKING:
-    from ffx.pipeline.engine.stage import StageReport
+from ffx.pipeline.media.decode import BACKENDS, DEFAULT_BACKENDS
+from ffx.pipeline.media.sampling import parse_sampling
 
 RESOLUTIONS = ((1280, 720), (1920, 1080))
-FPS = 25
-PAN_PER_FRAME = (6, 2)  # pixels the camera moves right and down each frame
-NOISE_SIGMA = 2.0  # per-frame sensor-like noise, in 8-bit levels
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One input video: its build key, path below the dataset root, and where it came from."""
-
-    key: str
-    path: str
-    width: int
-    height: int
-    origin: str  # synthetic | media
-
-
-@dataclass(frozen=True)
-class PngCost:
-    """Single-process decode (ffx's first backend, 1 thread, as in one ffx worker) and PNG encode times."""
-
-    frames: int
-    decode_seconds: float
-    ffx_encode_seconds: float
-    default_encode_seconds: float
-    ffx_bytes: int
-    default_bytes: int
-
-
-@dataclass(frozen=True)
-class PixelCheck:
-    """Per clip: ffx PNG vs the decoder's frame, and ffx PNG vs the naive (OpenCV) PNG."""
-
-    key: str
-    ffx_backend: str
-    frames: int
-    roundtrip_max_diff: int  # ffx PNG vs the same backend's decoded frame; 0 = lossless
-    vs_opencv_identical: int  # frames whose ffx PNG equals the naive PNG pixel for pixel
-    vs_opencv_max_diff: int
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--clips", type=int, default=4, help="synthetic clips per resolution, 720p and 1080p (default: 4)"
-    )
-    parser.add_argument("--frames", type=int, default=60, help="frames per synthetic clip (default: 60)")
-    parser.add_argument(
-        "--first", type=int, default=30, help="frames sampled per video, sampling first:N (default: 30)"
-    )
-    parser.add_argument("--no-media", action="store_true", help=f"leave out the real clips in {MEDIA_DIR}")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="ffx worker processes (default: all cores, as the CLI)"
-    )
-    parser.add_argument(
-        "--ffx-backends",
-        type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
-        default=None,
-        metavar="A,B,C",
-        help=f"ffx's backend chain, e.g. decord,pyav (default: ffx's own, {','.join(DEFAULT_BACKENDS)})",
-    )
-    parser.add_argument(
-        "--decode-threads",
-        type=int,
-        default=available_cores(),
-        help="decoder threads for the single-process decode-only floors (default: all cores, %(default)s)",
-    )
-    add_workdir_options(parser, "clips and outputs")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="rounds of the timed parts, interleaved; each part's fastest round is reported, "
-        "which helps on a busy machine (default: 1)",
-    )
-    args = parser.parse_args(argv)
-    if args.clips < 0 or args.frames < 1 or args.first < 1 or args.repeats < 1:
-        parser.error("--clips must be >= 0; --frames, --first and --repeats >= 1")
-    return args
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs (not timed)
+FPS, PAN_PER_FRAME, NOISE_SIGMA = 25, (6, 2), 2.0  # the camera's pixels a frame; noise in 8-bit levels
+BENCH = Bench("extract", __doc__, rounds=1, max_wait=600.0)
+BENCH.option("--clips", 4, "synthetic clips per resolution, 720p and 1080p", minimum=0)
+BENCH.option("--frames", 60, "frames per synthetic clip", minimum=1)
+BENCH.option("--first", 30, "frames sampled per video, sampling first:N", minimum=1)
+BENCH.option("--no-media", False, f"leave out the real clips in {MEDIA_DIR}")
+BENCH.option("--workers", None, "ffx worker processes (None: all cores, as the CLI)", minimum=1)
+BENCH.option(
+    "--ffx-backends", "", f"ffx's backend chain, e.g. decord,pyav (default: {','.join(DEFAULT_BACKENDS)})"
+)
+BENCH.option("--decode-threads", available_cores(), "decoder threads of the decode-only floors", minimum=1)
 
 
 def write_clip(path: Path, width: int, height: int, frames: int, seed: int) -> None:
@@ -170,367 +75,177 @@ def write_clip(path: Path, width: int, height: int, frames: int, seed: int) -> N
         container.mux(stream.encode())
 
 
-def make_dataset(root: Path, clips: int, frames: int, include_media: bool) -> None:
-    """Synthetic clips under synthetic/WxH/, real clips (symlinked) under media/."""
-    for width, height in RESOLUTIONS:
-        for number in range(clips):
-            path = root / "synthetic" / f"{width}x{height}" / f"clip-{number:02d}.mp4"
-            write_clip(path, width, height, frames, seed=width * 100 + number)
-    for video in media_videos() if include_media else []:
-        link = root / "media" / video.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(video)
+def index(root: Path, build: Path) -> list[dict]:
+    """Index the tree with the `folder` recipe into a fresh build; its clips (key, path) in key order."""
+    import pyarrow.parquet as pq
 
-
-def index_dataset(root: Path, build: Path) -> list[Clip]:
-    """Index the tree with the `folder` recipe into a fresh build; the clips in key order."""
-    from ffx.pipeline.engine import store
-    from ffx.pipeline.engine.builddir import BuildDir
-    from ffx.pipeline.media.decode import probe
     from ffx.pipeline.recipe.manifest import load_manifest
     from ffx.pipeline.stages.index import run_index
 
     run_index(load_manifest("folder"), root, build)
-    table = store.read_table(BuildDir(build).videos, "`ffx index`").select(["key", "path"]).to_pylist()
-    clips = []
-    for row in sorted(table, key=lambda row: row["key"]):
-        info = probe(root / row["path"])
-        origin = row["path"].split("/")[0]
-        clips.append(Clip(row["key"], row["path"], info.width, info.height, origin))
-    return clips
+    return sorted(
+        pq.read_table(build / "videos.parquet", columns=["key", "path"]).to_pylist(),
+        key=lambda row: row["key"],
+    )
 
 
-# ---------------------------------------------------------------------------------------------
-# Timed parts
+def decode(backend: str, video: Path, first: int, threads: int):
+    """The first `first` frames of a video as ffx's `backend` decodes them (RGB arrays)."""
+    return (
+        frame.rgb for frame in BACKENDS[backend](video, parse_sampling(f"first:{first}").plan(None), threads)
+    )
 
 
-def time_ffx(
-    build: Path, sampling: str, workers: int | None, backends: tuple[str, ...] | None
-) -> tuple[Timing, StageReport]:
-    """`run_extract` as the CLI calls it (no progress bar); the timing and ffx's own report."""
-    from ffx.pipeline.stages.extract import run_extract
-
-    stopwatch = Stopwatch()
-    chain = backends or None  # None: the recipe's chain (ffx's default); given: written into the recipe
-    report = run_extract(build, sampling=sampling, workers=workers, backends=chain, show_progress=False)
-    return stopwatch.timing("ffx", report.outputs, "frames"), report
-
-
-def naive_extract(video: Path, out_dir: Path, first: int) -> int:
+def time_naive(root: Path, clips: list[dict], out: Path, first: int):
     """The MCX-API way: VideoCapture.read, then imwrite with default PNG settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    capture = cv2.VideoCapture(str(video))
-    written = 0
-    for index in range(first):
-        ok, frame = capture.read()
-        if not ok:
-            break
-        cv2.imwrite(f"{out_dir}/{index:04d}.png", frame)
-        written += 1
-    capture.release()
-    return written
-
-
-def time_naive(root: Path, clips: list[Clip], out_root: Path, first: int) -> Timing:
-    stopwatch = Stopwatch()
-    frames = sum(naive_extract(root / clip.path, out_root / clip.key, first) for clip in clips)
-    return stopwatch.timing("naive", frames, "frames")
-
-
-def time_decode(backend: str, root: Path, clips: list[Clip], first: int, threads: int) -> Timing:
-    """Decode only, one process: consume a backend's frames (RGB arrays) and drop them."""
-    from ffx.pipeline.media.decode import BACKENDS
-    from ffx.pipeline.media.sampling import parse_sampling
-
-    decode = BACKENDS[backend]
-    plan = parse_sampling(f"first:{first}").plan(None)
-    frames = 0
-    stopwatch = Stopwatch()
+    stopwatch, written = Stopwatch(), 0
     for clip in clips:
-        for _frame in decode(root / clip.path, plan, threads):
-            frames += 1
-    name = f"floor({backend})" if threads != 1 else f"floor({backend}, 1 thread)"
-    return stopwatch.timing(name, frames, "frames")
+        (out / clip["key"]).mkdir(parents=True, exist_ok=True)
+        capture = cv2.VideoCapture(str(root / clip["path"]))
+        for number in range(first):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            cv2.imwrite(f"{out / clip['key']}/{number:04d}.png", frame)
+            written += 1
+        capture.release()
+    return stopwatch.timing("naive", written, "frames")
 
 
-def decode_frames(backend: str, video: Path, first: int, threads: int) -> list[np.ndarray]:
-    """The first `first` frames of a video as RGB arrays."""
-    from ffx.pipeline.media.decode import BACKENDS
-    from ffx.pipeline.media.sampling import parse_sampling
-
-    plan = parse_sampling(f"first:{first}").plan(None)
-    return [frame.rgb for frame in BACKENDS[backend](video, plan, threads)]
+def time_floor(backend: str, root: Path, clips: list[dict], first: int, threads: int):
+    """Decode only, one process: consume a backend's frames and drop them."""
+    stopwatch = Stopwatch()
+    frames = sum(1 for clip in clips for _frame in decode(backend, root / clip["path"], first, threads))
+    return stopwatch.timing(f"floor({backend})" + (", 1 thread" if threads == 1 else ""), frames, "frames")
 
 
-def measure_png_cost(root: Path, clips: list[Clip], first: int) -> PngCost:
-    """Time decoding with ffx's first backend (1 thread, like one ffx worker) and both PNG encodings."""
+def png_cost(root: Path, clips: list[dict], first: int) -> dict:
+    """Seconds to decode with ffx's first backend (1 thread, as one ffx worker) and to encode PNGs with
+    ffx's and OpenCV's default settings; the PNG bytes."""
     from ffx.pipeline.media.images import png_params
 
-    ffx_params = png_params(level=1)
-    frames = ffx_bytes = default_bytes = 0
-    decode_seconds = ffx_seconds = default_seconds = 0.0
+    cost, params = Counter(), png_params(level=1)
     for clip in clips:
         start = time.perf_counter()
-        decoded = decode_frames(DEFAULT_BACKENDS[0], root / clip.path, first, threads=1)
-        decode_seconds += time.perf_counter() - start
+        decoded = list(decode(DEFAULT_BACKENDS[0], root / clip["path"], first, 1))
+        cost["decode_seconds"] += time.perf_counter() - start
         for rgb in decoded:
             bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-            start = time.perf_counter()
-            _ok, ffx_png = cv2.imencode(".png", bgr, ffx_params)
-            middle = time.perf_counter()
-            _ok, default_png = cv2.imencode(".png", bgr)
-            default_seconds += time.perf_counter() - middle
-            ffx_seconds += middle - start
-            ffx_bytes += ffx_png.nbytes
-            default_bytes += default_png.nbytes
-            frames += 1
-    return PngCost(frames, decode_seconds, ffx_seconds, default_seconds, ffx_bytes, default_bytes)
+            for name, options in (("ffx", params), ("default", [])):
+                start = time.perf_counter()
+                cost[f"{name}_bytes"] += cv2.imencode(".png", bgr, options)[1].nbytes
+                cost[f"{name}_encode_seconds"] += time.perf_counter() - start
+            cost["frames"] += 1
+    return dict(cost)
 
 
-# ---------------------------------------------------------------------------------------------
-# Checks (not timed)
-
-
-def ffx_backends(build: Path) -> dict[str, str]:
-    """The backend ffx used for each key, from its ledger (merged table or chunks)."""
+def pixel_checks(root: Path, clips: list[dict], build: Path, naive: Path, first: int) -> list[dict]:
+    """Per clip: ffx's PNGs against its backend's decode (0: lossless) and against the naive PNGs."""
     from ffx.pipeline.engine import store
+    from ffx.pipeline.engine.builddir import frame_file
     from ffx.pipeline.stages.extract import ExtractStage
 
     stage = ExtractStage()
     rows = store.Ledger(build, stage.name, stage.schema, sort_by=["key"]).rows().select(["key", "backend"])
-    return dict(zip(rows.column("key").to_pylist(), rows.column("backend").to_pylist()))
+    backends = dict(zip(rows.column("key").to_pylist(), rows.column("backend").to_pylist()))
 
+    def diff(first: np.ndarray | None, second: np.ndarray | None) -> int:
+        same_shape = first is not None and second is not None and first.shape == second.shape
+        return int(cv2.absdiff(first, second).max()) if same_shape else 255
 
-def max_abs_diff(first: np.ndarray | None, second: np.ndarray | None) -> int:
-    """Largest per-pixel difference; 255 when either image is missing or shapes differ."""
-    if first is None or second is None or first.shape != second.shape:
-        return 255
-    return int(cv2.absdiff(first, second).max())
-
-
-def check_pixels(
-    root: Path, clip: Clip, build: Path, naive_root: Path, backend: str, first: int
-) -> PixelCheck:
-    """Compare each ffx PNG of a clip with its backend's decode and with the naive PNG."""
-    from ffx.pipeline.engine.builddir import frame_file
-
-    decoded = decode_frames(backend, root / clip.path, first, threads=1) if backend else []
-    roundtrip = vs_opencv = identical = 0
-    for index, rgb in enumerate(decoded):
-        ffx_png = cv2.imread(str(build / frame_file(clip.key, index)), cv2.IMREAD_UNCHANGED)
-        naive_png = cv2.imread(str(naive_root / clip.key / f"{index:04d}.png"), cv2.IMREAD_UNCHANGED)
-        roundtrip = max(roundtrip, max_abs_diff(ffx_png, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
-        diff = max_abs_diff(ffx_png, naive_png)
-        vs_opencv = max(vs_opencv, diff)
-        identical += diff == 0
-    return PixelCheck(clip.key, backend, len(decoded), roundtrip, identical, vs_opencv)
-
-
-# ---------------------------------------------------------------------------------------------
-# Report
-
-
-def versions() -> dict:
-    """The environment with the decoders' and OpenCV's versions."""
-    import av
-    import decord
-
-    return environment(
-        av=av.__version__, decord=decord.__version__, cv2=cv2.__version__, numpy=np.__version__
-    )
+    checks = []
+    for clip in clips:
+        backend, roundtrip, differences = backends.get(clip["key"], ""), 0, []
+        for number, rgb in enumerate(decode(backend, root / clip["path"], first, 1) if backend else []):
+            ffx_png = cv2.imread(str(build / frame_file(clip["key"], number)), cv2.IMREAD_UNCHANGED)
+            naive_png = cv2.imread(f"{naive / clip['key']}/{number:04d}.png", cv2.IMREAD_UNCHANGED)
+            roundtrip = max(roundtrip, diff(ffx_png, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+            differences.append(diff(ffx_png, naive_png))
+        lossless = "yes" if roundtrip == 0 else f"no ({roundtrip})"
+        row = {"key": clip["key"], "backend": backend, "frames": len(differences), "lossless": lossless}
+        checks.append(
+            row | {"vs_opencv_identical": differences.count(0), "max_diff": max(differences, default=0)}
+        )
+    return checks
 
 
 def print_report(results: dict) -> None:
-    png = results["png"]
-    print_environment(results["environment"])
-    sizes = Counter(f"{clip['width']}x{clip['height']} {clip['origin']}" for clip in results["clips"])
+    print(f"Inputs: {len(results['clips'])} clips, first:{results['arguments']['first']}: {results['sizes']}")
+    print_comparison(results)
+    png, frames = results["png"], max(results["png"]["frames"], 1)
+    print(f"\nPNG encoding on {png['frames']} decoded frames, one process:")
     print(
-        f"Inputs: {len(results['clips'])} clips, sampling {results['sampling']}: "
-        + ", ".join(f"{count} x {size}" for size, count in sorted(sizes.items()))
+        f"  {DEFAULT_BACKENDS[0]} decode, 1 thread:     {1000 * png['decode_seconds'] / frames:7.1f} ms/frame"
     )
-    repeats = results["arguments"]["repeats"]
-    if repeats > 1:
-        print(f"\nFastest of {repeats} rounds per part:")
-    print_timings("", results["timings"], rate="frames/s")
-    ratios = results["ratios"]
-    print(f"\nffx / naive throughput:          {ratios['ffx_over_naive']:.2f}x")
-    print(f"ffx / floor({ratios['floor_backend']}) throughput:    {ratios['ffx_over_floor']:.2f}x")
-    report = results["ffx_report"]
-    print(
-        f"ffx report{' (round 1)' if repeats > 1 else ''}: {report['videos']} videos, "
-        f"statuses {report['by_status']}, backends "
-        f"{report['backends']}, merged {report['merged']}, own seconds {report['seconds']:.2f}"
-    )
-    for number, (by_status, failed) in enumerate(
-        zip(report["by_status_per_round"], report["failed_per_round"])
-    ):
-        if repeats > 1:
-            print(f"  round {number + 1}: statuses {by_status}")
-        for key, status, error in failed:
-            print(f"  failed: {key} [{status}] {error}")
-
-    best = " (fastest round)" if repeats > 1 else ""
-    print(f"\nPNG encoding on {png['frames']} decoded frames, one process{best}:")
-    print(f"  {DEFAULT_BACKENDS[0]} decode, 1 thread:     {png['decode_ms_per_frame']:7.1f} ms/frame")
-    print(
-        f"  imencode, ffx params:      {png['ffx_encode_ms_per_frame']:7.1f} ms/frame  "
-        f"{png['ffx_bytes_per_frame'] / 1e6:.2f} MB/frame"
-    )
-    print(
-        f"  imencode, default params:  {png['default_encode_ms_per_frame']:7.1f} ms/frame  "
-        f"{png['default_bytes_per_frame'] / 1e6:.2f} MB/frame"
-    )
-    print(f"  share of naive run that is PNG encoding:          {png['naive_share']:.0%}")
-    print(f"  share of ffx worker work (decode + encode) in PNG: {png['ffx_share']:.0%}")
-
-    outputs = results["outputs"]
-    print(
-        f"\nPNG bytes/frame on disk: ffx {outputs['ffx_bytes_per_frame'] / 1e6:.2f} MB "
-        f"({outputs['ffx_files']} files), naive {outputs['naive_bytes_per_frame'] / 1e6:.2f} MB "
-        f"({outputs['naive_files']} files), ffx/naive {outputs['ffx_over_naive_bytes']:.2f}"
-    )
-    checks = [
-        check
-        | {"lossless": "yes" if check["roundtrip_max_diff"] == 0 else f"no ({check['roundtrip_max_diff']})"}
-        for check in results["pixel_checks"]
-    ]
+    for name in ("ffx", "default"):
+        ms, megabytes = 1000 * png[f"{name}_encode_seconds"] / frames, png[f"{name}_bytes"] / frames / 1e6
+        print(f"  imencode, {name + ' params:':<16}{ms:7.1f} ms/frame  {megabytes:.2f} MB/frame")
+    print(f"  share of the naive run that is PNG encoding:      {results['naive_png_share']:.0%}")
+    print(f"  share of ffx worker work (decode + encode) in PNG: {results['ffx_png_share']:.0%}")
+    out = results["outputs"]
+    print(f"\nPNG bytes/frame on disk: ffx {out['ffx'] / 1e6:.2f} MB, naive {out['naive'] / 1e6:.2f} MB")
     columns = [
-        Column("clip", "key"),
-        Column("backend", "ffx_backend"),
-        Column("frames", "frames"),
-        Column("lossless", "lossless"),
-        Column("=opencv", "vs_opencv_identical"),
-        Column("max|d|", "vs_opencv_max_diff"),
+        Column(name, name)
+        for name in ("key", "backend", "frames", "lossless", "vs_opencv_identical", "max_diff")
     ]
     print_table(
-        "Pixel checks (ffx PNG vs its backend's decoded frame; ffx PNG vs the naive OpenCV PNG):",
-        columns,
-        checks,
+        "Pixel checks (ffx PNG vs its backend's decode; vs the naive OpenCV PNG):", columns, results["checks"]
     )
 
 
-def summarise(
-    args: argparse.Namespace,
-    clips: list[Clip],
-    timings: list[Timing],
-    all_timings: list[Timing],
-    reports: list[StageReport],
-    png: PngCost,
-    build: Path,
-    naive_root: Path,
-    checks: list[PixelCheck],
-) -> dict:
-    """Every figure of the run as a JSON-ready dict; `timings` are the fastest of each part
-    over the rounds, `reports` ffx's own report of each round (outputs are those of round 1)."""
-    from ffx.pipeline.engine.builddir import BuildDir
+def run(args, work: Path) -> dict:
+    import av
+    import decord
 
-    report = reports[0]
-    by_name = {timing.name: timing for timing in timings}
-    ffx, naive = by_name["ffx"], by_name["naive"]
-    floor_backend = (args.ffx_backends or DEFAULT_BACKENDS)[0]
-    floor = by_name.get(f"floor({floor_backend})") or by_name[f"floor({floor_backend}, 1 thread)"]
-    ffx_files, ffx_bytes = tree_bytes(BuildDir(build).frames, "*.png")
-    naive_files, naive_bytes = tree_bytes(naive_root, "*.png")
-    frames = max(png.frames, 1)
-    ffx_per_frame, naive_per_frame = ffx_bytes / max(ffx_files, 1), naive_bytes / max(naive_files, 1)
-    return {
-        "environment": versions(),
-        "arguments": arguments_record(args),
-        "sampling": f"first:{args.first}",
-        "clips": [asdict(clip) for clip in clips],
-        "timings": [timing.as_dict() for timing in timings],
-        "all_timings": [timing.as_dict() for timing in all_timings],
-        "ratios": {
-            "ffx_over_naive": ffx.rate / naive.rate if naive.rate else None,
-            "floor_backend": floor_backend,
-            "ffx_over_floor": ffx.rate / floor.rate if floor.rate else None,
-        },
-        "ffx_report": {
-            "videos": report.items,
-            "by_status": dict(report.items_by_status),
-            "by_status_per_round": [dict(each.items_by_status) for each in reports],
-            "failed_per_round": [[list(item) for item in each.failed] for each in reports],
-            "frames": report.outputs,
-            "seconds": report.seconds,
-            "merged": report.merged,
-            "failed": [list(item) for item in report.failed],
-            "backends": dict(Counter(check.ffx_backend for check in checks)),
-        },
-        "png": asdict(png)
-        | {
-            "decode_ms_per_frame": 1000 * png.decode_seconds / frames,
-            "ffx_encode_ms_per_frame": 1000 * png.ffx_encode_seconds / frames,
-            "default_encode_ms_per_frame": 1000 * png.default_encode_seconds / frames,
-            "ffx_bytes_per_frame": png.ffx_bytes / frames,
-            "default_bytes_per_frame": png.default_bytes / frames,
-            "naive_share": (png.default_encode_seconds / frames * naive.items) / naive.seconds,
-            "ffx_share": png.ffx_encode_seconds / (png.ffx_encode_seconds + png.decode_seconds),
-        },
-        "outputs": {
-            "ffx_files": ffx_files,
-            "ffx_bytes_per_frame": ffx_per_frame,
-            "naive_files": naive_files,
-            "naive_bytes_per_frame": naive_per_frame,
-            "ffx_over_naive_bytes": ffx_per_frame / naive_per_frame if naive_per_frame else None,
-        },
-        "pixel_checks": [asdict(check) for check in checks],
+    root = work / "dataset"
+    print(f"Generating clips in {root} ...", flush=True)
+    for width, height in RESOLUTIONS:
+        for number in range(args.clips):
+            write_clip(root / f"synthetic/{width}x{height}/clip-{number:02d}.mp4", width, height, args.frames,
+                       seed=width * 100 + number)  # fmt: skip
+    for video in [] if args.no_media else media_videos():
+        (root / "media").mkdir(parents=True, exist_ok=True)
+        (root / "media" / video.name).symlink_to(video)
+    if not any(root.rglob("*.mp4")):
+        sys.exit("no clips to benchmark: use --clips 1 or more, or have the shared media")
+    clips = [index(root, work / f"build-{number}") for number in range(args.rounds)][0]  # noqa: RUF015 (one a round)
+    warm_page_cache([root / clip["path"] for clip in clips])
+    flags = ["--sample", f"first:{args.first}"] + (["--workers", str(args.workers)] if args.workers else [])
+    flags += ["--backend", args.ffx_backends] if args.ffx_backends else []
+
+    def ffx(number: int):
+        build = work / f"build-{number}"
+        return process(
+            "ffx extract",
+            [FFX, "extract", str(build), *flags],
+            build=build,
+            items=lambda: tree_bytes(build / "frames")[0],
+        )
+
+    floors = [Part(f"floor {b}", lambda _n, b=b: time_floor(b, root, clips, args.first, args.decode_threads))
+              for b in DEFAULT_BACKENDS]  # fmt: skip
+    first_floor = f"floor {(args.ffx_backends or DEFAULT_BACKENDS[0]).split(',')[0]}"
+    naive = Part("naive", lambda number: time_naive(root, clips, work / f"naive-{number}", args.first))
+    results = BENCH.compare([Part("ffx extract", ffx, ("naive", first_floor)), naive, *floors], args.rounds)
+    print("Timing PNG encoding ...", flush=True)
+    png = png_cost(root, clips, args.first)
+    naive = results["medians"]["naive"]
+    ffx_files, ffx_bytes = tree_bytes(work / "build-0" / "frames", "*.png")
+    naive_files, naive_bytes = tree_bytes(work / "naive-0", "*.png")
+    return results | {
+        "environment": environment(av=av.__version__, decord=decord.__version__, cv2=cv2.__version__),
+        "clips": clips,
+        "sizes": dict(Counter(f"{path.parent.name}" for path in root.rglob("*.mp4"))),
+        "png": png,
+        "naive_png_share": png["default_encode_seconds"]
+        / max(png["frames"], 1)
+        * naive.items
+        / naive.seconds,
+        "ffx_png_share": png["ffx_encode_seconds"] / (png["ffx_encode_seconds"] + png["decode_seconds"]),
+        "outputs": {"ffx": ffx_bytes / max(ffx_files, 1), "naive": naive_bytes / max(naive_files, 1)},
+        "checks": pixel_checks(root, clips, work / "build-0", work / "naive-0", args.first),
     }
 
 
-# ---------------------------------------------------------------------------------------------
-
-
-def time_round(
-    args: argparse.Namespace, root: Path, clips: list[Clip], workdir: Path, number: int
-) -> tuple[list[Timing], StageReport]:
-    """One round of every timed part, on its own output folders; ffx's timing comes first."""
-    label = f" (round {number + 1} of {args.repeats})" if args.repeats > 1 else ""
-    timings = []
-    for backend in DEFAULT_BACKENDS:
-        print(f"Timing decode-only floor: {backend}{label} ...", flush=True)
-        timings.append(time_decode(backend, root, clips, args.first, args.decode_threads))
-    print(f"Timing naive baseline{label} ...", flush=True)
-    timings.append(time_naive(root, clips, workdir / f"naive-{number}", args.first))
-    print(f"Timing ffx extract{label} ...", flush=True)
-    build = workdir / f"build-{number}"
-    ffx_timing, report = time_ffx(build, f"first:{args.first}", args.workers, args.ffx_backends)
-    return [ffx_timing, *timings], report
-
-
-def run(args: argparse.Namespace, workdir: Path) -> dict:
-    root = workdir / "dataset"
-    print(f"Generating clips in {root} ...", flush=True)
-    make_dataset(root, args.clips, args.frames, include_media=not args.no_media and MEDIA_DIR.is_dir())
-    if not any(root.rglob("*.mp4")):
-        sys.exit("no clips to benchmark: use --clips 1 or more, or have the shared media")
-    clips = index_dataset(root, workdir / "build-0")
-    for number in range(1, args.repeats):
-        index_dataset(root, workdir / f"build-{number}")
-    warm_page_cache([root / clip.path for clip in clips])
-
-    rounds = [time_round(args, root, clips, workdir, number) for number in range(args.repeats)]
-    round_timings = [timings for timings, _report in rounds]
-    all_timings = [timing for timings in round_timings for timing in timings]
-    fastest = [min(same_part, key=lambda timing: timing.seconds) for same_part in zip(*round_timings)]
-    print("Timing PNG encoding ...", flush=True)
-    png = min(
-        (measure_png_cost(root, clips, args.first) for _ in range(args.repeats)),
-        key=lambda cost: cost.decode_seconds + cost.ffx_encode_seconds + cost.default_encode_seconds,
-    )
-    print("Checking pixels (round 1 outputs) ...", flush=True)
-    build, naive_root = workdir / "build-0", workdir / "naive-0"
-    backends = ffx_backends(build)
-    checks = [
-        check_pixels(root, clip, build, naive_root, backends.get(clip.key, ""), args.first) for clip in clips
-    ]
-    reports = [report for _timings, report in rounds]
-    return summarise(args, clips, fastest, all_timings, reports, png, build, naive_root, checks)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run_and_report("extract", args, run, print_report)
-
-
 if __name__ == "__main__":
-    main()
+    BENCH.main(run, print_report)

@@ -1,67 +1,45 @@
-"""How a rerun with nothing to do grows with the build: `ffx shard`, `ffx crop`, `ffx extract`
-and `ffx status` over generated builds of N videos (one 16-px crop each, made without decoding,
-as tests/generated.py writes them), timed in-process (the stage's own time, no start-up).
+"""How a no-op rerun grows with the build: `ffx shard`, `crop`, `extract` and `status` in-process (the
+stage's own time) over tests/generated.py builds of N videos (one 16-px crop each, made without decoding).
 
-    python bench/noop_rerun.py 3000 6000 12000
-
-Prints one line per size, then each command's growth exponent between the first and last size.
+    python bench/noop_rerun.py 3000 6000 12000     # a line per size, then each growth exponent
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.generated
+import common  # noqa: F401 (the repository root on sys.path, for tests.generated)
 
-from ffx.pipeline.stages.crop import run_crop
-from ffx.pipeline.stages.extract import run_extract
-from ffx.pipeline.stages.shard import run_shard
-from ffx.pipeline.stages.status import build_status
+from ffx.pipeline.stages import crop, extract, shard, status
 from tests.generated import make_cropped_build
 
-COMMANDS = {
-    "shard": lambda build: run_shard(build, show_progress=False),
-    "crop": lambda build: run_crop(build, show_progress=False),
-    "extract": lambda build: run_extract(build, show_progress=False),
-    "status": build_status,
-}
+RERUNS = {"shard": shard.run_shard, "crop": crop.run_crop, "extract": extract.run_extract, "status": None}
 
 
-def no_op_seconds(videos: int, folder: Path) -> dict[str, float]:
-    """Seconds of each command's rerun over a shard-complete build of `videos` videos."""
-    build = make_cropped_build(folder, videos_per_label=videos // 2, frames=1, side=16)
-    run_shard(build, show_progress=False)
-    seconds = {}
-    for name, command in COMMANDS.items():
-        started = time.perf_counter()
-        command(build)
-        seconds[name] = time.perf_counter() - started
-    return seconds
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sizes", nargs="+", type=int, help="numbers of videos, e.g. 3000 6000 12000")
-    sizes = parser.parse_args().sizes
-    results = {}
+def main(sizes: list[int]) -> None:
+    seconds: dict[int, dict[str, float]] = {size: {} for size in sizes}
     with tempfile.TemporaryDirectory() as folder:
-        for videos in sizes:
-            results[videos] = no_op_seconds(videos, Path(folder) / str(videos))
-            figures = ", ".join(f"{name} {value:.2f} s" for name, value in results[videos].items())
-            print(f"{videos} videos: no-op {figures}", flush=True)
-    if len(sizes) > 1:
-        first, last = sizes[0], sizes[-1]
-        exponents = {
-            name: math.log(results[last][name] / results[first][name]) / math.log(last / first)
-            for name in COMMANDS
-        }
-        print("growth exponent: " + ", ".join(f"{name} {value:.2f}" for name, value in exponents.items()))
+        for videos, figures in seconds.items():
+            build = make_cropped_build(
+                Path(folder) / str(videos), videos_per_label=videos // 2, frames=1, side=16
+            )
+            shard.run_shard(build, show_progress=False)
+            for name, rerun in RERUNS.items():
+                started = time.perf_counter()
+                rerun(build, show_progress=False) if rerun else status.build_status(build)
+                figures[name] = time.perf_counter() - started
+            print(
+                f"{videos} videos: no-op " + ", ".join(f"{n} {s:.2f} s" for n, s in figures.items()),
+                flush=True,
+            )
+    first, last = seconds[sizes[0]], seconds[sizes[-1]]
+    growth = [f"{n} {math.log(last[n] / first[n]) / math.log(sizes[-1] / sizes[0]):.2f}" for n in RERUNS]
+    print("growth exponent: " + ", ".join(growth) if len(sizes) > 1 else "(one size: no growth exponent)")
 
 
 if __name__ == "__main__":
-    main()
+    main([int(size) for size in sys.argv[1:]] or sys.exit(__doc__))

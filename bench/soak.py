@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.scale_tree
 
-from common.report import RESULTS_DIR
+from common.harness import RESULTS_DIR
 
 from bench.scale_tree import make_ffpp
 from ffx.cluster.slurm import FINAL_STATES, Resources, submit_jobs, wait_for_jobs, write_slurm_jobs

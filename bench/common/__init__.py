@@ -1,16 +1,15 @@
-"""What the benchmark scripts in bench/ share: one timing helper (common.timing), one report
-helper (common.report: tables, the results file), waiting for a quiet machine (common.quiet),
-and here the paths, the environment and the synthetic inputs.
+"""What the benchmark scripts in bench/ share: the harness (common.harness: timing, alternating
+rounds, the command line, the report and the results file), waiting for a quiet machine
+(common.quiet), and here the paths, the environment and the inputs.
 
 The scripts import it as `from common import ...`: Python puts a script's own folder first on
-sys.path, so this works when they are run as `.venv/bin/python bench/<name>.py`. Importing it
-appends the repository root to sys.path (after the installed packages, so an `ffx` on PYTHONPATH
-still wins), for `tests.generated`.
+sys.path. Importing it appends the repository root to sys.path (after the installed packages, so
+an `ffx` on PYTHONPATH still wins), for `tests.generated`.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import os
 import platform
 import subprocess
@@ -21,96 +20,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.quiet import (
-    BUSY_PATTERNS,
-    BusyWatch,
-    Quiet,
-    add_max_wait_option,
-    busy_processes,
-    wait_until_quiet,
-)
-from common.report import (
-    RESULTS_DIR,
-    Column,
-    add_workdir_options,
-    arguments_record,
-    print_environment,
-    print_machine_load,
-    print_table,
-    print_timings,
-    run_and_report,
-    timing_columns,
-    verdict,
-    work_dir,
-    write_results,
-)
-from common.timing import (
-    Stopwatch,
-    Timing,
-    cpu_times,
-    fastest_run,
-    interleaved,
-    machine_busy_seconds,
-    median_run,
-    spread,
-)
-
 REPO = Path(__file__).resolve().parents[2]
 MEDIA_DIR = REPO.parent / "shared" / "media"
+FFX = str(Path(sys.executable).with_name("ffx"))  # the venv's entry point, as a user runs it
 CROP_SIDE = 512  # ffx crop's default output size
 CLIP_SQUARE = 0.75  # the centred square cut from a clip frame, as a share of its shorter side
-TRAIN_SHARDS = 8  # the automatic --shard-size aims at this many train shards
+POOL_FRAMES = 40  # frames kept per clip for generated crops, evenly spread over it
+TRAIN_SHARDS = 8  # the automatic shard size aims at this many train shards
+FACELESS_KEY = "fake__none"  # make_cropped_build's video without a face
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
-
-__all__ = [
-    "BUSY_PATTERNS",
-    "CLIP_SQUARE",
-    "CROP_SIDE",
-    "MEDIA_DIR",
-    "REPO",
-    "RESULTS_DIR",
-    "TRAIN_SHARDS",
-    "BusyWatch",
-    "Column",
-    "Quiet",
-    "Stopwatch",
-    "Timing",
-    "add_max_wait_option",
-    "add_shard_size_option",
-    "add_workdir_options",
-    "arguments_record",
-    "available_cores",
-    "busy_processes",
-    "cpu_times",
-    "environment",
-    "fastest_run",
-    "git_describe",
-    "interleaved",
-    "machine_busy_seconds",
-    "media_videos",
-    "median_run",
-    "print_environment",
-    "print_machine_load",
-    "print_table",
-    "print_timings",
-    "run_and_report",
-    "spread",
-    "square_crop",
-    "texture",
-    "texture_field",
-    "timing_columns",
-    "tree_bytes",
-    "verdict",
-    "wait_until_quiet",
-    "warm_page_cache",
-    "work_dir",
-    "write_results",
-]
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment
 
 
 def available_cores() -> int:
@@ -121,43 +40,39 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def git_describe() -> str:
-    """`git describe --always --dirty` of the repository ("" outside a git checkout or without
-    git, as on a lent GPU machine)."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
-        return ""
-    return result.stdout.strip()
-
-
 def environment(**versions: object) -> dict:
-    """CPUs, platform, Python, ffx and its git revision, then the given library versions."""
+    """CPUs, platform, Python, ffx and its git revision ("" without git), then `versions`."""
     import ffx
 
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_available": available_cores(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "ffx": ffx.__version__,
-        "git": git_describe(),
-        **versions,
-    }
+    try:
+        git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    except OSError:  # no git, as on a lent GPU machine
+        git = ""
+    return {"cpu_count": os.cpu_count(), "cpus_available": available_cores(), "platform": platform.platform(),
+            "python": platform.python_version(), "ffx": ffx.__version__, "git": git, **versions}  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------
-# Inputs
+def print_environment(env: dict) -> None:
+    """One line: the CPUs, then every library version and setting recorded."""
+    skip = {"cpu_count", "cpus_available", "platform", "ffx", "git"}
+    others = "   ".join(f"{name} {value}" for name, value in env.items() if name not in skip)
+    print(f"\nCPUs: {env['cpu_count']} ({env['cpus_available']} available)   {others}   "
+          f"ffx {env['ffx']} ({env['git']})   {env['platform']}")  # fmt: skip
 
 
 def media_videos() -> list[Path]:
     """The real clips in ../shared/media/videos, sorted (none when the folder is absent)."""
     return sorted((MEDIA_DIR / "videos").glob("*.mp4"))
+
+
+def read_video(path: Path, frames: int) -> list[np.ndarray]:
+    """The first `frames` frames of a video as RGB arrays, decoded by OpenCV (on every machine)."""
+    capture, pictures = cv2.VideoCapture(str(path)), []
+    while len(pictures) < frames and (read := capture.read())[0]:
+        pictures.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    capture.release()
+    return pictures
 
 
 def texture_field(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -188,6 +103,43 @@ def square_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     )
 
 
+class CropPixels:
+    """make_cropped_build's `pixels`: a video's crops are successive frames of one real clip (the
+    clip and start chosen by the key's hash), so they compress and decode like real face crops;
+    seeded smooth textures without clips."""
+
+    def __init__(self, clips: list[Path], side: int = CROP_SIDE):
+        import av
+
+        self.pools = []
+        for clip in clips:
+            with av.open(str(clip)) as container:
+                frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            chosen = sorted({n * len(frames) // POOL_FRAMES for n in range(POOL_FRAMES)})
+            self.pools.append([square_crop(frames[index], side) for index in chosen])
+
+    def __call__(self, key: str, frame: int, side: int) -> np.ndarray:
+        number = _number(key)
+        if not self.pools:
+            return texture(_number(f"{key}/{frame}"), side)
+        pool = self.pools[number % len(self.pools)]
+        return pool[(number // len(self.pools) + frame) % len(pool)]
+
+
+def _number(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def cropped_build(work: Path, videos_per_label: int, frames: int, clips: list[Path]) -> tuple[Path, str]:
+    """tests/generated.py's build with crops (a folder tree of placeholder clips, indexed, then
+    crop PNGs and stamped tables written directly, no extract or crop), its crops taken from the
+    real clips (CropPixels); the build and where its pixels came from, in words."""
+    from tests.generated import make_cropped_build
+
+    build = make_cropped_build(work, videos_per_label, frames, CROP_SIDE, CropPixels(clips))
+    return build, f"frames of {', '.join(clip.name for clip in clips)}" if clips else "smooth random textures"
+
+
 def warm_page_cache(paths: Iterable[Path]) -> None:
     """Read every input once so that all timed parts start with them in the page cache."""
     for path in paths:
@@ -200,15 +152,3 @@ def tree_bytes(directory: Path, pattern: str = "*") -> tuple[int, int]:
     """(files, bytes) of the files matching `pattern` below `directory`."""
     sizes = [path.stat().st_size for path in directory.rglob(pattern) if path.is_file()]
     return len(sizes), sum(sizes)
-
-
-def add_shard_size_option(parser: argparse.ArgumentParser) -> None:
-    """The --shard-size option: run_shard's max_count (the recipe's shard.max_count) of the
-    benchmark's shards (None: automatic)."""
-    parser.add_argument(
-        "--shard-size",
-        type=int,
-        default=None,
-        help=f"samples per shard, run_shard's max_count (default: the train samples / {TRAIN_SHARDS}, "
-        "rounded up)",
-    )
