@@ -92,6 +92,12 @@ def iou_rows(clips: dict, sizes: list[int], found: dict) -> list[dict]:
     return rows
 
 
+def ok_faces(build: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(build / "faces.parquet", columns=["status"]).column("status").to_pylist().count("ok")
+
+
 def training_parts(args, work: Path, device: str, clips: list[Path]) -> tuple[list[Part], dict]:
     """The loader to the GPU and legacy_xception's step on the paper's batch, eager and compiled."""
     import train
@@ -145,7 +151,7 @@ def run(args, work: Path) -> dict:
     sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
     clips, found = {video.stem: read_video(video, args.frames) for video in sorted(media.glob("*.mp4"))}, {}
     detection = [
-        Part(f"MTCNN {side}, {b}", partial(detect, clips, found, device, side, b))
+        Part(f"MTCNN {side % FULL_SIDE or 'full'}, {b}", partial(detect, clips, found, device, side, b))
         for side in (640, FULL_SIDE)
         for b in sizes
     ]
@@ -175,8 +181,12 @@ def run(args, work: Path) -> dict:
             str(build),
         ]
         try:
+            faces = partial(ok_faces, build)
             timing = process(
-                f"ffx build folder ({device})", [*command, "--device", device, *sampling], build=build
+                f"ffx build ({device})",
+                [*command, "--device", device, *sampling],
+                build=build,
+                items=faces,
             )
             results["timings"].append(timing.as_dict())
         except SystemExit as error:  # the figures so far still count

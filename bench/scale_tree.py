@@ -3,20 +3,13 @@
     python bench/scale_tree.py ffpp 1000 /tmp/ffpp-1k
     python bench/scale_tree.py dfdc 20000 /tmp/dfdc-20k --per-part 2400
 
-The distinct clips (`--distinct`, at least 64 by default) are written once into OUT/.clips/, each
-its own seed and phase, so no two share their bytes (checked); every video of the tree is a hard
-link to one of them, cycling, so a tree of 20 000 videos costs a few dozen encodes. A fake clip
-has its original's phase (the same pan, pixel-aligned, as FF++ and DFDC fakes are) and its own
-seed (brightness and mouth alteration).
-
-FF++ (`ffpp-c23`): N videos are M = 2 * ceil(N / 10) originals (`original_sequences/youtube/c23/
-videos/NNN.mp4`, ids paired 0-1, 2-3, ...) and N - M fakes (`manipulated_sequences/METHOD/c23/
-videos/TTT_SSS.mp4`) over the four methods in turn, each pair in both directions: at N a multiple
-of 10, N / 5 per class. Official-style split lists (pairs 72/14/14 %) go to OUT/splits/.
-
-DFDC (`dfdc`): `dfdc_train_part_K/` folders of `--per-part` videos, each with its metadata.json;
-in each part about one real for every five fakes (ceil(p / 6) reals), every fake naming a real of
-its own part as its original.
+The distinct clips (at least --distinct) are written once into OUT/.clips/, each its own seed and
+phase (no two share their bytes: checked); every video is a hard link to one of them. A fake has its
+original's phase (pixel-aligned, as FF++ and DFDC fakes are) and its own seed. FF++: N videos are
+M = 2 * ceil(N / 10) originals (ids paired 0-1, 2-3, ...) and N - M fakes over the four methods in
+turn, each pair both ways (N / 5 per class at N a multiple of 10), official-style split lists in
+OUT/splits/. DFDC: `dfdc_train_part_K/` folders of --per-part videos with their metadata.json, about
+one real for every five fakes, every fake naming a real of its own part.
 """
 
 from __future__ import annotations
@@ -34,17 +27,14 @@ from pathlib import Path
 from ffx.synthetic import portrait_frames, write_h264_video
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
-DFDC_FAKES_PER_REAL = 5
-DFDC_PER_PART = 2400  # DFDC's 119 154 training videos lie in 50 parts
+DFDC_FAKES_PER_REAL, DFDC_PER_PART = 5, 2400  # DFDC's 119 154 training videos lie in 50 parts
 SPLIT_SHARES = (("val", 0.14), ("test", 0.14))  # FF++'s official 720 / 140 / 140 pairs
-CLIPS = ".clips"
-NAME_LETTERS = 10  # DFDC file names: ten lower-case letters
+CLIPS, NAME_LETTERS = ".clips", 10  # DFDC file names: ten lower-case letters
 
 
 @dataclass
 class Tree:
-    """A generated tree: its root, how many videos and distinct clips, the count per class
-    (FF++: pristine and each method; DFDC: real and fake) and the split lists' folder (FF++)."""
+    """A generated tree: its root, videos, distinct clips, count per class, split lists (FF++), parts."""
 
     root: Path
     videos: int
@@ -56,8 +46,7 @@ class Tree:
 
 @dataclass
 class ClipPool:
-    """Distinct small H.264 clips of the bundled portrait, each written once into `folder` on
-    first use; `link` lays a video out as a hard link to one of them."""
+    """Distinct clips of the bundled portrait, each written once into `folder` on first use."""
 
     folder: Path
     frames: int = 3
@@ -65,13 +54,15 @@ class ClipPool:
     height: int = 160
     digests: dict[str, str] = field(default_factory=dict)  # clip name -> sha256 of its bytes
 
-    def clip(self, name: str, phase: float, fake: bool, seed: int) -> Path:
-        """The clip called `name` (written now if missing); no two clips may share their bytes."""
+    def clip(self, name: str, number: int, fake: bool, seed: int) -> Path:
+        """The clip `name` (written now if missing), its phase 0.9 rad a number apart, as the demo's."""
         path = self.folder / f"{name}.mp4"
         if name not in self.digests:
             if not path.is_file():
-                pictures = portrait_frames(self.frames, phase, fake, self.width, self.height, seed)
-                write_h264_video(path, pictures)
+                phase = (number * 0.9) % (2 * math.pi)
+                write_h264_video(
+                    path, portrait_frames(self.frames, phase, fake, self.width, self.height, seed)
+                )
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if digest in self.digests.values():
                 raise RuntimeError(f"{path} has the same bytes as another clip; vary its seed")
@@ -79,13 +70,11 @@ class ClipPool:
         return path
 
     def real(self, number: int) -> Path:
-        """Real clip `number`: its own phase and seed."""
-        return self.clip(f"real-{number:03d}", _phase(number), False, number)
+        return self.clip(f"real-{number:03d}", number, False, number)
 
     def fake(self, number: int, variant: int) -> Path:
         """Fake `variant` of real clip `number`: the same pan, its own seed."""
-        seed = 100_000 * (variant + 1) + number
-        return self.clip(f"fake-{number:03d}-{variant}", _phase(number), True, seed)
+        return self.clip(f"fake-{number:03d}-{variant}", number, True, 100_000 * (variant + 1) + number)
 
     def link(self, clip: Path, destination: Path) -> None:
         """Lay `destination` out as a hard link to `clip` (replacing whatever was there)."""
@@ -97,66 +86,44 @@ class ClipPool:
         os.link(clip, destination)
 
 
-def _phase(number: int) -> float:
-    """A clip's starting angle on the pan: 0.9 radians apart, as the demo's clips are."""
-    return (number * 0.9) % (2 * math.pi)
-
-
 def make_ffpp(
     out: Path, videos: int, distinct: int = 64, frames: int = 3, width: int = 128, height: int = 160
 ) -> Tree:
-    """An FF++ c23 tree of exactly `videos` videos under `out` (see the module's docstring for
-    the split of N), with official-style split lists in out/splits/."""
+    """An FF++ c23 tree of exactly `videos` videos under `out`, split lists in out/splits/."""
     if videos < 2:
         raise ValueError("an FF++ tree needs at least 2 videos (one pair of originals)")
-    out = Path(out)
+    out, counts = Path(out), Counter()
     pool = ClipPool(out / CLIPS, frames, width, height)
     real_clips = math.ceil(distinct / (1 + len(FFPP_METHODS)))  # each with one fake per method
     originals = 2 * math.ceil(videos / 10)  # at most `videos`, and 4 fakes each leave room for the rest
-    digits = max(3, len(str(originals - 1)))
-    ids = [f"{number:0{digits}d}" for number in range(originals)]
-    counts: Counter = Counter()
+    ids = [f"{number:0{max(3, len(str(originals - 1)))}d}" for number in range(originals)]
     for number, video_id in enumerate(ids):
-        destination = out / "original_sequences" / "youtube" / "c23" / "videos" / f"{video_id}.mp4"
-        pool.link(pool.real(number % real_clips), destination)
-        counts["pristine"] += 1
-    slots = (
-        (method, target, source)
-        for direction in range(originals)
-        for target, source in [_pair(direction)]
-        for method in FFPP_METHODS
-    )
-    for _, (method, target, source) in zip(range(videos - counts["pristine"]), slots):
-        variant = FFPP_METHODS.index(method)
-        destination = (
-            out / "manipulated_sequences" / method / "c23" / "videos" / f"{ids[target]}_{ids[source]}.mp4"
+        pool.link(
+            pool.real(number % real_clips), out / f"original_sequences/youtube/c23/videos/{video_id}.mp4"
         )
-        pool.link(pool.fake(target % real_clips, variant), destination)
+        counts["pristine"] += 1
+    # Fake slots: pair 0-1 as 0_1 then 1_0, and so on, each with every method in turn.
+    pairs = ((d, d + 1 - 2 * (d % 2)) for d in range(originals))
+    slots = ((method, target, source) for target, source in pairs for method in FFPP_METHODS)
+    for _, (method, target, source) in zip(range(videos - counts["pristine"]), slots):
+        destination = out / f"manipulated_sequences/{method}/c23/videos/{ids[target]}_{ids[source]}.mp4"
+        pool.link(pool.fake(target % real_clips, FFPP_METHODS.index(method)), destination)
         counts[method] += 1
     splits = write_ffpp_splits(out / "splits", [(ids[a], ids[a + 1]) for a in range(0, originals, 2)])
     return Tree(out, sum(counts.values()), len(pool.digests), dict(counts), splits)
 
 
-def _pair(direction: int) -> tuple[int, int]:
-    """The (target, source) ids of fake slot `direction`: pair 0-1 as 0_1 then 1_0, and so on."""
-    first = direction - direction % 2
-    return (first, first + 1) if direction % 2 == 0 else (first + 1, first)
-
-
 def write_ffpp_splits(folder: Path, pairs: list[tuple[str, str]]) -> Path:
-    """train/val/test.json lists of id pairs, as FF++ ships them: 14 % val, 14 % test (at least
-    one pair each from 3 pairs), train the rest, in order."""
-    sizes = {
-        split: max(1, round(len(pairs) * share)) if len(pairs) >= 3 else 0 for split, share in SPLIT_SHARES
-    }
-    train = len(pairs) - sum(sizes.values())
-    chunks = {
-        "train": pairs[:train],
-        "val": pairs[train : train + sizes["val"]],
-        "test": pairs[train + sizes["val"] :],
-    }
+    """train/val/test.json lists of id pairs, as FF++ ships them: 14 % val, 14 % test (at least one
+    pair each from 3 pairs), train the rest, in order."""
+    val, test = (max(1, round(len(pairs) * share)) if len(pairs) >= 3 else 0 for _, share in SPLIT_SHARES)
+    train = len(pairs) - val - test
     folder.mkdir(parents=True, exist_ok=True)
-    for split, chunk in chunks.items():
+    for split, chunk in (
+        ("train", pairs[:train]),
+        ("val", pairs[train : train + val]),
+        ("test", pairs[train + val :]),
+    ):
         (folder / f"{split}.json").write_text(json.dumps([list(pair) for pair in chunk]))
     return folder
 
@@ -171,47 +138,29 @@ def dfdc_name(number: int) -> str:
     return "".join(letters) + ".mp4"
 
 
-def make_dfdc(
-    out: Path,
-    videos: int,
-    distinct: int = 64,
-    per_part: int = DFDC_PER_PART,
-    frames: int = 3,
-    width: int = 128,
-    height: int = 160,
-    clips: Path | None = None,
-) -> Tree:
-    """A DFDC tree of exactly `videos` videos under `out`: parts of `per_part` videos, each with
-    its metadata.json (label, split, original). Its distinct clips go into `clips` (default
-    out/.clips/); trees that name the same folder link to the same clips."""
+def make_dfdc(out: Path, videos: int, distinct: int = 64, per_part: int = DFDC_PER_PART, frames: int = 3,
+              width: int = 128, height: int = 160, clips: Path | None = None) -> Tree:  # fmt: skip
+    """A DFDC tree of exactly `videos` videos under `out`, parts of `per_part` videos each with its
+    metadata.json; its clips in `clips` (default out/.clips/: trees naming one folder share clips)."""
     if videos < 1 or per_part < 1:
         raise ValueError("a DFDC tree needs at least 1 video and 1 video per part")
-    out = Path(out)
+    out, counts, number, reals_so_far = Path(out), Counter(), 0, 0
     pool = ClipPool(Path(clips) if clips else out / CLIPS, frames, width, height)
     real_clips = math.ceil(distinct / (1 + DFDC_FAKES_PER_REAL))
-    counts: Counter = Counter()
-    number = reals_so_far = 0
     for part, start in enumerate(range(0, videos, per_part)):
-        size = min(per_part, videos - start)
-        folder = out / f"dfdc_train_part_{part}"
+        size, folder, metadata = min(per_part, videos - start), out / f"dfdc_train_part_{part}", {}
         reals = math.ceil(size / (1 + DFDC_FAKES_PER_REAL))
-        metadata: dict[str, dict] = {}
-        real_names = []
-        for real in range(reals):
-            name = dfdc_name(number)
-            number += 1
-            pool.link(pool.real((reals_so_far + real) % real_clips), folder / name)
-            metadata[name] = {"label": "REAL", "split": "train", "original": None}
-            real_names.append(name)
-        for fake in range(size - reals):
-            original, variant = fake % reals, fake // reals
-            name = dfdc_name(number)
-            number += 1
-            pool.link(pool.fake((reals_so_far + original) % real_clips, variant), folder / name)
-            metadata[name] = {"label": "FAKE", "split": "train", "original": real_names[original]}
-        reals_so_far += reals
-        counts["real"] += reals
-        counts["fake"] += size - reals
+        names = [dfdc_name(number + n) for n in range(size)]
+        for n, name in enumerate(names):  # the reals first, then the fakes going round the part's reals
+            fake = n - reals
+            if fake < 0:
+                pool.link(pool.real((reals_so_far + n) % real_clips), folder / name)
+            else:
+                pool.link(pool.fake((reals_so_far + fake % reals) % real_clips, fake // reals), folder / name)
+            source = names[fake % reals] if fake >= 0 else None
+            metadata[name] = {"label": "FAKE" if source else "REAL", "split": "train", "original": source}
+        number, reals_so_far = number + size, reals_so_far + reals
+        counts["real"], counts["fake"] = counts["real"] + reals, counts["fake"] + size - reals
         (folder / "metadata.json").write_text(json.dumps(metadata))
     return Tree(out, number, len(pool.digests), dict(counts), parts=part + 1)
 
@@ -227,12 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-part", type=int, default=DFDC_PER_PART, help="DFDC videos per part")
     args = parser.parse_args(argv)
     if args.shape == "ffpp":
-        tree = make_ffpp(args.out, args.videos, args.distinct, args.frames)
-        recipe, splits = "ffpp-c23", f" --splits {tree.splits}"
+        tree, recipe = make_ffpp(args.out, args.videos, args.distinct, args.frames), "ffpp-c23"
     else:
-        tree = make_dfdc(args.out, args.videos, args.distinct, args.per_part, args.frames)
-        recipe, splits = "dfdc", ""
-    parts = f" in {tree.parts} parts" if tree.parts else ""
+        tree, recipe = make_dfdc(args.out, args.videos, args.distinct, args.per_part, args.frames), "dfdc"
+    parts, splits = (
+        f" in {tree.parts} parts" if tree.parts else "",
+        f" --splits {tree.splits}" if tree.splits else "",
+    )
     print(f"{tree.root}: {tree.videos} videos{parts}, links to {tree.distinct} distinct clips; {tree.counts}")
     print(f"ffx build {recipe} --root {tree.root} --build BUILD{splits} --set sampling=first:1")
     return 0
