@@ -29,13 +29,10 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pyarrow.parquet as pq
 from common import FFX, MEDIA_DIR, REPO, environment, media_videos, read_video
 from common.harness import Bench, Column, Part, print_comparison, print_table, process
-from common.public import run_public
-
-from ffx.pipeline.media.faces import box_iou
+from common.public import box_agreement, main_boxes, public_boxes, run_public
 
 FAKE_REGION = slice(150, 330)  # the square inverted in the generated fake (as tests/pipeline/test_crop.py)
 TARGET_RATIO, TARGET_IOU = 4.0, 0.9
@@ -89,13 +86,6 @@ def time_ffx(name: str, source: Path, build: Path, *flags: str):
     return timing
 
 
-def main_boxes(build: Path) -> dict[tuple[str, int], tuple]:
-    """ffx's main-face box per frame (status ok, track 0)."""
-    rows = pq.read_table(build / "faces.parquet").to_pylist()
-    ok = (row for row in rows if row["status"] == "ok" and row["track"] == 0)
-    return {(row["key"], row["frame_index"]): (row["x1"], row["y1"], row["x2"], row["y2"]) for row in ok}
-
-
 def per_clip(build: Path, frames: list[dict]) -> dict[str, float]:
     """Seconds of `crop_video` per clip in this process with one torch thread, as in one worker."""
     import torch
@@ -132,28 +122,6 @@ def worker_imports() -> float:
     return time.perf_counter() - start
 
 
-def agreement(ffx_boxes: dict, public, indices: dict[str, list[int]]) -> dict:
-    """IoU of ffx's main-face boxes against the public boxes on the frames where both found a face
-    (a public row's index is its place in the video's PNG list: `indices` gives its frame index)."""
-    public_boxes = {
-        (video, indices[video][row[0]]): row[5]
-        for video, data in public.extra["per_video"].items()
-        for row in data["frames"]
-        if row[4]
-    }
-    both = sorted(set(ffx_boxes) & set(public_boxes))
-    overlaps = np.array([box_iou(ffx_boxes[key], public_boxes[key]) for key in both])
-    return {
-        "frames_ffx_face": len(ffx_boxes),
-        "frames_public_face": len(public_boxes),
-        "frames_both": len(both),
-        "median_iou": float(np.median(overlaps)) if len(both) else None,
-        "p10_iou": float(np.percentile(overlaps, 10)) if len(both) else None,
-        "min_iou": float(overlaps.min()) if len(both) else None,
-        "low_iou_frames": [[*key, round(float(iou), 3)] for key, iou in zip(both, overlaps) if iou < 0.5],
-    }
-
-
 def print_report(results: dict) -> None:
     print_comparison(results)
     ratio = results["ratios"][0]["ratio"] or 0
@@ -173,8 +141,8 @@ def print_report(results: dict) -> None:
     )
     box = results["boxes"]
     print(
-        f"\nboxes: ffx found a main face on {box['frames_ffx_face']} frames, public on "
-        f"{box['frames_public_face']}, both on {box['frames_both']}: IoU median {box['median_iou'] or 0:.3f} "
+        f"\nboxes: ffx found a main face on {box['frames_ffx']} frames, public on "
+        f"{box['frames_public']}, both on {box['frames_both']}: IoU median {box['median_iou'] or 0:.3f} "
         f"(target >= {TARGET_IOU}), 10th percentile {box['p10_iou'] or 0:.3f}, min {box['min_iou'] or 0:.3f}"
     )
     if box["low_iou_frames"]:
@@ -248,7 +216,7 @@ def run(args, work: Path) -> dict:
         "per_clip": rows,
         "per_clip_seconds": seconds,
         "worker_import_seconds": worker_imports(),
-        "boxes": agreement(boxes, public, indices),
+        "boxes": box_agreement(boxes, public_boxes(public, lambda video, row: indices[video][row])),
         "box_reuse": {
             "runs": {name: timing.as_dict() for name, timing in reuse.items()},
             "detections_saved": 1 - detected[1] / detected[0] if detected[0] else 0.0,

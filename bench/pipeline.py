@@ -31,9 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from common import FFX, MEDIA_DIR, environment, media_videos, texture_field, tree_bytes, warm_page_cache
 from common.harness import Bench, Column, Part, print_comparison, print_table, process
-from common.public import run_public
-
-from ffx.pipeline.media.faces import box_iou
+from common.public import box_agreement, main_boxes, public_boxes, run_public
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 GENERATED_SIZES = ((1280, 720), (854, 480))
@@ -142,31 +140,14 @@ def public_subset(public, videos: list[str], frames: int) -> dict:
 
 
 def agreement(ffx, public) -> dict:
-    """IoU of ffx's main-face boxes against the public full-resolution boxes (kept faces)."""
+    """IoU of ffx's main-face boxes against the public full-resolution boxes (kept faces), fakes alone too."""
     build = Path(ffx.extra["build"])
     paths = {row["key"]: row["path"] for row in pq.read_table(build / "videos.parquet").to_pylist()}
-    mine = {
-        (paths[row["key"]], row["frame_index"]): (row["x1"], row["y1"], row["x2"], row["y2"])
-        for row in pq.read_table(build / "faces.parquet").to_pylist()
-        if row["status"] == "ok" and row["track"] == 0
-    }
-    reference = {
-        (v, row[0]): row[5]
-        for v, data in public.extra["per_video"].items()
-        for row in data["frames"]
-        if row[4]
-    }
-    both = sorted(set(mine) & set(reference))
-    overlaps = np.array([box_iou(mine[key], reference[key]) for key in both])
-    fakes = np.array([iou for key, iou in zip(both, overlaps) if "manipulated_sequences" in key[0]])
-    return {
-        "frames_ffx": len(mine),
-        "frames_public": len(reference),
-        "frames_both": len(both),
-        "median_iou": float(np.median(overlaps)) if len(both) else None,
-        "p10_iou": float(np.percentile(overlaps, 10)) if len(both) else None,
-        "median_iou_fakes": float(np.median(fakes)) if len(fakes) else None,
-        "frames_below_0.5": int((overlaps < 0.5).sum()),
+    mine = {(paths[key], frame): box for (key, frame), box in main_boxes(build).items()}
+    fakes = {key: box for key, box in mine.items() if "manipulated_sequences" in key[0]}
+    reference = public_boxes(public)
+    return box_agreement(mine, reference) | {
+        "median_iou_fakes": box_agreement(fakes, reference)["median_iou"]
     }
 
 

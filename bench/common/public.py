@@ -99,3 +99,37 @@ def run_public(name: str, spec: dict, work: Path, own: int = 2):
     timing.startup_seconds = max(0.0, timing.seconds - sum(row[own] for row in rows))
     timing.extra |= {"per_video": report.pop("videos"), **report}
     return timing
+
+
+def main_boxes(build: Path) -> dict[tuple[str, int], tuple]:
+    """ffx's main-face box per (video key, frame index) of a build (faces.parquet: status ok, track 0)."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(build / "faces.parquet").to_pylist()
+    ok = (row for row in rows if row["status"] == "ok" and row["track"] == 0)
+    return {(row["key"], row["frame_index"]): (row["x1"], row["y1"], row["x2"], row["y2"]) for row in ok}
+
+
+def public_boxes(timing, frame_index=lambda video, index: index) -> dict[tuple[str, int], list]:
+    """The public run's box per (video, frame index) where it kept a face (`frame_index` maps a
+    row's place in its video to the frame's index)."""
+    videos = timing.extra["per_video"].items()
+    return {(v, frame_index(v, row[0])): row[5] for v, data in videos for row in data["frames"] if row[4]}
+
+
+def box_agreement(mine: dict, reference: dict) -> dict:
+    """IoU of ffx's main-face boxes against the public boxes on the frames where both found a face."""
+    import numpy as np
+
+    from ffx.pipeline.media.faces import box_iou
+
+    both = sorted(set(mine) & set(reference))
+    overlaps = np.array([box_iou(mine[key], reference[key]) for key in both])
+    found = {"frames_ffx": len(mine), "frames_public": len(reference), "frames_both": len(both)}
+    return found | {
+        "median_iou": float(np.median(overlaps)) if len(both) else None,
+        "p10_iou": float(np.percentile(overlaps, 10)) if len(both) else None,
+        "min_iou": float(overlaps.min()) if len(both) else None,
+        "frames_below_0.5": int((overlaps < 0.5).sum()),
+        "low_iou_frames": [[*key, round(float(iou), 3)] for key, iou in zip(both, overlaps) if iou < 0.5],
+    }
