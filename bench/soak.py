@@ -4,28 +4,16 @@ injected at random moments, checked byte for byte against a clean single-process
     .venv/bin/python bench/soak.py --work /tmp/soak --videos 1000 --parts 8      # by hand: the docs
     .venv/bin/python bench/soak.py --work /tmp/soak --videos 200 --seed 7 ...   # CI: tests/test_soak.py
 
-Needs the one-node Slurm of `scripts/slurm-cluster.sh up` and root (the soak build lives on a
-tmpfs of its own, so that a full disk can be made without filling the machine's).
-
-The tree comes from bench/scale_tree.py (hard links to 64 distinct H.264 clips of the bundled
-portrait, 3 frames each). The clean build runs `ffx index ffpp-c23` (with the `--set`s given),
-`ffx extract`, `ffx crop` and `ffx shard`, each once over every video. The soak build is
-the same recipe as `ffx slurm` arrays of `--parts` tasks per stage (1 core each), submitted round
-after round until it is complete: a round submits the whole chain again (finished parts find their
-work done); a failed task cancels the jobs after it. While a round runs, a fault is injected every
-`--every` seconds on average (exponential gaps from the seed), up to `--faults`, the kinds in a
-seeded order, each when it can apply:
-
-- kill: `scancel --signal=KILL --full` of a running task (kill -9 of the task and its workers);
-- disk-full: the build's file system filled to the last byte for 2–5 s, then freed;
-- duplicate: a running or pending stage array submitted again, beside the original;
-- shard: a finished shard deleted, or one byte of it flipped;
-- chunk: a ledger chunk (rows of finished videos not yet merged) truncated to half.
-
-It passes only if the shards are byte-identical to the clean build's, every table holds every
-video once and current (`ffx diff` finds no video that differs and exits 0), `ffx verify` is
-clean, and no fault was left out. The report (faults with when and what, rounds, failed tasks,
-wall times) is printed and written to bench/results/soak-*.json; exit 0 only on a pass.
+Needs the one-node Slurm of `scripts/slurm-cluster.sh up` and root (the soak build lives on a tmpfs
+of its own, so that a full disk can be made without filling the machine's). The tree comes from
+bench/scale_tree.py. The clean build runs `ffx index ffpp-c23`, `extract`, `crop` and `shard` once.
+The soak build runs the same recipe as `ffx slurm` arrays of --parts tasks a stage, submitted round
+after round until complete, while a fault is injected every --every seconds on average (seeded), up
+to --faults, each kind when it can apply: kill (`scancel --signal=KILL --full` of a running task),
+disk-full (the build's file system full for 2-5 s), duplicate (a live stage array submitted again),
+shard (a finished shard deleted or a byte flipped), chunk (a ledger chunk truncated to half). It
+passes only if the shards are byte-identical to the clean build's, `ffx diff` finds no video that
+differs, `ffx verify` is clean and every kind of fault was injected; exit 0 only on a pass.
 """
 
 from __future__ import annotations
@@ -86,12 +74,9 @@ def squeue_tasks(job_ids: list[str]) -> dict[str, str]:
     """Task id -> state of the jobs' tasks Slurm knows now."""
     if not job_ids:
         return {}
+    command = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", "--format=%i %T"]
     done = subprocess.run(
-        ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", "--format=%i %T"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=os.environ | {"LC_ALL": "C"},
+        command, capture_output=True, text=True, check=False, env=os.environ | {"LC_ALL": "C"}
     )
     return dict(line.split() for line in done.stdout.splitlines() if len(line.split()) == 2)
 
@@ -214,11 +199,6 @@ class Injector(threading.Thread):
         return f"{chunk.relative_to(self.build)} truncated to {size // 2} of {size} bytes"
 
 
-def mount_tmpfs(folder: Path, megabytes: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)], check=True)
-
-
 def ffx(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([FFX, *arguments], capture_output=True, text=True, check=check)
 
@@ -324,7 +304,10 @@ def soak_run(args: argparse.Namespace) -> dict:
     soak.seconds["clean build"] = time.monotonic() - mark
     clean_bytes = sum(path.stat().st_size for path in (work / "clean").rglob("*") if path.is_file())
     megabytes = args.disk_mb or (3 * clean_bytes // 2 >> 20) + 256  # the clean build, and room
-    mount_tmpfs(work / "disk", megabytes)
+    (work / "disk").mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(work / "disk")], check=True
+    )
     try:
         build = work / "disk" / "build"
         jobs = write_slurm_jobs(
