@@ -58,10 +58,8 @@ def scorer(checkpoint: Path, device: str, crop):
     description, model = describe_checkpoint(checkpoint), load_model(checkpoint, device)
     classes = checkpoint_classes(checkpoint_metadata(checkpoint), model.config.num_classes, checkpoint)
     colour_on = resolve_colour_on(description["colour_on"], device)
-    spaces, real = (
-        loader_spaces(model.config.spaces, colour_on),
-        torch.tensor(list(classes.real), device=device),
-    )
+    spaces = loader_spaces(model.config.spaces, colour_on)
+    real = torch.tensor(list(classes.real), device=device)
     trained = description["data_recipe"].get("crop") or {}
     size, notes = int(trained.get("size", crop.size)), list(classes.notes)
     if trained.get("preset", crop.preset) != crop.preset:
@@ -69,32 +67,21 @@ def scorer(checkpoint: Path, device: str, crop):
 
     def score(image: np.ndarray, windows: list) -> list[float]:
         pngs = [encode_png(_resize(image, window, size), 1) for window in windows]
-        samples = [
-            {"__key__": f"crop_{n:04d}", "rgb.png": png, "cls": b"-1", "json": b"{}"}
-            for n, png in enumerate(pngs)
-        ]
-        images = torch.stack(
-            [decode_sample(sample, spaces, description["crop"])["image"] for sample in samples]
-        )
-        config = model.config
+        samples = [{"__key__": str(n), "rgb.png": p, "cls": b"-1", "json": b"{}"} for n, p in enumerate(pngs)]
+        images = torch.stack([decode_sample(one, spaces, description["crop"])["image"] for one in samples])
+        config, device_ = model.config, torch.device(device)
         with torch.no_grad():
-            return fake_scores(model(model_images(images, torch.device(device), config.spaces, colour_on,
-                                                  config.mean, config.std)), real)  # fmt: skip
+            batch = model_images(images, device_, config.spaces, colour_on, config.mean, config.std)
+            return fake_scores(model(batch), real)
 
-    return score, {
-        "path": str(checkpoint),
-        "crop_size": size,
-        "input_crop": description["crop"],
-        "notes": notes,
-    }
+    return score, {"path": str(checkpoint), "size": size, "input_crop": description["crop"], "notes": notes}
 
 
 def compare(image: np.ndarray, box_o, box_f, crop) -> dict:
     """The box, window and pixel figures of one fake frame: reused box (o) vs own detection (f)."""
-    height, width = image.shape[:2]
-    window_o, window_f = (
-        crop_box(crop.preset, b, width, height, crop.size, crop.scale) for b in (box_o, box_f)
-    )
+    size = image.shape[1::-1]  # width, height
+    window_o, window_f = (crop_box(crop.preset, b, *size, crop.size, crop.scale) for b in (box_o, box_f))
+
     pixels_o, pixels_f = (_resize(image, w, crop.size).astype(np.int16) for w in (window_o, window_f))
     centres = [np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], np.float64) for b in (box_o, box_f)]
     return {
@@ -139,9 +126,8 @@ def run(args, workdir: Path) -> dict:
     for number in range(args.pairs):
         phase = (number * 0.9) % (2 * math.pi)  # bench/scale_tree.py's phases, 0.9 rad apart
         size = (args.width, args.height, number)
-        clip = write_h264_video(
-            workdir / f"original-{number:02d}.mp4", portrait_frames(args.frames, phase, False, *size)
-        )
+        clip = workdir / f"original-{number:02d}.mp4"
+        write_h264_video(clip, portrait_frames(args.frames, phase, False, *size))
         original = main_faces(detector, clip, crop)[1]
         for offset in offsets:
             path = workdir / f"fake-{number:02d}-{offset:g}.mp4"
@@ -174,26 +160,16 @@ def report(results: dict) -> None:
     rows, crop = results["per_pair"] + results["overall"], results["crop"]
     columns = [Column("fake", "fake"), Column("offset rad", "offset", "g"), Column("frames", "frames")]
     for key in ("box_iou", "window_iou", "centre_shift_px", "pixel_mad"):
-        columns += [
-            Column(f"{key} {what}", lambda r, k=f"{key}_{what}": r.get(k), ".3f")
-            for what in ("mean", "worst")
-        ]
-    title = (
-        f"Reused box vs the fake's own detection ({results['recipe']}: {crop['preset']}, {crop['size']} px"
-    )
-    print_table(title + "; frames: compared/all; worst: min IoU, max shift and MAD)", columns, rows)
+        columns += [Column(f"{key} {what}", f"{key}_{what}", ".3f") for what in ("mean", "worst")]
+    title = f"Reused box vs own detection ({results['recipe']}, {crop['preset']}, {crop['size']} px; "
+    print_table(title + "frames: compared/all; worst: min IoU, max shift and MAD)", columns, rows)
     if (checkpoint := results["checkpoint"]) is not None:
         keys = ("score_o_mean", "score_f_mean", "diff_mean", "diff_max", "video_diff", "label_flips")
-        columns = columns[:2] + [Column(key, lambda r, k=key: r.get(k), ".4f") for key in keys]
-        print_table(
-            f"Fake scores of both crops ({checkpoint['path']}, {checkpoint['crop_size']} px)", columns, rows
-        )
+        columns = columns[:2] + [Column(key, key, ".4f") for key in keys]
+        print_table(f"Scores of both crops ({checkpoint['path']}, {checkpoint['size']} px)", columns, rows)
         for note in checkpoint["notes"]:
             print(f"note: {note}")
-    print(
-        f"\nWall time: {results['wall_seconds']:.1f} s"
-        + ("" if checkpoint else "; no --checkpoint: no scores")
-    )
+    print(f"\nWall time: {results['wall_seconds']:.1f} s" + ("" if checkpoint else " (no --checkpoint)"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
-"""GPU benchmark, made to run as it is on a lent CUDA machine in under 5 minutes; without CUDA it
-says why and stops (exit 0), writing that reason to its JSON. Each part timed between
-torch.cuda.synchronize() calls:
-
+"""GPU benchmark, made to run as it is on a lent CUDA machine in under 5 minutes (without CUDA it says
+why, exit 0). Each part timed between torch.cuda.synchronize() calls:
 - detection: ffx's batched MTCNN (`FaceDetector.detect_video`) over the first --frames frames of each
   real clip, per batch size, frames downscaled to 640 pixels (crop.detect_max_side) and at full
   resolution; frames/s, and the median IoU of the main box at 640 against full resolution;
@@ -22,26 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import MEDIA_DIR, environment, read_video
-from common.harness import (
-    RESULTS_DIR,
-    Bench,
-    Column,
-    Part,
-    Stopwatch,
-    print_comparison,
-    print_table,
-    process,
-    write_results,
-)
+import train
+from common import MEDIA_DIR, environment, harness, read_video
+from common.harness import RESULTS_DIR, Bench, Column, Part, Stopwatch
 
 PACKED_MEDIA = RESULTS_DIR / "gpu-pack" / "media"  # where gpu_pack.py puts them
 FULL_SIDE = 1 << 16  # a detect_max_side no frame reaches: full resolution
 BENCH = Bench("gpu", __doc__, rounds=1, max_wait=0.0)  # a lent machine runs nothing else
 BENCH.option("--out", RESULTS_DIR, "folder for the JSON", type=Path)
-BENCH.option(
-    "--media", None, f"the real clips (None: {MEDIA_DIR / 'videos'}, else the packed ones)", type=Path
-)
+BENCH.option("--media", None, f"the real clips (None: {MEDIA_DIR / 'videos'}, else packed ones)", type=Path)
 BENCH.option("--frames", 64, "frames per clip for detection", minimum=1)
 BENCH.option("--batch-sizes", "1,8,32,64", "detection batch sizes, comma-separated")
 BENCH.option("--steps", 20, "timed train steps", minimum=1)
@@ -54,21 +41,16 @@ BENCH.option("--step-batch", 27, "train step batch, the paper's 3 x 9", minimum=
 BENCH.option("--cpu", False, "every part on the CPU (use small options): checks the procedure without CUDA")
 
 
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def detect(clips: dict, found: dict, device: str, side: int, batch_size: int, _round: int = 0):
     """FaceDetector over every clip at one side and batch size; its detections go to `found`."""
     from ffx.pipeline.media.detect import DetectorSettings, FaceDetector
 
     detector = FaceDetector(DetectorSettings(side, 0.5), device=device, batch_size=batch_size)
     detector.detect_video(next(iter(clips.values()))[: batch_size + 1])  # warm-up (cuDNN, allocator)
-    synchronize(device)
+    train.synchronize(torch.device(device))
     stopwatch = Stopwatch()
     found[(side, batch_size)] = {name: detector.detect_video(frames) for name, frames in clips.items()}
-    synchronize(device)
+    train.synchronize(torch.device(device))
     label = "full" if side == FULL_SIDE else side
     return stopwatch.timing(f"MTCNN {label}, batch {batch_size}", sum(map(len, clips.values())), "frames")
 
@@ -84,9 +66,8 @@ def iou_rows(clips: dict, sizes: list[int], found: dict) -> list[dict]:
     rows = []
     for size, name in ((size, name) for size in sizes for name in clips):
         pairs = zip(found[(640, size)][name], found[(FULL_SIDE, size)][name])
-        overlaps = [
-            box_iou(main(a), main(b)) for a, b in pairs if main(a) is not None and main(b) is not None
-        ]
+        mains = ((main(a), main(b)) for a, b in pairs)
+        overlaps = [box_iou(a, b) for a, b in mains if a is not None and b is not None]
         median = float(np.median(overlaps)) if overlaps else None
         rows.append({"clip": name, "batch": size, "frames_both": len(overlaps), "median_iou": median})
     return rows
@@ -100,8 +81,6 @@ def ok_faces(build: Path) -> int:
 
 def training_parts(args, work: Path, device: str, clips: list[Path]) -> tuple[list[Part], dict]:
     """The loader to the GPU and legacy_xception's step on the paper's batch, eager and compiled."""
-    import train
-
     from ffx.model.checkpoint import place
     from ffx.train.config import make_config
     from ffx.train.stream import check_shards
@@ -111,12 +90,8 @@ def training_parts(args, work: Path, device: str, clips: list[Path]) -> tuple[li
     options |= {"workers": args.workers, "spaces": train.SPACE_SETS[0], "channels_last": True}
     config = make_config(shards=str(shards), run=str(work / "run"), **options)
     classes, rarest = check_shards(config)
-    config, gpu, kept, batch = (
-        replace(config, steps_per_epoch=max(1, rarest * classes // 18)),
-        place(device),
-        [],
-        [],
-    )
+    config = replace(config, steps_per_epoch=max(1, rarest * classes // 18))
+    gpu, kept, batch = place(device), [], []
 
     def step(compiled: bool, _round: int):
         if not batch:  # the paper's batch, 3 classes x 9 images: the loader's first batch repeated
@@ -125,20 +100,18 @@ def training_parts(args, work: Path, device: str, clips: list[Path]) -> tuple[li
         timed = replace(config, compile=compiled)
         return train.time_step(timed, 3, batch, gpu, torch.bfloat16, args.warmup, args.steps, False)
 
-    steps = [
-        Part(f"step, {'compiled' if c else 'eager'}", partial(step, c))
-        for c in (False, True)[: 2 - args.no_compile]
-    ]
+    compiled = (False, True)[: 2 - args.no_compile]
+    steps = [Part(f"step, {'compiled' if c else 'eager'}", partial(step, c)) for c in compiled]
     loader = partial(train.time_loader, config, gpu, args.batches, kept)
     return [Part("loader", loader, tuple(part.name for part in steps)), *steps], inputs
 
 
 def print_report(results: dict) -> None:
-    print_comparison(results)
+    harness.print_comparison(results)
     columns = [Column(name, name) for name in ("clip", "batch", "frames_both")] + [
-        Column("IoU", "median_iou", ".3f")
+        Column("IoU", "median_iou")
     ]
-    print_table("Main box at 640 against full resolution (median IoU):", columns, results["detection_iou"])
+    harness.print_table("Main box at 640 against full size (median IoU):", columns, results["detection_iou"])
     if results.get("build_error"):
         print(f"build failed: {results['build_error']}")
 
@@ -150,23 +123,19 @@ def run(args, work: Path) -> dict:
         sys.exit(f"no clips: give --media DIR, or run bench/gpu_pack.py to pack them into {PACKED_MEDIA}")
     sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
     clips, found = {video.stem: read_video(video, args.frames) for video in sorted(media.glob("*.mp4"))}, {}
-    detection = [
-        Part(f"MTCNN {side % FULL_SIDE or 'full'}, {b}", partial(detect, clips, found, device, side, b))
+    runs = [
+        (side, size, partial(detect, clips, found, device, side, size))
         for side in (640, FULL_SIDE)
-        for b in sizes
+        for size in sizes
     ]
-    results = BENCH.compare(detection, args.rounds)
-    (Path(args.out) / "gpu-partial.json").write_text(
-        json.dumps(results["timings"])
-    )  # kept if the run is stopped
+    results = BENCH.compare(
+        [Part(f"MTCNN {side % FULL_SIDE or 'full'}, {size}", run) for side, size, run in runs], args.rounds
+    )
+    (Path(args.out) / "gpu-partial.json").write_text(json.dumps(results["timings"]))  # kept if stopped later
     parts, inputs = training_parts(args, work, device, sorted(media.glob("*.mp4")))
     training = BENCH.compare(parts, args.rounds)
     results = {key: results[key] + training[key] for key in ("timings", "all_timings", "ratios")}
-    results |= {
-        "detection_iou": iou_rows(clips, sizes, found),
-        "train_inputs": inputs,
-        "media": sorted(clips),
-    }
+    results |= {"detection_iou": iou_rows(clips, sizes, found), "inputs": inputs, "media": sorted(clips)}
     if not args.no_build:
         build, sampling = work / "media-build", ["--set", f"sampling=first:{args.frames}"] if args.cpu else []
         command = [
@@ -180,13 +149,10 @@ def run(args, work: Path) -> dict:
             "--build",
             str(build),
         ]
-        try:
-            faces = partial(ok_faces, build)
-            timing = process(
-                f"ffx build ({device})",
-                [*command, "--device", device, *sampling],
-                build=build,
-                items=faces,
+        try:  # as a user runs it
+            command += ["--device", device, *sampling]
+            timing = harness.process(
+                f"ffx build ({device})", command, build=build, items=partial(ok_faces, build)
             )
             results["timings"].append(timing.as_dict())
         except SystemExit as error:  # the figures so far still count
@@ -199,11 +165,10 @@ if __name__ == "__main__":
     arguments = BENCH.parse()
     if not arguments.cpu and not torch.cuda.is_available():
         reason = f"torch {torch.__version__} sees no CUDA device" + (
-            "" if torch.version.cuda else " (a CPU-only build)"
+            "" if torch.version.cuda else " (CPU-only)"
         )
         print(f"bench/gpu.py skipped: {reason}. It needs a CUDA GPU (bench/README.md: the lent machine).")
-        print(
-            "Results:", write_results("gpu", {"skipped": reason, "environment": environment()}, arguments.out)
-        )
+        skipped = {"skipped": reason, "environment": environment()}
+        print("Results:", harness.write_results("gpu", skipped, arguments.out))
         sys.exit(0)
     BENCH.main(run, print_report)

@@ -6,8 +6,8 @@ stage's own time) over tests/generated.py builds of N videos (one 16-px crop eac
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,4 +42,6 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(size) for size in sys.argv[1:]] or sys.exit(__doc__))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sizes", nargs="+", type=int, help="numbers of videos")
+    main(parser.parse_args().sizes)

@@ -26,13 +26,8 @@ from bench.scale_tables import make_table_only, recipe_settings
 from bench.scale_tree import make_dfdc
 
 NOISE_FLOOR = 0.2  # seconds: how much a command's best of 3 runs on 10 videos varies
-DECODED_SETTINGS = {
-    "sampling": "first:1",
-    "crop.size": 128,
-    "shard.max_count": 4,
-}  # 20 000 videos: 5 000 shards
+DECODED_SETTINGS = {"sampling": "first:1", "crop.size": 128, "shard.max_count": 4}  # 20 000 videos: 5 000
 TRAIN = ["--backbone", "resnet18", "--crop", "64", "--classes-per-batch", "2", "--max-steps", "1"]
-TRAIN += ["--device", "cpu", "--workers", "1"]
 
 
 def flags(settings: dict) -> list[str]:
@@ -50,12 +45,9 @@ def decoded_build(work: Path, videos: int) -> tuple[Path, Path]:
     tree, build = work / f"tree-{videos}", work / f"build-{videos}"
     if not (build / "build.json").is_file():
         make_dfdc(tree, videos)
-        seconds = best(
-            "build",
-            [FFX, "build", "dfdc", "--root", str(tree), "--build", str(build), *flags(DECODED_SETTINGS)],
-        )[0]
-        print(f"  built {videos} videos in {seconds:.0f} s", flush=True)
-    best("shard size", [FFX, "shard", str(build), "--shard-size", str(DECODED_SETTINGS["shard.max_count"])])
+        command = [FFX, "build", "dfdc", "--root", str(tree), "--build", str(build), *flags(DECODED_SETTINGS)]
+        print(f"  built {videos} videos in {best('build', command)[0]:.0f} s", flush=True)
+    best("shard size", [FFX, "shard", str(build), "--shard-size", "4"])  # a build made without the shard size
     return tree, build
 
 
@@ -73,19 +65,28 @@ def measure(tree: Path, build: Path, settings: dict, decoded: bool, repeats: int
     commands |= {f"no-op {stage}": [FFX, stage, str(build)] for stage in ("extract", "crop", "shard")}
     commands |= {"no-op build": again, "part 3/4 (no-op build)": [*again, "--part", "3/4"]}
     commands |= {"verify": [FFX, "verify", str(build)]} if decoded else {}
+    train = [
+        FFX,
+        "train",
+        "--shards",
+        str(build / "shards"),
+        *TRAIN,
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--run",
+    ]
     results = {name: best(name, command, repeats) for name, command in commands.items()}
     if decoded:  # export, and train with its shard-check cache cold then warm
         scratch = build.parent / f"{build.name}.scratch"
         shutil.rmtree(scratch, ignore_errors=True)
         (scratch / "warm").mkdir(parents=True)
-        results["export"] = best(
-            "export", [FFX, "export", str(build), "--format", "mcx-api", "--out", str(scratch / "lists")]
-        )
-        for state in ("cold", "warm"):
-            command = [FFX, "train", "--shards", str(build / "shards"), "--run", str(scratch / state), *TRAIN]
-            results[f"train, checks {state}"] = best(state, command)
-            if state == "cold":
-                shutil.copy(scratch / "cold" / "shard-checks.json", scratch / "warm" / "shard-checks.json")
+        export = [FFX, "export", str(build), "--format", "mcx-api", "--out", str(scratch / "lists")]
+        results["export"] = best("export", export)
+        results["train, checks cold"] = best("cold", [*train, str(scratch / "cold")])
+        shutil.copy(scratch / "cold" / "shard-checks.json", scratch / "warm" / "shard-checks.json")
+        results["train, checks warm"] = best("warm", [*train, str(scratch / "warm")])
         shards = json.loads((build / "shards" / "index.json").read_text())["shards"]
         megabytes = sum(entry["bytes"] for entry in shards) / 1e6
         hashing = results["train, checks cold"][0] - results["train, checks warm"][0]

@@ -204,7 +204,7 @@ class Column:
     spec: str = ""
 
     def cell(self, row: Any) -> str:
-        value = self.value(row) if callable(self.value) else row[self.value]
+        value = self.value(row) if callable(self.value) else row.get(self.value)  # missing: n/a
         if value is None:
             return "n/a"
         return format(value, self.spec) if self.spec and isinstance(value, (int, float)) else str(value)
