@@ -108,9 +108,8 @@ def training_parts(args, work: Path, device: str, clips: list[Path]) -> tuple[li
 
 def print_report(results: dict) -> None:
     harness.print_comparison(results)
-    columns = [Column(name, name) for name in ("clip", "batch", "frames_both")] + [
-        Column("IoU", "median_iou")
-    ]
+    names = ("clip", "batch", "frames_both", "median_iou")
+    columns = [Column(name, name, ".3f" if name == "median_iou" else "") for name in names]
     harness.print_table("Main box at 640 against full size (median IoU):", columns, results["detection_iou"])
     if results.get("build_error"):
         print(f"build failed: {results['build_error']}")
@@ -134,7 +133,7 @@ def run(args, work: Path) -> dict:
     (Path(args.out) / "gpu-partial.json").write_text(json.dumps(results["timings"]))  # kept if stopped later
     parts, inputs = training_parts(args, work, device, sorted(media.glob("*.mp4")))
     training = BENCH.compare(parts, args.rounds)
-    results = {key: results[key] + training[key] for key in ("timings", "all_timings", "ratios")}
+    results = harness.merged(results, training)
     results |= {"detection_iou": iou_rows(clips, sizes, found), "inputs": inputs, "media": sorted(clips)}
     if not args.no_build:
         build, sampling = work / "media-build", ["--set", f"sampling=first:{args.frames}"] if args.cpu else []

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import torch
 from common import CROP_SIDE, FFX, TRAIN_SHARDS
-from common.harness import Bench, Part, Stopwatch, print_comparison, process
+from common.harness import Bench, Part, Stopwatch, merged, print_comparison, process
 
 SPACES = ("rgb", "lab", "hsv", "ycbcr")
 TARGET_LOADER_RATIO, TARGET_WORKER_MS, TARGET_PER_CPU_RATIO = 1.5, 6.0, 2.5
@@ -199,17 +199,60 @@ def print_report(results: dict) -> None:
     )
 
 
+def packing(build: Path, work: Path, rounds: int) -> dict:
+    """`write_shards` against GNU tar of BUILD/samples (with and without the fsync) and of the
+    shards' members as loose files, in alternating rounds."""
+    members, index = work / "members", json.loads((build / "shards" / "index.json").read_text())
+    samples = sum(entry["samples"] for entry in index["shards"])
+    members.mkdir()
+    for shard in sorted((build / "shards").glob("*.tar")):  # every member as a loose file
+        with tarfile.open(shard) as archive:
+            archive.extractall(members, filter="data")
+    common.warm_page_cache([*sorted((build / "samples").glob("*.tar")), *sorted(members.iterdir())])
+    tars = [(f"tar samples/*.tar{' + fsync' * fsync}", build / "samples", fsync) for fsync in (True, False)]
+    tars.append(("tar member files + fsync", members, True))
+    parts = [Part(n, lambda _, n=n, s=s, f=f: time_tar(n, s, work / "o.tar", f, samples)) for n, s, f in tars]
+    parts.insert(0, Part("write_shards", lambda _n: time_packing(build), tuple(p.name for p in parts), "mb"))
+    return BENCH.compare(parts, rounds)
+
+
+def loaders(shards: Path, items: list[tuple[str, int]], args) -> dict:
+    """ffx's loader against the ImageFolder-style baseline (4 spaces, RGB), the colour on the device,
+    and one loader worker's CPU per sample, in alternating rounds."""
+    from ffx.model.colour import rgb_to_spaces
+
+    index = json.loads((shards / "index.json").read_text())
+    size, png_bytes = index["splits"]["train"]["bytes"], sum(Path(path).stat().st_size for path, _ in items)
+    common.warm_page_cache([shards / entry["name"] for entry in index["shards"] if entry["split"] == "train"])
+    rgb_to_spaces(torch.zeros((1, 3, 2, 2), dtype=torch.uint8), SPACES)  # its tables, made once a run
+    ffx, base4, base1 = "ffx shard_loader ({})", "baseline DataLoader (rgb,lab,hsv,ycrcb)", "baseline (rgb)"
+    parts = [
+        Part(ffx.format(",".join(SPACES)), lambda _n: time_ffx_loader(shards, SPACES, args, size), base4),
+        Part(base4, lambda _n: time_baseline_loader(items, True, args, png_bytes)),
+        Part(ffx.format("rgb"), lambda _n: time_ffx_loader(shards, ("rgb",), args, size), base1),
+        Part(base1, lambda _n: time_baseline_loader(items, False, args, png_bytes)),
+        Part("colour on the device", lambda _n: time_ffx_loader(shards, SPACES, args, size, "device")),
+        Part("worker device", lambda _n: time_worker(shards, args, "device")),
+        Part("worker host", lambda _n: time_worker(shards, args, "host")),
+    ]
+    results = BENCH.compare(parts, args.rounds)
+    medians = results["medians"]
+    ms = {name: 1e3 * t.total_cpu_seconds / (t.items or 1) for name, t in medians.items() if "worker" in name}
+    device, baseline = medians["colour on the device"], medians[base4]
+    per_cpu = {name: t.items / t.total_cpu_seconds for name, t in (("ffx", device), ("baseline", baseline))}
+    colour = {"worker_ms_device": ms["worker device"], "worker_ms_host": ms["worker host"]}
+    colour |= {"per_cpu": per_cpu, "ratio_per_cpu": per_cpu["ffx"] / per_cpu["baseline"]}
+    return results | {"colour_on_device": colour}
+
+
 def run(args, work: Path) -> dict:
     import torchvision.transforms  # noqa: F401 (imported before timing: torchvision alone takes seconds)
-
-    from ffx.model.colour import rgb_to_spaces
 
     if args.crop > CROP_SIDE:
         raise SystemExit(f"--crop must be at most {CROP_SIDE}, the crops' side")
     print(f"Set-up (untimed): {args.videos * args.crops_per_video} crops in {work} ...", flush=True)
-    base, origin = common.cropped_build(
-        work / "base", args.videos // 2, args.crops_per_video, [] if args.no_media else common.media_videos()
-    )
+    clips = [] if args.no_media else common.media_videos()
+    base, origin = common.cropped_build(work / "base", args.videos // 2, args.crops_per_video, clips)
     items = train_items(base)
     shard_size = args.shard_size or math.ceil(len(items) / TRAIN_SHARDS)
     flags = ["--spaces", ",".join(SPACES), "--shard-size", str(shard_size)]
@@ -227,67 +270,16 @@ def run(args, work: Path) -> dict:
             shutil.rmtree(build)
         return timing
 
-    writing = BENCH.compare([Part("ffx shard", stage)], args.rounds)
+    parts = [BENCH.compare([Part("ffx shard", stage)], args.rounds)]
     build = work / "build-0"
+    parts += [packing(build, work, args.rounds), loaders(build / "shards", items, args)]
     index = json.loads((build / "shards" / "index.json").read_text())
-    samples, members = sum(entry["samples"] for entry in index["shards"]), work / "members"
-    members.mkdir()
-    for shard in sorted((build / "shards").glob("*.tar")):  # every member as a loose file
-        with tarfile.open(shard) as archive:
-            archive.extractall(members, filter="data")
-    common.warm_page_cache([*sorted((build / "samples").glob("*.tar")), *sorted(members.iterdir())])
-    samples_dir = build / "samples"
-    tars = [("tar samples/*.tar + fsync", samples_dir, True), ("tar samples/*.tar", samples_dir, False)]
-    tars.append(("tar member files + fsync", members, True))
-    packing = [
-        Part(n, lambda _n, n=n, s=s, f=f: time_tar(n, s, work / "out.tar", f, samples)) for n, s, f in tars
-    ]
-    packing.insert(
-        0, Part("write_shards", lambda _n: time_packing(build), tuple(p.name for p in packing), "mb")
-    )
-    packing = BENCH.compare(packing, args.rounds)
-
-    size = index["splits"]["train"]["bytes"]
-    png_bytes = sum(Path(path).stat().st_size for path, _label in items)
-    shards = build / "shards"
-    common.warm_page_cache([shards / entry["name"] for entry in index["shards"] if entry["split"] == "train"])
-    rgb_to_spaces(torch.zeros((1, 3, 2, 2), dtype=torch.uint8), SPACES)  # its tables, made once a run
-    ffx, base4, base1 = (
-        "ffx shard_loader ({})",
-        "baseline DataLoader (rgb,lab,hsv,ycrcb)",
-        "baseline DataLoader (rgb)",
-    )
-    parts = [
-        Part(ffx.format(",".join(SPACES)), lambda _n: time_ffx_loader(shards, SPACES, args, size), base4),
-        Part(base4, lambda _n: time_baseline_loader(items, True, args, png_bytes)),
-        Part(ffx.format("rgb"), lambda _n: time_ffx_loader(shards, ("rgb",), args, size), base1),
-        Part(base1, lambda _n: time_baseline_loader(items, False, args, png_bytes)),
-        Part(ffx.format("rgb,lab,hsv,ycbcr, colour on the device"),
-             lambda _n: time_ffx_loader(shards, SPACES, args, size, "device")),
-        Part("worker device", lambda _n: time_worker(shards, args, "device")),
-        Part("worker host", lambda _n: time_worker(shards, args, "host")),
-    ]  # fmt: skip
-    loader = BENCH.compare(parts, args.rounds)
-    medians = loader["medians"]
-    workers = {where: medians[f"worker {where}"] for where in ("device", "host")}
-    worker_ms = {where: 1000 * t.total_cpu_seconds / max(t.items, 1) for where, t in workers.items()}
-    device, baseline = medians[parts[4].name], medians[parts[1].name]
-    per_cpu = {
-        "ffx": device.items / device.total_cpu_seconds,
-        "baseline": baseline.items / baseline.total_cpu_seconds,
-    }
-    return {
-        key: writing[key] + packing[key] + loader[key] for key in ("timings", "all_timings", "ratios")
-    } | {
+    crop_bytes = common.tree_bytes(base / "faces", "*.png")[1]
+    return merged(*parts) | {
         "environment": common.environment(torch=torch.__version__, cv2=cv2.__version__, numpy=np.__version__),
-        "inputs": {
-            "samples": len(items),
-            "origin": origin,
-            "crop_bytes": common.tree_bytes(base / "faces", "*.png")[1],
-        },
+        "inputs": {"samples": len(items), "origin": origin, "crop_bytes": crop_bytes},
         "index": index | {"shards": len(index["shards"]), "bytes": sum(e["bytes"] for e in index["shards"])},
-        "colour_on_device": {"worker_ms_" + where: ms for where, ms in worker_ms.items()}
-        | {"per_cpu": per_cpu, "ratio_per_cpu": per_cpu["ffx"] / per_cpu["baseline"]},
+        "colour_on_device": parts[2]["colour_on_device"],
     }
 
 

@@ -191,6 +191,14 @@ def ratio(ffx: Timing, baseline: Timing, by: str = "rate") -> dict:
     return {"ffx": ffx.name, "baseline": baseline.name, "by": by, "ratio": own, "whole_ratio": whole}
 
 
+def merged(*results: dict) -> dict:
+    """Several comparisons' figures as one: their medians, every run, their ratios."""
+    return {
+        key: [row for result in results for row in result[key]]
+        for key in ("timings", "all_timings", "ratios")
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables
 
