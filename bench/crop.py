@@ -34,7 +34,7 @@ from common import FFX, MEDIA_DIR, REPO, environment, media_videos, read_video
 from common.harness import Bench, Column, Part, print_comparison, print_table, process
 from common.public import box_agreement, main_boxes, public_boxes, run_public
 
-FAKE_REGION = slice(150, 330)  # the square inverted in the generated fake (as tests/pipeline/test_crop.py)
+FAKE_REGION = slice(150, 330)  # the square of the face that the generated fake inverts
 TARGET_RATIO, TARGET_IOU = 4.0, 0.9
 BENCH = Bench("crop", __doc__, rounds=2, max_wait=900.0)
 BENCH.option("--frames", 30, "frames per clip, first:N", minimum=1)

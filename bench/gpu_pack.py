@@ -1,7 +1,7 @@
 """Pack what bench/gpu.py needs on a lent GPU machine (Python 3.12 with torch, torchvision, timm, numpy,
 OpenCV, Pillow, pyarrow; no network; 64 MiB a run) into bench/results/gpu-pack/ (git ignores it): the
 wheels requirements.lock pins for that Python of PyAV, pydantic and its core, webdataset, braceexpand,
-facenet-pytorch without its stale pins (--no-deps), and the real clips of ../shared/media/videos.
+isal, facenet-pytorch without its stale pins (--no-deps), and the real clips of ../shared/media/videos.
 
     python3 bench/gpu_pack.py                    # -> bench/results/gpu-pack/{wheels,media}
     python3 bench/gpu_pack.py --python 3.11      # wheels for another Python (a local test)
@@ -26,6 +26,7 @@ WHEELS = (
     "typing-inspection",
     "webdataset",
     "braceexpand",
+    "isal",
     "facenet-pytorch",
 )  # fmt: skip  (decord left out: PyAV comes first in ffx's decoders)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")

@@ -1,7 +1,7 @@
 """The colour spaces of `ffx.pipeline.media.color` from a uint8 RGB batch, by torch ops on any device.
 
 `rgb_to_spaces` gives what the host path gives (`color.convert` per image, the spaces stacked),
-as uint8, equal on every one of the 2^24 RGB values (tests/test_colour_device.py checks all):
+as uint8, equal on every one of the 2^24 RGB values (tests/model/test_colour_device.py checks all):
 
 - `hsv`, `ycbcr`: OpenCV's 8-bit integer paths (`COLOR_RGB2HSV_FULL`, `COLOR_RGB2YCrCb`) with
   their fixed-point coefficients, division tables and rounding shifts, in int32.

@@ -6,6 +6,7 @@ Boxes are (x1, y1, x2, y2) in full-resolution pixels, x2/y2 exclusive, as MTCNN 
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -194,57 +195,74 @@ def select_faces(
     """The faces a video's crops come from; `frames` holds every detection of each frame.
 
     Tracks are linked from the detections with prob >= `min_prob`, as `track_faces` links them.
-    With `track_min_prob` set, a frame where a track has no detection may give it one detection
-    with track_min_prob <= prob < min_prob that continues it: IoU >= CONTINUE_IOU with the
-    track's expected box there. The expected box is linear between the track's boxes at its
-    nearest confident frames before and after (at most max_gap + 1 apart, as linked); before its
-    first or after its last confident frame, that box itself, up to `max_gap` frames away (the
-    gap the tracker bridges; no extrapolation). Only confident boxes are used, so continuations
-    never chain into a drift. In each frame, pairs go greedily by IoU, then probability, then
-    the detector's and the tracks' first-seen order; a detection continues one track at most.
-    The tracks are then ranked as `track_faces` ranks them, continuations counted, so a subject
-    that is confident in few frames is not outranked by a steady bystander such as a face on a
-    screen. Without `track_min_prob` the result is exactly `track_faces` on the confident
-    detections."""
+    With `track_min_prob` set, a detection with track_min_prob <= prob < min_prob continues a
+    track where the track has no detection and it overlaps (IoU >= CONTINUE_IOU) the box the
+    track is expected at: between two confident frames, the box linear between them; past the
+    track's first or last confident frame, the box of the frame next to it on the track (so a
+    subject who stays in the dark is followed frame by frame, each step checked against the one
+    before; up to `max_gap` frames without a fitting detection are bridged). The tracks claim
+    detections in turn, the longest confident track first (first-seen on ties), each detection at
+    most once. The tracks are then ranked as `track_faces` ranks them, continuations counted, so
+    a subject confident in few frames is not outranked by a steady face on a screen behind it or
+    by a bright passer-by. Without `track_min_prob` the result is exactly `track_faces` on the
+    confident detections."""
     if track_min_prob is not None and not 0 <= track_min_prob <= min_prob:
         raise ValueError(f"track_min_prob must lie in [0, min_prob={min_prob}], got {track_min_prob}")
     linked = _link([[d for d in detections if d.prob >= min_prob] for detections in frames], min_iou, max_gap)
     if track_min_prob is None:
         return FaceSelection(_rank(linked), frozenset())
-    anchors = [sorted(track.detections) for track in linked]
+    candidates = [[d for d in detections if track_min_prob <= d.prob < min_prob] for detections in frames]
+    claimed: set[tuple[int, int]] = set()  # (position, candidate's order in its frame)
     added: dict[int, dict[int, Detection]] = {}  # track's first-seen index -> position -> detection
-    for position, detections in enumerate(frames):
-        candidates = [d for d in detections if track_min_prob <= d.prob < min_prob]
-        pairs = []
-        for index, track in enumerate(linked):
-            if position in track.detections or not candidates:
-                continue
-            expected = _expected_box(track.detections, anchors[index], position, max_gap)
-            if expected is None:
-                continue
-            for order, candidate in enumerate(candidates):
-                overlap = box_iou(expected, candidate.box)
-                if overlap >= CONTINUE_IOU:
-                    pairs.append((-overlap, -candidate.prob, order, index))
-        used_tracks: set[int] = set()
-        used_candidates: set[int] = set()
-        for _, _, order, index in sorted(pairs):
-            if index not in used_tracks and order not in used_candidates:
-                added.setdefault(index, {})[position] = candidates[order]
-                used_tracks.add(index)
-                used_candidates.add(order)
+    for index in sorted(range(len(linked)), key=lambda index: -len(linked[index].detections)):
+        added[index] = _continuations(linked[index], candidates, claimed, max_gap)
     extended = [
-        Track(dict(sorted({**track.detections, **added[index]}.items()))) if index in added else track
+        Track(dict(sorted({**track.detections, **added[index]}.items()))) if added[index] else track
         for index, track in enumerate(linked)
     ]
     ranked = _rank(extended)
     first_seen = {id(track): index for index, track in enumerate(extended)}
     continued = frozenset(
-        (position, number)
-        for number, track in enumerate(ranked)
-        for position in added.get(first_seen[id(track)], {})
+        (position, number) for number, track in enumerate(ranked) for position in added[first_seen[id(track)]]
     )
     return FaceSelection(ranked, continued)
+
+
+def _continuations(
+    track: Track, candidates: list[list[Detection]], claimed: set[tuple[int, int]], max_gap: int
+) -> dict[int, Detection]:
+    """The less confident detections that continue `track` (see `select_faces`), claimed."""
+    anchors = sorted(track.detections)
+    found: dict[int, Detection] = {}
+
+    def claim(position: int, expected: np.ndarray) -> Detection | None:
+        """The unclaimed detection at `position` that overlaps `expected` most (then the most
+        probable, then the detector's first), if it overlaps enough."""
+        fits = [
+            (box_iou(expected, candidate.box), candidate.prob, -order)
+            for order, candidate in enumerate(candidates[position])
+            if (position, order) not in claimed
+        ]
+        overlap, _, negative_order = max(fits, default=(0.0, 0.0, 0))
+        if overlap < CONTINUE_IOU:
+            return None
+        claimed.add((position, -negative_order))
+        found[position] = candidates[position][-negative_order]
+        return found[position]
+
+    for before, after in itertools.pairwise(anchors):  # gaps the tracker bridged: interpolated
+        for position in range(before + 1, after):
+            claim(position, _expected_box(track.detections, anchors, position, max_gap))
+    for step, start in ((1, anchors[-1]), (-1, anchors[0])):  # beyond its ends: frame by frame
+        expected, position, missed = track.detections[start].box, start + step, 0
+        while 0 <= position < len(candidates) and missed <= max_gap:
+            detection = claim(position, expected)
+            if detection is not None:
+                expected, missed = detection.box, 0
+            else:
+                missed += 1
+            position += step
+    return found
 
 
 def _expected_box(

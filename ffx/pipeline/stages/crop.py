@@ -82,6 +82,10 @@ class CropStage(Stage):
         settings = crop.model_dump(mode="json", exclude={"boxes_from_original", *unset})
         if crop.landmarks not in (NONE, DLIB68):
             settings["landmarks_sha256"] = model_sha256(str(model_file(crop.landmarks)))
+        if crop.track_min_prob is not None:
+            # Tracks now follow a face beyond their confident frames frame by frame (continuations
+            # used to reach 5 frames past them): crops made the earlier way are made again.
+            settings["track_rule"] = "chained"
         return settings | png_encoder_setting(recipe)
 
     def files_read(self, recipe: Manifest) -> list[Path]:

@@ -157,11 +157,36 @@ def test_select_faces_ignores_a_less_confident_face_elsewhere_in_the_frame() -> 
     assert sorted(tracks[0].detections) == [0, 1, 2, 3, 5, 6, 7, 9] and len(tracks) == 1
 
 
-def test_select_faces_reaches_max_gap_frames_beyond_a_track_only() -> None:
-    frames = [[face(100, 100, 120, 0.999 if 8 <= p <= 10 else 0.95)] for p in range(20)]
+def test_select_faces_follows_a_track_frame_by_frame_beyond_its_confident_frames() -> None:
+    # Confident on frames 8-10 only; then the face drifts 10 px a frame in the dark (IoU 0.85 with
+    # the frame before, none with frame 10's box from frame 22 on): followed step by step.
+    frames = [[face(100 + 10 * max(p - 10, 0), 100, 120, 0.999 if 8 <= p <= 10 else 0.95)] for p in range(26)]
     tracks, continued = select_faces(frames, 0.99, 0.9, max_gap=5)
-    assert sorted(tracks[0].detections) == list(range(3, 16))  # 5 frames either side of 8-10
-    assert continued == {(p, 0) for p in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)}
+    assert sorted(tracks[0].detections) == list(range(26))
+    assert continued == {(p, 0) for p in range(26) if not 8 <= p <= 10}
+    # Frames without a detection are bridged (up to max_gap of them) from the last box on the track.
+    frames[14], frames[15] = [], []
+    tracks, continued = select_faces(frames, 0.99, 0.9, max_gap=5)
+    assert sorted(tracks[0].detections) == [p for p in range(26) if p not in (14, 15)]
+    # A candidate that jumps away (no overlap with the frame before) ends the walk there.
+    frames = [[face(100, 100, 120, 0.999 if p <= 2 else 0.95)] for p in range(6)] + [
+        [face(400, 100, 120, 0.95)]
+    ]
+    tracks, continued = select_faces(frames, 0.99, 0.9)
+    assert sorted(tracks[0].detections) == list(range(6))
+
+
+def test_select_faces_follows_the_subject_not_a_bright_passer_by() -> None:
+    # The subject is confident on frames 0-4 only (dark after); a smaller bright face passes on
+    # frames 8-22: without continuations it is the longest track and so the main face.
+    frames = [[face(200, 150, 150, 0.999 if p < 5 else 0.93)] for p in range(30)]
+    for p in range(8, 23):
+        frames[p].append(face(400 - 20 * (p - 8), 10, 60, 0.999))
+    before, _ = select_faces(frames, 0.99)
+    assert before[0].detections[8].box[1] == 10  # the passer-by
+    tracks, _ = select_faces(frames, 0.99, 0.7)
+    assert sorted(tracks[0].detections) == list(range(30)) and tracks[0].detections[29].box[0] == 200
+    assert len(tracks[1].detections) == 15  # the passer-by keeps its own track
 
 
 def test_select_faces_does_not_make_a_confident_bystander_main() -> None:
