@@ -82,7 +82,8 @@ def extract(
             "--png-level",
             min=0,
             max=9,
-            help=f"PNG zlib level; sets `extract.png_level` ({defaults.EXTRACT_PNG_LEVEL}).",
+            help="PNG level (0-2 with isal, 0-9 with opencv); "
+            f"sets `extract.png_level` ({defaults.EXTRACT_PNG_LEVEL}).",
         ),
     ] = None,
     keep_frames: Annotated[
@@ -185,7 +186,13 @@ def crop(
         ),
     ] = None,
     png_level: Annotated[
-        int | None, typer.Option("--png-level", min=0, max=9, help="PNG zlib level; sets `crop.png_level`.")
+        int | None,
+        typer.Option(
+            "--png-level",
+            min=0,
+            max=9,
+            help="PNG level (0-2 with isal, 0-9 with opencv); sets `crop.png_level`.",
+        ),
     ] = None,
     landmarks: Annotated[
         str | None,
@@ -294,7 +301,7 @@ def shard(
             "--png-level",
             min=0,
             max=9,
-            help="PNG zlib level of the converted spaces; sets `shard.png_level`.",
+            help="PNG level of the converted spaces (0-2 isal, 0-9 opencv); sets `shard.png_level`.",
         ),
     ] = None,
     store: Annotated[

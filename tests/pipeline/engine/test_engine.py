@@ -150,9 +150,9 @@ def test_a_stage_option_is_written_into_the_recipe_and_a_disagreeing_build_is_re
     write_h264_index_video(root / "real" / "a.mp4", 8, 64, 48)
     build = tmp_path / "build"
     assert main(["index", "folder", "--root", str(root), "--build", str(build)]) == 0
-    assert main(["extract", str(build), "--sample", "first:5", "--png-level", "3"]) == 0
+    assert main(["extract", str(build), "--sample", "first:5", "--png-level", "2"]) == 0
     recipe = load_manifest(build / "manifest.toml")
-    assert (recipe.sampling, recipe.extract.png_level) == ("first:5", 3)
+    assert (recipe.sampling, recipe.extract.png_level) == ("first:5", 2)
     capsys.readouterr()
     arguments = ["build", "folder", "--root", str(root), "--build", str(build)]
     assert main(arguments) == 1
@@ -160,6 +160,9 @@ def test_a_stage_option_is_written_into_the_recipe_and_a_disagreeing_build_is_re
     assert "sampling = 'first:5' but this command asks 'first:30'" in error
     assert "--set 'sampling=\"first:5\"'" in error
     assert load_manifest(build / "manifest.toml").sampling == "first:5"  # untouched
+    # A level the recipe's PNG encoder lacks is one line naming the field (isal: 0-2).
+    assert main(["extract", str(build), "--png-level", "5"]) == 1
+    assert 'extract.png_level 5 is above 2, the highest level of png_encoder "isal"' in one_error_line(capsys)
 
 
 def test_recipes_set_every_stage_option_and_ffpp_reuses_boxes(tmp_path: Path) -> None:
