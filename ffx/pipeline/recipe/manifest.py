@@ -219,6 +219,13 @@ class Crop(_Strict):
             raise ValueError("a mask is the hull of the landmarks: set crop.landmarks too (e.g. dlib68)")
         return value
 
+    @field_validator("track_min_prob", mode="before")
+    @classmethod
+    def _none_spelled_out(cls, value: object) -> object:
+        # TOML has no null: "none" is how a recipe or a --set says "no continuations" (the value
+        # of builds made before the bundled recipes set it).
+        return None if isinstance(value, str) and value.lower() == "none" else value
+
     @field_validator("track_min_prob")
     @classmethod
     def _below_min_prob(cls, value: float | None, info: ValidationInfo) -> float | None:
@@ -456,6 +463,8 @@ def manifest_to_toml(manifest: Manifest) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:  # an optional field left unset (`crop.track_min_prob`): TOML has no null
+        return '"none"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
