@@ -4,44 +4,30 @@ stage's own time) over tests/generated.py builds of N videos (one 16-px crop eac
     python bench/noop_rerun.py 3000 6000 12000     # a line per size, then each growth exponent
 """
 
-from __future__ import annotations
-
-import argparse
-import math
-import tempfile
-import time
-from pathlib import Path
-
-import common  # noqa: F401 (the repository root on sys.path, for tests.generated)
+from common.figures import exponent, listed, timed
+from common.harness import Bench
 
 from ffx.pipeline.stages import crop, extract, shard, status
 from tests.generated import make_cropped_build
 
 RERUNS = {"shard": shard.run_shard, "crop": crop.run_crop, "extract": extract.run_extract, "status": None}
+BENCH = Bench("noop_rerun", __doc__)
+BENCH.parser.add_argument("sizes", nargs="+", type=int, help="numbers of videos")
 
 
-def main(sizes: list[int]) -> None:
-    seconds: dict[int, dict[str, float]] = {size: {} for size in sizes}
-    with tempfile.TemporaryDirectory() as folder:
-        for videos, figures in seconds.items():
-            build = make_cropped_build(
-                Path(folder) / str(videos), videos_per_label=videos // 2, frames=1, side=16
-            )
-            shard.run_shard(build, show_progress=False)
-            for name, rerun in RERUNS.items():
-                started = time.perf_counter()
+def run(args, work) -> dict:  # Bench.main's (argparse.Namespace, Path) -> results
+    seconds: dict[int, dict[str, float]] = {size: {} for size in args.sizes}
+    for videos, figures in seconds.items():
+        build = make_cropped_build(work / str(videos), videos_per_label=videos // 2, frames=1, side=16)
+        shard.run_shard(build, show_progress=False)
+        for name, rerun in RERUNS.items():
+            with timed(figures, name):
                 rerun(build, show_progress=False) if rerun else status.build_status(build)
-                figures[name] = time.perf_counter() - started
-            print(
-                f"{videos} videos: no-op " + ", ".join(f"{n} {s:.2f} s" for n, s in figures.items()),
-                flush=True,
-            )
-    first, last = seconds[sizes[0]], seconds[sizes[-1]]
-    growth = [f"{n} {math.log(last[n] / first[n]) / math.log(sizes[-1] / sizes[0]):.2f}" for n in RERUNS]
-    print("growth exponent: " + ", ".join(growth) if len(sizes) > 1 else "(one size: no growth exponent)")
+        print(f"{videos} videos: no-op {listed(figures, unit=' s')}", flush=True)
+    growth = {n: exponent({s: seconds[s][n] for s in (args.sizes[0], args.sizes[-1])}) for n in RERUNS}
+    print(f"growth exponent: {listed(growth)}" if len(seconds) > 1 else "(one size: no growth exponent)")
+    return {"seconds": seconds, "growth": growth}
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sizes", nargs="+", type=int, help="numbers of videos")
-    main(parser.parse_args().sizes)
+    BENCH.main(run, lambda results: None)  # the figures are printed as they come

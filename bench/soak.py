@@ -6,14 +6,12 @@ injected at random moments, checked byte for byte against a clean single-process
 
 Needs the one-node Slurm of `scripts/slurm-cluster.sh up` and root (the soak build lives on a tmpfs
 of its own, so that a full disk can be made without filling the machine's). The tree comes from
-bench/scale_tree.py. The clean build runs `ffx index ffpp-c23`, `extract`, `crop` and `shard` once.
-The soak build runs the same recipe as `ffx slurm` arrays of --parts tasks a stage, submitted round
-after round until complete, while a fault is injected every --every seconds on average (seeded), up
-to --faults, each kind when it can apply: kill (`scancel --signal=KILL --full` of a running task),
-disk-full (the build's file system full for 2-5 s), duplicate (a live stage array submitted again),
-shard (a finished shard deleted or a byte flipped), chunk (a ledger chunk truncated to half). It
-passes only if the shards are byte-identical to the clean build's, `ffx diff` finds no video that
-differs, `ffx verify` is clean and every kind of fault was injected; exit 0 only on a pass.
+bench/common/trees.py. The clean build runs `ffx index ffpp-c23`, `extract`, `crop` and `shard` once;
+the soak build runs them as arrays of --parts tasks, submitted round after round until complete, while
+a fault of each kind (Injector: kill, disk-full, duplicate, shard, chunk; docs/slurm.md) is injected
+every --every seconds on average (seeded), up to --faults. It passes only if the shards are
+byte-identical, `ffx diff` finds no video that differs, `ffx verify` is clean and every kind of fault
+was injected; exit 0 only on a pass.
 """
 
 from __future__ import annotations
@@ -28,46 +26,21 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.scale_tree
-
+from common import FFX, set_flags, tree_bytes
+from common.figures import timed
 from common.harness import RESULTS_DIR
+from common.soak import KINDS, Fault, Soak, summary, task_states
+from common.trees import Tree, make_ffpp
 
-from bench.scale_tree import make_ffpp
 from ffx.cluster.slurm import FINAL_STATES, Resources, submit_jobs, wait_for_jobs, write_slurm_jobs
 from ffx.pipeline.engine.builddir import BuildDir
 
-KINDS = ("kill", "disk-full", "duplicate", "shard", "chunk")
-RECIPE = "ffpp-c23"
-FFX = str(Path(sys.executable).with_name("ffx"))
-
-
-@dataclass
-class Fault:
-    """One injected fault: its kind, seconds since the soak started, the round, what it hit."""
-
-    kind: str
-    at: float
-    round: int
-    what: str
-
-
-@dataclass
-class Soak:
-    """What the soak saw: the faults, the rounds, each round's task states."""
-
-    seed: int
-    videos: int
-    parts: int
-    faults: list[Fault] = field(default_factory=list)
-    rounds: int = 0
-    task_states: Counter = field(default_factory=Counter)
-    duplicates: list[str] = field(default_factory=list)  # job ids of duplicate arrays
-    seconds: dict[str, float] = field(default_factory=dict)
-    checks: dict[str, bool] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+RECIPE, STAGES = "ffpp-c23", ("extract", "crop", "shard")  # the stages after the index
 
 
 def squeue_tasks(job_ids: list[str]) -> dict[str, str]:
@@ -75,10 +48,8 @@ def squeue_tasks(job_ids: list[str]) -> dict[str, str]:
     if not job_ids:
         return {}
     command = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", "--format=%i %T"]
-    done = subprocess.run(
-        command, capture_output=True, text=True, check=False, env=os.environ | {"LC_ALL": "C"}
-    )
-    return dict(line.split() for line in done.stdout.splitlines() if len(line.split()) == 2)
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"LC_ALL": "C"})
+    return task_states(done.stdout)
 
 
 class Injector(threading.Thread):
@@ -123,15 +94,18 @@ class Injector(threading.Thread):
                     return True
             return False
 
+    def _pick(self, choices: Iterable[Any]) -> Any:
+        """One of `choices` (sorted, so that the seed decides), None without any."""
+        choices = sorted(choices)
+        return self.rng.choice(choices) if choices else None
+
     def _running(self) -> list[str]:
         ids = [*self.round_jobs.values(), *self.soak.duplicates]
-        return sorted(task for task, state in squeue_tasks(ids).items() if state == "RUNNING")
+        return [task for task, state in squeue_tasks(ids).items() if state == "RUNNING"]
 
     def _kill(self) -> str:
-        running = self._running()
-        if not running:
+        if (task := self._pick(self._running())) is None:
             return ""
-        task = self.rng.choice(running)
         done = subprocess.run(["scancel", "--signal=KILL", "--full", task], capture_output=True, check=False)
         return f"task {task}" if done.returncode == 0 else ""  # it ended just before
 
@@ -157,9 +131,8 @@ class Injector(threading.Thread):
         states = squeue_tasks(list(self.round_jobs.values()))
         live = {task.split("_")[0] for task, state in states.items() if state in ("RUNNING", "PENDING")}
         stages = [stage for stage, job in self.round_jobs.items() if job in live and stage != "index"]
-        if not stages:
+        if (stage := self._pick(stages)) is None:
             return ""
-        stage = self.rng.choice(sorted(stages))
         done = subprocess.run(
             ["sbatch", "--parsable", str(self.jobs / f"{stage}.sbatch")], capture_output=True, text=True
         )
@@ -170,10 +143,8 @@ class Injector(threading.Thread):
         return f"{stage} array again as job {job}"
 
     def _shard(self) -> str:
-        shards = sorted(BuildDir(self.build).shards.glob("*.tar"))
-        if not shards:
+        if (shard := self._pick(BuildDir(self.build).shards.glob("*.tar"))) is None:
             return ""
-        shard = self.rng.choice(shards)
         try:
             if self.rng.random() < 0.5:
                 shard.unlink()
@@ -187,10 +158,8 @@ class Injector(threading.Thread):
         return f"{shard.name}: byte {place} flipped"
 
     def _chunk(self) -> str:
-        chunks = sorted(self.build.glob("*.parts/part-*/chunk-*.parquet"))
-        if not chunks:
+        if (chunk := self._pick(self.build.glob("*.parts/part-*/chunk-*.parquet"))) is None:
             return ""
-        chunk = self.rng.choice(chunks)
         try:
             size = chunk.stat().st_size
             os.truncate(chunk, size // 2)
@@ -231,10 +200,8 @@ def run_rounds(soak: Soak, injector: Injector, jobs, max_rounds: int, timeout: f
             time.sleep(1)
         injector.active.clear()
         soak.task_states.update(states.values())
-        failed = sorted(task for task, state in states.items() if state != "COMPLETED")
-        print(
-            f"  round {soak.rounds} ended: {dict(Counter(states.values()))}; failed {failed[:8]}", flush=True
-        )
+        failed = sorted(task for task, state in states.items() if state != "COMPLETED")[:8]
+        print(f"  round {soak.rounds} ended: {dict(Counter(states.values()))}; failed {failed}", flush=True)
         # A finished build is what a shard fault needs (shards exist only at a round's very end):
         # while faults remain, one is made now and the chain submitted again.
         if complete(build) and not injector.inject(("shard",)):
@@ -244,10 +211,9 @@ def run_rounds(soak: Soak, injector: Injector, jobs, max_rounds: int, timeout: f
 
 def check(soak: Soak, clean: Path, build: Path) -> None:
     """The soak build against the clean one: shards, every table (ffx diff), verify."""
-    shards = [json.loads((b / "shards" / "index.json").read_text())["shards"] for b in (clean, build)]
-    soak.checks["shards byte-identical"] = [(s["name"], s["sha256"]) for s in shards[0]] == [
-        (s["name"], s["sha256"]) for s in shards[1]
-    ]
+    indexes = [json.loads((b / "shards" / "index.json").read_text())["shards"] for b in (clean, build)]
+    clean_shards, shards = ([(s["name"], s["sha256"]) for s in index] for index in indexes)
+    soak.checks["shards byte-identical"] = clean_shards == shards
     diff = ffx("diff", str(clean), str(build), "--json", check=False)
     found = json.loads(diff.stdout)
     differing = {stage["stage"]: stage["differ"] for stage in found["stages"] if stage["differ"]}
@@ -261,23 +227,9 @@ def check(soak: Soak, clean: Path, build: Path) -> None:
 
 
 def report(soak: Soak, path: Path | None) -> dict:
-    passed = all(soak.checks.values())
-    verdict = "PASS" if passed else "FAIL"
-    print(f"\nsoak: {soak.videos} videos, {soak.parts} parts a stage, seed {soak.seed}: {verdict}")
-    print(
-        f"  faults injected: {len(soak.faults)} ({dict(Counter(f.kind for f in soak.faults))}); "
-        f"survived: {len(soak.faults) if passed else 'not all'}"
-    )
-    print(
-        f"  rounds (submissions of the chain): {soak.rounds}; resubmissions: {soak.rounds - 1}; "
-        f"duplicate arrays: {len(soak.duplicates)}; task states: {dict(soak.task_states)}"
-    )
-    print("  seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in soak.seconds.items()))
-    for name, ok in soak.checks.items():
-        print(f"  {'ok  ' if ok else 'FAIL'} {name}")
-    for note in soak.notes:
-        print(f"  note: {note}")
-    result = asdict(soak) | {"passed": passed, "task_states": dict(soak.task_states)}
+    """Print the report and write it as JSON (by default bench/results/soak-TIMESTAMP.json)."""
+    print("\n".join(summary(soak)))
+    result = asdict(soak) | {"passed": all(soak.checks.values()), "task_states": dict(soak.task_states)}
     path = path or RESULTS_DIR / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -285,54 +237,47 @@ def report(soak: Soak, path: Path | None) -> dict:
     return result
 
 
+def soak_build(soak: Soak, args: argparse.Namespace, tree: Tree, seed: int) -> None:
+    """The soak build on a tmpfs of its own, under faults, then checked against the clean build."""
+    work, disk = args.work, args.work / "disk"
+    megabytes = (
+        args.disk_mb or (3 * tree_bytes(work / "clean")[1] // 2 >> 20) + 256
+    )  # the clean build, and room
+    disk.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(disk)], check=True)
+    try:
+        jobs = write_slurm_jobs(RECIPE, tree.root, disk / "build", work / "jobs", splits=tree.splits,
+                                assignments=args.set, tasks=dict.fromkeys(STAGES, args.parts),
+                                resources=Resources(cpus=1, mem="1G", time="00:30:00"))  # fmt: skip
+        injector = Injector(soak, random.Random(seed), disk / "build", work / "jobs", args.every, args.faults)
+        injector.start()
+        with timed(soak.seconds, "soak build"):
+            try:
+                run_rounds(soak, injector, jobs, args.max_rounds, args.timeout)
+            finally:
+                injector.stop.set()
+                subprocess.run(["scancel", *soak.duplicates], check=False)
+        check(soak, work / "clean", disk / "build")
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
 def soak_run(args: argparse.Namespace) -> dict:
+    """The tree, the clean build, the soak build, the report."""
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     print(f"soak: seed {seed} (rerun with --seed {seed})", flush=True)
-    soak = Soak(seed, args.videos, args.parts)
-    work = args.work
-    started = time.monotonic()
-    tree = make_ffpp(work / "tree", args.videos)
-    soak.seconds["tree"] = time.monotonic() - started
-    mark = time.monotonic()
-    # The clean build runs the commands the arrays run, each once over every video (`ffx build`
-    # would crop frames it never stores: another frames table).
-    clean = str(work / "clean")
-    settings = [item for assignment in args.set for item in ("--set", assignment)]
-    ffx("index", RECIPE, "--root", str(tree.root), "--splits", str(tree.splits), "--build", clean, *settings)
-    for command in ("extract", "crop", "shard"):
-        ffx(command, clean)
-    soak.seconds["clean build"] = time.monotonic() - mark
-    clean_bytes = sum(path.stat().st_size for path in (work / "clean").rglob("*") if path.is_file())
-    megabytes = args.disk_mb or (3 * clean_bytes // 2 >> 20) + 256  # the clean build, and room
-    (work / "disk").mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(work / "disk")], check=True
-    )
-    try:
-        build = work / "disk" / "build"
-        jobs = write_slurm_jobs(
-            RECIPE,
-            tree.root,
-            build,
-            work / "jobs",
-            splits=tree.splits,
-            assignments=args.set,
-            tasks={stage: args.parts for stage in ("extract", "crop", "shard")},
-            resources=Resources(cpus=1, mem="1G", time="00:30:00"),
-        )
-        injector = Injector(soak, random.Random(seed), build, work / "jobs", args.every, args.faults)
-        injector.start()
-        mark = time.monotonic()
-        try:
-            run_rounds(soak, injector, jobs, args.max_rounds, args.timeout)
-        finally:
-            injector.stop.set()
-            subprocess.run(["scancel", *soak.duplicates], check=False)
-        soak.seconds["soak build"] = time.monotonic() - mark
-        check(soak, work / "clean", build)
-    finally:
-        subprocess.run(["umount", "--lazy", str(work / "disk")], check=False)
-    soak.seconds["total"] = time.monotonic() - started
+    soak, clean = Soak(seed, args.videos, args.parts), str(args.work / "clean")
+    with timed(soak.seconds, "total"):
+        with timed(soak.seconds, "tree"):
+            tree = make_ffpp(args.work / "tree", args.videos)
+        # The clean build runs the commands the arrays run, each once over every video (`ffx build`
+        # would crop frames it never stores: another frames table).
+        with timed(soak.seconds, "clean build"):
+            where = ["--root", str(tree.root), "--splits", str(tree.splits), "--build", clean]
+            ffx("index", RECIPE, *where, *set_flags(args.set))
+            for stage in STAGES:
+                ffx(stage, clean)
+        soak_build(soak, args, tree, seed)
     return report(soak, args.results)
 
 

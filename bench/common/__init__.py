@@ -32,6 +32,14 @@ if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
 
+def set_flags(settings: dict | Iterable[str]) -> list[str]:
+    """`--set FIELD=VALUE` for each of `settings` (a dict, or FIELD=VALUE strings), as ffx takes them."""
+    assignments = (
+        [f"{name}={value}" for name, value in settings.items()] if isinstance(settings, dict) else settings
+    )
+    return [flag for assignment in assignments for flag in ("--set", assignment)]
+
+
 def available_cores() -> int:
     """CPU cores this process may use (the affinity mask on Linux, e.g. a Slurm allocation)."""
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BUSY_PATTERNS = ("pytest", "bench/extract.py", "bench/crop.py", "bench/shard.py", "bench/train.py",
-                 "bench/pipeline.py", "bench/gpu.py")  # fmt: skip
+                 "bench/pipeline.py", "bench/gpu.py", "bench/dfb.py", "bench/png.py")  # fmt: skip
 POLL_SECONDS = 10.0
 
 

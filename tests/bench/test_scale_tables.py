@@ -1,5 +1,6 @@
-"""Issue 23's table-only generator (bench/scale_tables.py): a finished build whose no-op is a real
-no-op, every file its tables name in place as a hard link, each video with its own clip's rows."""
+"""Issue 23's table-only generator (bench/common/tables.py, made by bench/scale_tables.py): a finished
+build whose no-op is a real no-op, every file its tables name in place as a hard link, each video with
+its own clip's rows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from bench.scale_tables import make_table_only, recipe_settings
+from bench.common.tables import make_table_only, recipe_settings
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.status import build_status

@@ -1,6 +1,6 @@
-"""Issue 23's scale generator (bench/scale_tree.py): its FF++ and DFDC trees are what the recipes
-index, every video a hard link to one of at least 64 distinct clips, and every video decodes to
-a frame with a face that ffx crops."""
+"""Issue 23's scale generator (bench/common/trees.py, made by bench/scale_tree.py): its FF++ and DFDC
+trees are what the recipes index, every video a hard link to one of at least 64 distinct clips, and
+every video decodes to a frame with a face that ffx crops."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bench.scale_tree import CLIPS, FFPP_METHODS, make_dfdc, make_ffpp
+from bench.common.trees import CLIPS, FFPP_METHODS, make_dfdc, make_ffpp
 from ffx.pipeline.recipe.manifest import load_manifest
 from ffx.pipeline.stages.build import run_build
 from ffx.pipeline.stages.index import run_index
