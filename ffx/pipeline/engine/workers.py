@@ -129,7 +129,7 @@ def run_tasks(
     worker hung or died and `retry` returned no follow-up task for it.
 
     `follow_up(task, result)` may return new tasks that depend on a finished one; they run in
-    the same pool, so dependent work pays no second start-up."""
+    the same pool, next, so dependent work pays no second start-up."""
     context = multiprocessing.get_context("spawn")  # no fork: safe with threads and on macOS
     pending = deque(tasks)
     if not pending:
@@ -139,7 +139,9 @@ def run_tasks(
     def deliver(task: Any, result: Any) -> Iterator[tuple[Any, Any]]:
         yield task, result
         if follow_up is not None:
-            pending.extend(follow_up(task, result))
+            # Dependent tasks go first: their inputs are ready now, and a queue that ends with
+            # them (a fake behind its original) leaves cores idle at the end of a run.
+            pending.extendleft(reversed(list(follow_up(task, result))))
 
     try:
         while pending or any(worker.task is not None for worker in pool):

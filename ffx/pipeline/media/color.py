@@ -34,8 +34,16 @@ def convert(rgb: np.ndarray, space: str) -> np.ndarray:
     if space == "rgb":
         return rgb.copy()
     if space == "lab":
-        lab = cv2.cvtColor(rgb.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab)
-        return np.clip(np.rint(lab * _LAB_SCALE + _LAB_OFFSET), 0, 255).astype(np.uint8)
+        # In place, the same float32 operations as `np.clip(np.rint(lab * scale + offset), 0, 255)`
+        # on `rgb / 255` (equal on all 2^24 colours, tests/pipeline/media/test_color.py): 22 %
+        # less time, it being most of a four-space sample's conversions.
+        unit = rgb.astype(np.float32)
+        unit *= np.float32(1 / 255)
+        lab = cv2.cvtColor(unit, cv2.COLOR_RGB2Lab)
+        lab *= _LAB_SCALE
+        lab += _LAB_OFFSET
+        np.rint(lab, out=lab)
+        return np.clip(lab, 0, 255, out=lab).astype(np.uint8)
     if space == "hsv":
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)
     if space == "ycbcr":

@@ -147,9 +147,14 @@ class ExtractStage(Stage):
                 # else: its original's faces are from an earlier run; `ffx crop` decodes it again
         queued = {key for fakes in plan.waiting.values() for key in fakes}
         tasks = [task_for(key, jobs[key]) for key in keys if key not in queued]
-        # Largest files first (a rough measure of the work), so the last tasks to run are short
-        # ones and no core idles at the end while one long video finishes.
-        return sorted(tasks, key=lambda task: -_file_size(task.source))
+        # The largest work first, so the last tasks to run are short ones and no core idles at the
+        # end while one long video finishes. A file's size is a rough measure of its work; an
+        # original counts its queued fakes' too, since they start only once it is done.
+        size = {key: _file_size(Path(root) / path_of[key]) for key in keys}
+        family = {
+            task.key: size[task.key] + sum(size[f] for f in plan.waiting.get(task.key, [])) for task in tasks
+        }
+        return sorted(tasks, key=lambda task: -family[task.key])
 
     def result_rows(self, task: VideoTask, result: Extracted, report: StageReport) -> list[dict]:
         if result.faces is not None:

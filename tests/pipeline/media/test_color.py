@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -106,3 +107,15 @@ def test_bad_input_and_names_are_refused(rgb: np.ndarray) -> None:
         parse_spaces("rgb,hls")
     with pytest.raises(FfxError, match="listed twice"):
         parse_spaces("rgb,rgb")
+
+
+def test_lab_is_the_same_bytes_as_before_it_was_made_faster_on_every_colour() -> None:
+    """Lab in place (ffx 0.1's shards were written with this expression): every one of the 2^24
+    colours gives the same byte, so shards of the same crops keep their bytes."""
+    colours = np.arange(1 << 24, dtype=np.uint32)
+    image = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8)
+    image = image.reshape(4096, 4096, 3)
+    lab = cv2.cvtColor(image.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab)
+    scale, offset = np.array([255 / 100, 1, 1], np.float32), np.array([0, 128, 128], np.float32)
+    before = np.clip(np.rint(lab * scale + offset), 0, 255).astype(np.uint8)
+    assert np.array_equal(convert(image, "lab"), before)
