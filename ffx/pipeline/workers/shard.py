@@ -215,7 +215,10 @@ def take_premade(task: SampleTask) -> list[dict] | None:
     except (OSError, ValueError, KeyError, TypeError):
         current = False
     if current:
-        os.replace(tar, task.samples_file)
+        try:
+            os.replace(tar, task.samples_file)
+        except FileNotFoundError:  # its JSON without its tar (a run killed between the two)
+            current = False
     facts_file.unlink(missing_ok=True)
     tar.unlink(missing_ok=True)
     return facts["rows"] if current else None

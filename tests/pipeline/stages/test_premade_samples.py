@@ -96,6 +96,17 @@ def test_a_crop_replaced_after_the_pass_is_encoded_from_its_file(clips: Path, tm
     assert others[f"{KEYS[0]}_0002.rgb.png"] == (build / "faces" / KEYS[0] / "000002.png").read_bytes()
 
 
+def test_a_premade_file_gone_or_damaged_is_encoded_from_the_crops(clips: Path, tmp_path: Path) -> None:
+    build = the_pass(clips, tmp_path / "build")
+    premade = build / "samples" / ".premade"
+    (premade / f"{KEYS[0]}.tar").unlink()  # its JSON left without it
+    (premade / f"{KEYS[1]}.json").write_text("{not json")
+    run_shard(build, show_progress=False)
+    assert not premade.exists()
+    reference = stage_by_stage(clips, tmp_path / "reference")
+    assert shard_bytes(build) == shard_bytes(reference)
+
+
 def test_samples_asked_with_other_settings_are_encoded_again(clips: Path, tmp_path: Path) -> None:
     build = the_pass(clips, tmp_path / "build")
     run_shard(build, spaces="rgb,ycbcr", show_progress=False)  # the pass made four spaces
