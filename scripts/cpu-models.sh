@@ -5,6 +5,7 @@
 # qemu-user if it is missing (as root); `status` says whether qemu-x86_64 is there. Each is
 # idempotent and ends with one line on what it did.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
 
 say() { echo "cpu-models: $*"; }
 fail() { echo "cpu-models: error: $*" >&2; exit 1; }
@@ -14,17 +15,7 @@ install() {
     say "already installed; $(qemu-x86_64 --version | head -n1)"
     return 0
   fi
-  [[ $(id -u) == 0 ]] || fail "qemu-user not installed; run this as root (it uses apt-get)"
-  local log
-  log=$(mktemp)
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-user; } \
-    >"$log" 2>&1 </dev/null; then
-    cat "$log" >&2
-    rm -f "$log"
-    fail "apt-get install qemu-user failed (its output is above)"
-  fi
-  rm -f "$log"
+  apt_install qemu-user
   say "installed qemu-user; $(qemu-x86_64 --version | head -n1)"
 }
 

@@ -6,6 +6,7 @@
 # `status` says whether fusermount3 and /dev/fuse are there. Each is idempotent and ends with one
 # line on what it did.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
 
 say() { echo "flockless-fs: $*"; }
 fail() { echo "flockless-fs: error: $*" >&2; exit 1; }
@@ -20,18 +21,7 @@ install() {
     say "already installed; $(fusermount3 --version 2>&1 | head -n1)"
     return 0
   fi
-  [[ $(id -u) == 0 ]] || fail "fuse3 not installed; run this as root (it uses apt-get)"
-  # apt's chatter is shown only when it fails.
-  local log
-  log=$(mktemp)
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends fuse3; } \
-    >"$log" 2>&1 </dev/null; then
-    cat "$log" >&2
-    rm -f "$log"
-    fail "apt-get install fuse3 failed (its output is above)"
-  fi
-  rm -f "$log"
+  apt_install fuse3
   [[ -c /dev/fuse ]] || fail "installed fuse3, but /dev/fuse is missing (a container needs --device /dev/fuse)"
   say "installed fuse3; $(fusermount3 --version 2>&1 | head -n1)"
 }

@@ -5,6 +5,7 @@
 # slurmctld and slurmd without systemd and waits until the node takes jobs; `down` stops them;
 # `status` says whether the node is up. Each is idempotent and ends with one line on what it did.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"
 
 CONF=/etc/slurm/slurm.conf
 MUNGE_KEY=/etc/munge/munge.key
@@ -31,20 +32,9 @@ install_packages() {
   command -v slurmd >/dev/null || missing+=(slurmd)
   command -v sbatch >/dev/null || missing+=(slurm-client)
   ((${#missing[@]} == 0)) && return 0
-  [[ $(id -u) == 0 ]] || fail "${missing[*]} not installed; run this as root (it uses apt-get)"
   # The packages' postinst scripts try to start the daemons through systemd; there is none here,
-  # which they tolerate. Their users (munge, slurm) and folders come from the packages. apt's
-  # chatter is shown only when it fails.
-  local log
-  log=$(mktemp)
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-    >"$log" 2>&1 </dev/null; then
-    cat "$log" >&2
-    rm -f "$log"
-    fail "apt-get install ${missing[*]} failed (its output is above)"
-  fi
-  rm -f "$log"
+  # which they tolerate. Their users (munge, slurm) and folders come from the packages.
+  apt_install "${missing[@]}"
   INSTALLED="installed ${missing[*]}; "
 }
 
