@@ -27,6 +27,7 @@ from pydantic import (
 
 from ffx.errors import ManifestError
 from ffx.pipeline.media.color import SPACES
+from ffx.pipeline.media.png import ISAL_LEVELS
 from ffx.pipeline.recipe.defaults import EXTRACT_BACKENDS, EXTRACT_PNG_LEVEL, SAMPLING
 
 if sys.version_info >= (3, 11):
@@ -286,11 +287,12 @@ class Manifest(_Strict):
     @model_validator(mode="after")
     def _levels_fit_the_encoder(self) -> Manifest:
         if self.png_encoder == "isal":
-            for section in ("extract", "crop", "shard"):
-                if getattr(self, section).png_level > 2:
+            levels = {section: getattr(self, section).png_level for section in ("extract", "crop", "shard")}
+            for section, level in levels.items():
+                if level > max(ISAL_LEVELS):
                     raise ValueError(
-                        f"{section}.png_level {getattr(self, section).png_level} is above 2, the highest "
-                        'level of png_encoder "isal" (or set png_encoder = "opencv")'
+                        f"{section}.png_level {level} is above {max(ISAL_LEVELS)}, the highest level of "
+                        'png_encoder "isal" (or set png_encoder = "opencv")'
                     )
         return self
 

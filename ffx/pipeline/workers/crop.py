@@ -21,7 +21,7 @@ from ffx.pipeline.media.detect import DetectorSettings
 from ffx.pipeline.media.faces import BOX_TRACK, Detection, crop_box, select_faces
 from ffx.pipeline.media.images import encode_png, read_rgb
 from ffx.pipeline.media.landmarks import aligned_crop, aligned_matrix, crop_points, hull_mask
-from ffx.pipeline.workers.shard import SampleTask, face_crop, write_premade
+from ffx.pipeline.workers.shard import CROP_BOX, SampleTask, as_stored, face_crop, write_premade
 
 BOX_DETECTED, BOX_ORIGINAL = "detected", "original"
 ALIGNED = "aligned"  # the preset whose crop is a similarity warp, not a box (`crop_matrix`)
@@ -238,12 +238,14 @@ def crop_faces(
                     )
                     atomic.write_file(temp / Path(mask_file(path)).name, mask_png)
                     row["mask_path"] = mask_file(path)
-            rows.append(row | dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), cut)) | {"path": path})
+            rows.append(row | dict(zip(CROP_BOX, cut)) | {"path": path})
             made.append((rows[-1], png, pixels, mask_png))
     publish.publish_dir(temp if any(row["path"] for row in rows) else None, faces_root, key)
     publish.remove_item_temps(faces_root, key)
     if job.samples is not None and made:  # `ffx build`'s pass: the samples too, from these pixels
-        write_premade(job.samples, [(face_crop(row), png, pixels, mask) for row, png, pixels, mask in made])
+        write_premade(
+            job.samples, [(face_crop(as_stored(row)), png, pixels, mask) for row, png, pixels, mask in made]
+        )
     return rows, len(to_detect)
 
 

@@ -53,6 +53,9 @@ class SampleTask:
     png_encoder: str = "opencv"  # the recipe's `png_encoder`
 
 
+CROP_BOX = ("crop_x1", "crop_y1", "crop_x2", "crop_y2")  # faces.parquet's window columns
+
+
 def sample_name(key: str, frame_index: int, track: int) -> str:
     """The WebDataset key of a crop: `{key}_{frame:04d}`, `_{track:02d}` added for extra faces."""
     name = f"{key}_{frame_index:04d}"
@@ -90,21 +93,28 @@ def video_facts(video: dict) -> dict:
 
 
 def face_crop(row: dict) -> FaceCrop:
-    """The crop of a faces row. Its floats are taken as faces.parquet stores them (float32), so a
-    row still in a worker's hands gives the very crop that the row read back from the table gives."""
-    box = tuple(float(np.float32(row[name])) for name in ("x1", "y1", "x2", "y2"))
-    crop_box = tuple(int(row[name]) for name in ("crop_x1", "crop_y1", "crop_x2", "crop_y2"))
+    """The crop of a faces row, as read from faces.parquet (or `as_stored`)."""
     return FaceCrop(
-        int(row["frame_index"]),
-        int(row["track"]),
+        row["frame_index"],
+        row["track"],
         row["path"],
-        box,  # type: ignore[arg-type]
-        crop_box,  # type: ignore[arg-type]
-        float(np.float32(row["prob"])),
-        tuple(float(value) for value in np.asarray(row.get("dense_landmarks") or (), np.float32)),
-        tuple(float(value) for value in row.get("crop_matrix") or ()),
+        (row["x1"], row["y1"], row["x2"], row["y2"]),
+        (row["crop_x1"], row["crop_y1"], row["crop_x2"], row["crop_y2"]),
+        row["prob"],
+        tuple(row.get("dense_landmarks") or ()),
+        tuple(row.get("crop_matrix") or ()),
         row.get("mask_path") or "",
     )
+
+
+def as_stored(row: dict) -> dict:
+    """A faces row still in a worker's hands, its values as faces.parquet gives them back (float32
+    floats, plain ints), so its crop equals the crop of the row read back from the table."""
+    stored = row | {name: float(np.float32(row[name])) for name in ("x1", "y1", "x2", "y2", "prob")}
+    stored |= {name: int(row[name]) for name in ("frame_index", "track", *CROP_BOX)}
+    if row.get("dense_landmarks"):
+        stored["dense_landmarks"] = [float(value) for value in np.asarray(row["dense_landmarks"], np.float32)]
+    return stored
 
 
 def sample_identity(task: SampleTask) -> str:
@@ -217,7 +227,7 @@ def take_premade(task: SampleTask) -> list[dict] | None:
     if current:
         try:
             os.replace(tar, task.samples_file)
-        except FileNotFoundError:  # its JSON without its tar (a run killed between the two)
+        except FileNotFoundError:  # its JSON left without its tar (the tar deleted since)
             current = False
     facts_file.unlink(missing_ok=True)
     tar.unlink(missing_ok=True)

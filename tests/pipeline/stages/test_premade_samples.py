@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -18,9 +19,11 @@ from ffx.pipeline.engine.parts import Part
 from ffx.pipeline.engine.registry import stage_class
 from ffx.pipeline.engine.stage import BuildOptions
 from ffx.pipeline.media.color import convert
+from ffx.pipeline.recipe.schema import FACES_SCHEMA
 from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.shard import run_shard
+from ffx.pipeline.workers.shard import as_stored, face_crop
 from tests.generated import index_folder, portrait_clip
 
 KEYS = [f"clip_{number}" for number in range(3)]
@@ -75,8 +78,11 @@ def test_the_pass_makes_the_samples_and_shard_takes_them_unchanged(clips: Path, 
         facts = json.loads((premade / f"{key}.json").read_bytes())
         assert len(facts["rows"]) == crops[key] == 4
         assert sorted(facts["files"]) == sorted(f"faces/{key}/{frame:06d}.png" for frame in range(4))
+    made = {key: (premade / f"{key}.tar").stat().st_ino for key in KEYS}
     run_shard(build, show_progress=False)
     assert not premade.exists()
+    # Taken, not encoded again: each samples file is the very file the pass wrote (moved in place).
+    assert {key: (build / "samples" / f"{key}.tar").stat().st_ino for key in KEYS} == made
     reference = stage_by_stage(clips, tmp_path / "reference")
     assert shard_bytes(build) == shard_bytes(reference) and len(shard_bytes(build)) > 0
     assert samples_rows(build) == samples_rows(reference)
@@ -101,7 +107,9 @@ def test_a_premade_file_gone_or_damaged_is_encoded_from_the_crops(clips: Path, t
     premade = build / "samples" / ".premade"
     (premade / f"{KEYS[0]}.tar").unlink()  # its JSON left without it
     (premade / f"{KEYS[1]}.json").write_text("{not json")
+    sound = (premade / f"{KEYS[2]}.tar").stat().st_ino
     run_shard(build, show_progress=False)
+    assert (build / "samples" / f"{KEYS[2]}.tar").stat().st_ino == sound  # the sound one is taken
     assert not premade.exists()
     reference = stage_by_stage(clips, tmp_path / "reference")
     assert shard_bytes(build) == shard_bytes(reference)
@@ -119,3 +127,18 @@ def test_samples_asked_with_other_settings_are_encoded_again(clips: Path, tmp_pa
     ]
     assert len(names) == 4 * 4  # four crops of four members each
     assert not (build / "samples" / ".premade").exists()
+
+
+def test_a_row_in_the_workers_hands_gives_the_crop_its_table_row_gives() -> None:
+    """A box scaled back from the detector's copy is a float64 that faces.parquet stores as
+    float32: the pass's samples are made for the crop as the table will hold it."""
+    row = {
+        "key": "k", "frame_index": np.int64(3), "track": 0, "x1": 1 / 3, "y1": 2 / 3, "x2": 100.1,
+        "y2": 120.7, "crop_x1": np.int64(0), "crop_y1": 1, "crop_x2": 150, "crop_y2": 170,
+        "prob": 0.987654321, "landmarks": [0.1] * 10, "dense_landmarks": [10 / 3, 20 / 3],
+        "crop_matrix": None, "n_faces": 1, "box_source": "detected", "path": "faces/k/000003.png",
+        "mask_path": "", "status": "ok", "error": "",
+    }  # fmt: skip
+    read_back = pa.Table.from_pylist([row], FACES_SCHEMA).to_pylist()[0]
+    assert face_crop(as_stored(row)) == face_crop(read_back)
+    assert face_crop(row) != face_crop(read_back)  # the float64 values would not match
