@@ -8,6 +8,7 @@ import hashlib
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,6 +72,18 @@ def crops_digest(build: Path) -> dict[str, str]:
     """The sha256 of every crop PNG and of faces.parquet, by path in the build."""
     files = [*sorted(build.glob("faces/**/*.png")), build / "faces.parquet"]
     return {str(path.relative_to(build)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def kill_mid_run(script: str, arguments: list[str], build: Path, stage: str, chunks: int, seconds: float):
+    """Run `python -c script ARGUMENTS` in a session of its own and kill -9 it and its workers once
+    `chunks` ledger chunks of `stage` are written under `build`; its table must not be merged yet."""
+    process = subprocess.Popen([sys.executable, "-c", script, *arguments], start_new_session=True)
+    deadline = time.monotonic() + seconds
+    while len(list(build.glob(f"{stage}.parts/*/chunk-*.parquet"))) < chunks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the main process and its workers, mid-run
+    process.wait()
+    assert not (build / f"{stage}.parquet").exists(), "the run finished before it could be killed"
 
 
 def _try_once(path: str, barrier, results) -> None:

@@ -5,12 +5,7 @@ No media needed: clips of the bundled demo portrait."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -25,7 +20,7 @@ from ffx.pipeline.stages.crop import run_crop
 from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.shard import run_shard
-from tests.assertions import crops_digest, faces_by_key
+from tests.assertions import crops_digest, faces_by_key, kill_mid_run
 from tests.generated import index_folder, portrait_clip
 
 RECIPE = {"sampling": "first:6", "crop.size": 128}
@@ -179,13 +174,7 @@ def test_kill_9_during_the_pass_then_resume_is_byte_identical(
         f"run_build(load_manifest('folder', {RECIPE!r}), sys.argv[1], sys.argv[2], workers=1, "
         "show_progress=False)"
     )
-    process = subprocess.Popen([sys.executable, "-c", script, str(clips), str(build)], start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not list(build.glob("frames.parts/*/chunk-*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (build / "frames.parquet").exists(), "the run finished before it could be killed"
+    kill_mid_run(script, [str(clips), str(build)], build, "frames", chunks=1, seconds=180)
     resumed = run_build(load_manifest("folder", RECIPE), clips, build, workers=1, show_progress=False)
     assert resumed.stages[0].skipped >= 1 and not resumed.waiting
     assert crops_digest(build) == crops_digest(staged) and shard_bytes(build) == shard_bytes(staged)

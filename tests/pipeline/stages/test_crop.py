@@ -4,12 +4,7 @@ after kill -9, partitions and worker counts."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -25,7 +20,7 @@ from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.shard import run_shard
 from ffx.synthetic import dusk_frames, write_h264_video
-from tests.assertions import crops_digest, faces_by_key
+from tests.assertions import crops_digest, faces_by_key, kill_mid_run
 from tests.conftest import SHARED_MEDIA
 from tests.generated import build_folder, index_folder, portrait_clip
 
@@ -192,13 +187,7 @@ def test_kill_9_then_resume_is_byte_identical(small_faces: Path, tmp_path: Path)
         "import sys; from ffx.pipeline.stages.crop import run_crop; "
         "run_crop(sys.argv[1], workers=1, show_progress=False, flush_seconds=0)"
     )
-    process = subprocess.Popen([sys.executable, "-c", script, str(build)], start_new_session=True)
-    deadline = time.monotonic() + 180
-    while len(list(build.glob("faces.parts/*/chunk-*.parquet"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (build / "faces.parquet").exists(), "the run finished before it could be killed"
+    kill_mid_run(script, [str(build)], build, "faces", chunks=2, seconds=180)
     resumed = run_crop(build, workers=1, show_progress=False)
     assert resumed.skipped >= 2 and resumed.merged
     assert crops_digest(build) == crops_digest(reference)

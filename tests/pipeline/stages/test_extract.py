@@ -5,10 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import av
@@ -24,6 +20,7 @@ from ffx.pipeline.stages.extract import run_extract
 from ffx.pipeline.stages.index import run_index
 from ffx.pipeline.stages.status import build_status
 from ffx.synthetic import decode_frame_index, write_h264_index_video, write_index_video
+from tests.assertions import kill_mid_run
 from tests.conftest import SHARED_MEDIA
 
 WIDTH, HEIGHT = 96, 64
@@ -211,13 +208,7 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path: Path) -> None:
         "import sys; from ffx.pipeline.stages.extract import run_extract; "
         "run_extract(sys.argv[1], workers=1, show_progress=False, flush_seconds=0)"
     )
-    process = subprocess.Popen([sys.executable, "-c", script, str(build)], start_new_session=True)
-    deadline = time.monotonic() + 120
-    while len(list(build.glob("frames.parts/*/chunk-*.parquet"))) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the main process and its worker, mid-run
-    process.wait()
-    assert not (build / "frames.parquet").exists(), "the run finished before it could be killed"
+    kill_mid_run(script, [str(build)], build, "frames", chunks=3, seconds=120)
     resumed = run_extract(build, workers=1, show_progress=False)
     assert resumed.skipped >= 3 and resumed.skipped + sum(resumed.items_by_status.values()) == 12
     assert tree_digest(build) == tree_digest(reference)
