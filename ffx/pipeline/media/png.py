@@ -25,7 +25,8 @@ def isal_png(pixels: np.ndarray, level: int) -> bytes:
     sample in 4.9 ms and 507 kB against 16.5 ms and 556 kB with `opencv` at level 1 (libdeflate
     10.1 ms, 469 kB; zlib-ng 7.4 ms, 742 kB). At levels 0-2, ISA-L's output is the same for
     AVX-512, AVX2 and SSE4.2 kernels (tests/pipeline/media/test_png.py runs it under qemu's CPU
-    models), so shards stay byte-identical across machines."""
+    models). But a CI run once wrote other bytes for the same pixels (one PNG of 720, not reproduced
+    since): ISA-L is asked for (`png_encoder = "isal"`), never the bundled recipes' encoder."""
     if level not in ISAL_LEVELS:
         raise ValueError(f"png_encoder isal takes PNG levels 0-2, got {level}")
     return up_filtered_png(pixels, lambda data: isal_zlib.compress(data, level))

@@ -269,9 +269,9 @@ class Manifest(_Strict):
     crop: Crop = Crop()
     shard: Shard = Shard()
     seed: int = 0
-    # The encoder of every PNG the build writes (frames, crops, masks, samples): "isal" (ISA-L's
-    # deflate, every bundled recipe: about 3x faster, levels 0-2) or "opencv" (libpng and zlib:
-    # the encoder of builds made before this field, hence the default of a recipe that says none).
+    # The encoder of every PNG the build writes (frames, crops, masks, samples): "opencv" (libpng
+    # and zlib, every bundled recipe) or "isal" (ISA-L's deflate, about 3x faster, levels 0-2; once
+    # seen writing other bytes for the same pixels, so builds are not certain to be byte-identical).
     png_encoder: Literal["isal", "opencv"] = "opencv"
 
     @field_validator("sampling")

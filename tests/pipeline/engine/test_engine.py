@@ -160,9 +160,6 @@ def test_a_stage_option_is_written_into_the_recipe_and_a_disagreeing_build_is_re
     assert "sampling = 'first:5' but this command asks 'first:30'" in error
     assert "--set 'sampling=\"first:5\"'" in error
     assert load_manifest(build / "manifest.toml").sampling == "first:5"  # untouched
-    # A level the recipe's PNG encoder lacks is one line naming the field (isal: 0-2).
-    assert main(["extract", str(build), "--png-level", "5"]) == 1
-    assert 'extract.png_level 5 is above 2, the highest level of png_encoder "isal"' in one_error_line(capsys)
 
 
 def test_recipes_set_every_stage_option_and_ffpp_reuses_boxes(tmp_path: Path) -> None:
