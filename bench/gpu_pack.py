@@ -1,6 +1,6 @@
 """Pack what bench/gpu.py lacks on a lent GPU machine (its Python 3.12 has torch, torchvision, timm, numpy,
 OpenCV, Pillow, pyarrow; no network; 64 MiB a run) into bench/results/gpu-pack/ (git ignores it): the real
-clips and the wheels the lock pins there of PyAV (not decord), pydantic, webdataset, isal, facenet-pytorch.
+clips and the wheels the lock pins there of PyAV (not decord), pydantic, webdataset, deflate, facenet-pytorch.
 
     python3 bench/gpu_pack.py [--python 3.11]  # -> bench/results/gpu-pack/{wheels,media}; 3.11: to test"""
 
@@ -18,8 +18,9 @@ except ImportError:  # a bare Python: pip's copy
 
 REPO = Path(__file__).resolve().parents[1]  # not `common`'s: a bare Python, without numpy, runs this
 PACK, MEDIA, LIMIT = REPO / "bench/results/gpu-pack", REPO.parent / "shared/media/videos", 64 << 20
+# --no-deps: facenet-pytorch's pins are stale
 WHEELS = ("av", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "webdataset",
-          "braceexpand", "isal", "facenet-pytorch")  # --no-deps: facenet-pytorch's pins are stale # fmt: skip
+          "braceexpand", "deflate", "facenet-pytorch")  # fmt: skip
 PLATFORMS = [f"--platform=manylinux{tag}_x86_64" for tag in ("_2_28", "_2_17", "2014", "1")]
 
 

@@ -4,10 +4,10 @@ Inputs (untimed): `ffx build folder` of the real clips (first --frames frames ea
 crops; per crop its Lab, HSV and YCbCr images (what a four-space sample encodes besides the crop
 itself). Each encoder writes every one of them, --rounds times (the fastest round kept), in this
 process, one thread: ms and kB per sample, and a check that each PNG decodes (OpenCV) to the pixels
-written. `opencv` (libpng and zlib at level 1: the Up filter and zlib's RLE strategy) and `isal`
-(ISA-L's deflate with the Up filter, levels 0-2) are ffx's `png_encoder`s. The Up filter with
-zlib, libdeflate (`deflate`), zlib-ng (`zlib-ng`) or fpng (`fpng`) is measured where that package
-is installed, for comparison (none is in the lock).
+written. `opencv` (libpng and zlib at level 1: the Up filter and zlib's RLE strategy) and
+`libdeflate` (libdeflate with the Up filter) are ffx's `png_encoder`s. The Up filter with zlib,
+ISA-L (`isal`) or zlib-ng (`zlib-ng`), and fpng (`fpng`), are measured where that package is
+installed, for comparison (none is in the lock).
 
     .venv/bin/python bench/png.py
 """
@@ -38,24 +38,20 @@ SPACES = ("lab", "hsv", "ycbcr")
 def encoders() -> dict[str, Callable[[np.ndarray], bytes] | str]:
     """Each candidate's encode function, or why it cannot be measured here."""
     found: dict[str, Callable[[np.ndarray], bytes] | str] = {
-        "opencv level 1 (ffx's before)": partial(encode_png, level=1, encoder="opencv"),
-        **{f"isal level {level}": partial(encode_png, level=level, encoder="isal") for level in (0, 1, 2)},
+        "opencv level 1": partial(encode_png, level=1, encoder="opencv"),
+        **{f"libdeflate level {n}": partial(encode_png, level=n, encoder="libdeflate") for n in (0, 1, 2, 6)},
         "zlib level 1, Up filter": partial(up_filtered_png, compress=partial(zlib.compress, level=1)),
     }
     try:
-        import deflate
+        from isal import isal_zlib
 
-        for level in (1, 6):
-            compress = partial(_positional, deflate.zlib_compress, level)
-            found[f"libdeflate level {level}"] = partial(up_filtered_png, compress=compress)
+        found["isal level 1"] = _up_filtered_level_1(isal_zlib.compress)
     except ImportError:
-        found["libdeflate"] = "not installed (pip install deflate)"
+        found["isal"] = "not installed (pip install isal)"
     try:
         from zlib_ng import zlib_ng
 
-        found["zlib-ng level 1"] = lambda image: up_filtered_png(
-            image, lambda data: zlib_ng.compress(data, 1)
-        )
+        found["zlib-ng level 1"] = _up_filtered_level_1(zlib_ng.compress)
     except ImportError:
         found["zlib-ng"] = "not installed (pip install zlib-ng)"
     try:
@@ -65,6 +61,11 @@ def encoders() -> dict[str, Callable[[np.ndarray], bytes] | str]:
     except ImportError:
         found["fpng"] = "not installed (pip install fpng lazy_loader)"
     return found
+
+
+def _up_filtered_level_1(compress: Callable) -> Callable[[np.ndarray], bytes]:
+    """A PNG encoder of Up-filtered rows by a zlib-like `compress(data, level)` at level 1."""
+    return partial(up_filtered_png, compress=partial(_positional, compress, 1))
 
 
 def _positional(compress: Callable, level: int, data: bytes) -> bytes:

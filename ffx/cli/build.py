@@ -82,8 +82,7 @@ def extract(
             "--png-level",
             min=0,
             max=9,
-            help="PNG level (0-2 with isal, 0-9 with opencv); "
-            f"sets `extract.png_level` ({defaults.EXTRACT_PNG_LEVEL}).",
+            help=f"PNG level, 0-9; sets `extract.png_level` ({defaults.EXTRACT_PNG_LEVEL}).",
         ),
     ] = None,
     keep_frames: Annotated[
@@ -191,7 +190,7 @@ def crop(
             "--png-level",
             min=0,
             max=9,
-            help="PNG level (0-2 with isal, 0-9 with opencv); sets `crop.png_level`.",
+            help="PNG level, 0-9; sets `crop.png_level`.",
         ),
     ] = None,
     landmarks: Annotated[
@@ -301,7 +300,7 @@ def shard(
             "--png-level",
             min=0,
             max=9,
-            help="PNG level of the converted spaces (0-2 isal, 0-9 opencv); sets `shard.png_level`.",
+            help="PNG level of the converted spaces, 0-9; sets `shard.png_level`.",
         ),
     ] = None,
     store: Annotated[

@@ -9,7 +9,7 @@ import numpy as np
 
 from ffx.errors import BuildError
 from ffx.pipeline.engine.statuses import BadInput, Status
-from ffx.pipeline.media.png import isal_png
+from ffx.pipeline.media.png import libdeflate_png
 
 
 def png_params(level: int) -> list[int]:
@@ -31,9 +31,9 @@ def png_params(level: int) -> list[int]:
 
 def encode_png(rgb: np.ndarray, level: int, encoder: str = "opencv") -> bytes:
     """PNG bytes of an RGB (or grayscale) uint8 image, by the recipe's `png_encoder`: `opencv`
-    (libpng and zlib, `png_params`) or `isal` (`isal_png`)."""
-    if encoder == "isal":
-        return isal_png(rgb, level)
+    (libpng and zlib, `png_params`) or `libdeflate` (`libdeflate_png`)."""
+    if encoder == "libdeflate":
+        return libdeflate_png(rgb, level)
     pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     ok, png = cv2.imencode(".png", pixels, png_params(level))
     if not ok:

