@@ -37,8 +37,8 @@ def convert(rgb: np.ndarray, space: str) -> np.ndarray:
         return rgb.copy()
     if space == "lab":
         # The same float32 operations as `np.clip(np.rint(lab * scale + offset), 0, 255)` on
-        # `rgb / 255` (equal on all 2^24 colours, tests/pipeline/media/test_color.py), in a third
-        # of its time: Lab is most of a four-space sample's conversions.
+        # `rgb / 255` (equal on all 2^24 colours, tests/pipeline/media/test_color.py), 6.3 -> 5.1 ms
+        # a 512-px crop: Lab is most of a four-space sample's conversions.
         unit = rgb.astype(np.float32)
         unit *= np.float32(1 / 255)
         lab = cv2.transform(cv2.cvtColor(unit, cv2.COLOR_RGB2Lab), _LAB_TO_BYTES)
