@@ -19,10 +19,11 @@ def libdeflate_png(pixels: np.ndarray, level: int) -> bytes:
     """An 8-bit RGB or grayscale PNG, every row Up-filtered, compressed by libdeflate.
 
     Measured on 512-px crops of the real clips (`bench/png.py`): the three converted spaces of a
-    sample in about half OpenCV's time at level 1, and 18 % smaller. libdeflate has no
-    CPU-dependent paths in its compressor (only its checksums are, and they compute one value),
-    and its output is a function of the input, level and libdeflate version: the lock pins the
-    version, and tests/pipeline/media/test_png.py checks the bytes under qemu's CPU models."""
+    sample in about half OpenCV's time at level 1, and 18 % smaller. libdeflate's CPU-specific
+    code (its checksums, the SIMD set-up of its match finder's tables) computes the same values
+    on every CPU, so its output is a function of the input, level and libdeflate version: the
+    lock pins the version, and tests/pipeline/media/test_png.py checks the bytes under qemu's
+    x86 CPU models."""
     return up_filtered_png(pixels, lambda data: deflate.zlib_compress(data, level))
 
 
