@@ -1,29 +1,28 @@
 """Where `ffx build`'s time goes: one build of bench/pipeline.py's tree, its workers' tasks run in
 this process under cProfile (one core), the time summed by part of the pass.
 
-    .venv/bin/python bench/profile_build.py --frames 30
-
 Prints each part's seconds and share (MTCNN with its area resampling and network layers, PNG
 compression, colour conversions, hashing, decoding, file writes, crop resizing), then the
-functions with the most own time; writes the parts to bench/results/profile_build-TIMESTAMP.json
-and the whole profile beside it (.prof, for snakeviz or pstats). Not a comparison: the figures
-are one process's, slower than `ffx build` on all cores, and the profiler adds some time.
+functions with the most own time; the parts go to bench/results/profile_build-TIMESTAMP.json, and
+with --keep or --workdir the whole profile stays in the work dir (build.prof, for snakeviz or
+pstats). Not a comparison: the figures are one process's, slower than `ffx build` on all cores,
+and the profiler adds some time.
+
+    .venv/bin/python bench/profile_build.py --frames 30
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
+import io
 import pstats
 import re
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
 
 from common import MEDIA_DIR
-from common.harness import RESULTS_DIR
+from common.harness import Bench
 from pipeline import make_tree
 
 import ffx.pipeline.engine.stage as stage_module
@@ -77,41 +76,40 @@ def _unnumbered(key: tuple[str, int, str]) -> str:
     return re.sub(r":\d+\(", "(", pstats.func_std_string(key))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--frames", type=int, default=30, help="frames per clip, first:N (default: 30)")
-    parser.add_argument("--generated", type=int, default=2, help="generated originals (default: 2)")
-    parser.add_argument("--top", type=int, default=25, help="functions listed by own time (default: 25)")
-    parser.add_argument("--set", action="append", default=[], help="a recipe override, as for ffx build")
-    args = parser.parse_args()
+def run(args, work: Path) -> dict:
+    """Index and build the tree in this process, the build under cProfile; its parts and top functions."""
     stage_module.run_tasks = shard_module.run_tasks = run_inline
-    with tempfile.TemporaryDirectory(prefix="ffx-profile-") as folder:
-        root, build = Path(folder) / "tree", Path(folder) / "build"
-        make_tree(root, args.frames, args.generated, (MEDIA_DIR / "videos").is_dir())
-        common = ["--root", str(root), "--build", str(build), "--set", f"sampling=first:{args.frames}"]
-        common += [option for value in args.set for option in ("--set", value)]
-        app(["index", "ffpp-c23", *common], standalone_mode=False)
-        profile = cProfile.Profile()
-        start = time.perf_counter()
-        profile.runcall(app, ["build", "ffpp-c23", *common, "--device", "cpu"], standalone_mode=False)
-        seconds = time.perf_counter() - start
-    stats = pstats.Stats(profile)
-    parts = part_seconds(stats)
-    print(f"\nffx build in one process, profiled: {seconds:.1f} s")
-    for name, value in parts.items():
+    root, build = work / "tree", work / "build"
+    make_tree(root, args.frames, args.generated, (MEDIA_DIR / "videos").is_dir())
+    common = ["--root", str(root), "--build", str(build), "--set", f"sampling=first:{args.frames}"]
+    common += [option for value in args.set for option in ("--set", value)]
+    app(["index", "ffpp-c23", *common], standalone_mode=False)
+    BENCH.quiet.wait("build")
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.runcall(app, ["build", "ffpp-c23", *common, "--device", "cpu"], standalone_mode=False)
+    seconds = time.perf_counter() - start
+    profile.dump_stats(str(work / "build.prof"))
+    listing = io.StringIO()
+    stats = pstats.Stats(profile, stream=listing)
+    stats.sort_stats("tottime").print_stats(args.top)
+    return {"seconds": seconds, "parts": part_seconds(stats), "top_functions": listing.getvalue()}
+
+
+def report(results: dict) -> None:
+    print(results["top_functions"])
+    print(f"ffx build in one process, profiled: {results['seconds']:.1f} s")
+    for name, value in results["parts"].items():
         if value == 0:  # a part this build has none of (the other PNG encoder)
             continue
-        print(f"  {name:46s} {value:6.2f} s  {100 * value / seconds:4.0f} %")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    profile.dump_stats(str(RESULTS_DIR / f"profile_build-{stamp}.prof"))
-    record = {"frames": args.frames, "generated": args.generated, "sets": args.set, "seconds": seconds}
-    (RESULTS_DIR / f"profile_build-{stamp}.json").write_text(json.dumps(record | {"parts": parts}, indent=2))
-    stats.sort_stats("tottime").print_stats(args.top)
-    print(f"Results: {RESULTS_DIR / f'profile_build-{stamp}.json'}")
+        print(f"  {name:46s} {value:6.2f} s  {100 * value / results['seconds']:4.0f} %")
 
+
+BENCH = Bench("profile_build", __doc__)
+BENCH.option("--frames", 30, "frames per clip, first:N", minimum=1)
+BENCH.option("--generated", 2, "generated originals, each with a fake per FF++ method", minimum=0)
+BENCH.option("--top", 25, "functions listed by own time", minimum=1)
+BENCH.option("--set", [], "a recipe override, as for ffx build (repeatable)", type=str, action="append")
 
 if __name__ == "__main__":
-    main()
+    BENCH.main(run, report)
